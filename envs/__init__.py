@@ -1,0 +1,26 @@
+"""The semantically neutral Gymnasium text maze (registered as "WelfareMaze-v0")."""
+
+import gymnasium as gym
+
+from envs.maze import MazeConfig, MazeEnv
+from envs.parse import parse_action
+from envs.scripted import ScriptedTrajectory, good_policy_trajectory, scripted_trajectories
+from envs.tiles import TILE_SETS, Tile, TileSymbols, resolve_symbols
+
+ENV_ID = "WelfareMaze-v0"
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="envs.maze:MazeEnv")
+
+__all__ = [
+    "ENV_ID",
+    "MazeConfig",
+    "MazeEnv",
+    "ScriptedTrajectory",
+    "TILE_SETS",
+    "Tile",
+    "TileSymbols",
+    "good_policy_trajectory",
+    "parse_action",
+    "resolve_symbols",
+    "scripted_trajectories",
+]

@@ -1,0 +1,91 @@
+"""Writing artifacts safely and traceably (used by every stage).
+
+Every write goes to a temporary file in the target folder and is renamed into place,
+so an interrupted run never leaves a half-written artifact. `provenance` is the record
+every artifact carries: config, seed, model, package version, time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("welfare-axis")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def provenance(config: dict | None = None, seed: int | None = None, model: dict | None = None, **extra) -> dict:
+    """The record stored with every artifact so it can be traced and re-run."""
+    import numpy
+    import torch
+
+    return {
+        "package": "welfare-axis",
+        "package_version": package_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seed": seed,
+        "config": config,
+        "model": model,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__},
+        **extra,
+    }
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def atomic_write_parquet(path: str | os.PathLike, frame, metadata: dict | None = None) -> None:
+    """Write a pandas DataFrame to parquet atomically; `metadata` goes into the file's key-value metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata is not None:
+        kv = dict(table.schema.metadata or {})
+        kv[b"welfare_axis"] = json.dumps(metadata, default=str).encode()
+        table = table.replace_schema_metadata(kv)
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict:
+    import pyarrow.parquet as pq
+
+    kv = pq.read_schema(path).metadata or {}
+    raw = kv.get(b"welfare_axis")
+    return json.loads(raw) if raw else {}

@@ -1,0 +1,200 @@
+"""Scripted (off-policy) trajectories.
+
+* Concept-vector data (STUDY.md, "Concept vectors"): per class Mold/Gold/Path, an
+  episode of n in 1..15 moves whose first n-1 moves go over fresh Path and whose
+  last move enters a tile of the class, each in its own maze, with the final
+  direction balanced over N/E/S/W. Played without wind so the script is exact.
+* A good policy (maximise Gold, avoid Mold, with lookahead on the true map) for SFT data.
+
+Trajectories are replayed through `MazeEnv`, so the transcript is exactly what a model
+would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs.generator import DIRECTIONS
+from envs.maze import MazeConfig, MazeEnv
+from envs.tiles import Tile
+
+KINDS = ("mold", "gold", "path")
+_KIND_TILE = {"mold": Tile.MOLD, "gold": Tile.GOLD, "path": Tile.PATH}
+_MAX_EXPANSIONS = 4000
+_MAX_MAZES = 200
+
+
+@dataclass
+class ScriptedTrajectory:
+    kind: str  # "mold" | "gold" | "path" | "good"
+    maze_seed: int
+    actions: list[int]
+    messages: list[dict[str, str]]  # user/assistant turns, ending with the assistant's last move
+    golds: int = 0
+    molds: int = 0
+    total_reward: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_moves(self) -> int:
+        return len(self.actions)
+
+    @property
+    def final_direction(self) -> int:
+        return self.actions[-1]
+
+
+def _neighbour(pos: tuple[int, int], d: int, size: int) -> tuple[int, int] | None:
+    x, y = pos[0] + DIRECTIONS[d][0], pos[1] + DIRECTIONS[d][1]
+    return (x, y) if 0 <= x < size and 0 <= y < size else None
+
+
+def _find_path(grid: np.ndarray, start, n_path: int, final_dir: int, target: Tile, rng) -> list[int] | None:
+    """Random DFS for n_path moves over unvisited Path cells, then final_dir onto `target`."""
+    size = grid.shape[0]
+    visited = {start}
+    route: list[int] = []
+    budget = [_MAX_EXPANSIONS]
+
+    def ok_final(pos) -> bool:
+        nb = _neighbour(pos, final_dir, size)
+        # The final tile must be fresh: stepping back onto a melted tile is a different situation.
+        return nb is not None and nb not in visited and Tile(int(grid[nb[1], nb[0]])) == target
+
+    def dfs(pos) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        if len(route) == n_path:
+            return ok_final(pos)
+        for d in rng.permutation(4):
+            nb = _neighbour(pos, int(d), size)
+            if nb is None or nb in visited or grid[nb[1], nb[0]] != Tile.PATH:
+                continue
+            visited.add(nb)
+            route.append(int(d))
+            if dfs(nb):
+                return True
+            route.pop()
+            visited.discard(nb)
+        return False
+
+    return route + [final_dir] if dfs(start) else None
+
+
+def _replay(env: MazeEnv, maze_seed: int, actions: list[int], kind: str) -> ScriptedTrajectory:
+    obs, _ = env.reset(seed=maze_seed, options={"maze_seed": maze_seed})
+    messages: list[dict[str, str]] = []
+    info: dict = {}
+    total = 0.0
+    for a in actions:
+        messages.append({"role": "user", "content": obs})
+        messages.append({"role": "assistant", "content": env.letters[a]})
+        obs, r, _, _, info = env.step(a)
+        total += r
+    return ScriptedTrajectory(
+        kind=kind,
+        maze_seed=maze_seed,
+        actions=list(actions),
+        messages=messages,
+        golds=info.get("golds", 0),
+        molds=info.get("molds", 0),
+        total_reward=total,
+        info={"last_entered": info.get("entered", [])},
+    )
+
+
+def scripted_trajectories(
+    kind: str, n: int, seed: int = 0, config: MazeConfig | None = None, max_moves: int | None = None
+) -> list[ScriptedTrajectory]:
+    """`n` trajectories whose last move enters a tile of `kind` (mold/gold/path).
+
+    Trajectory i ends moving in direction i % 4 (balanced final directions) after
+    n_i - 1 Path moves, n_i uniform in 1..max_moves (default: the config's n_moves).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    config = config or MazeConfig()
+    config = MazeConfig(**{**config.to_dict(), "wind_prob": 0.0})
+    max_moves = max_moves or config.n_moves
+    env = MazeEnv(config)
+    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    out = []
+    for i in range(n):
+        final_dir = i % 4
+        n_moves = int(rng.integers(1, max_moves + 1))
+        for _ in range(_MAX_MAZES):
+            maze_seed = int(rng.integers(0, 2**31 - 1))
+            env.reset(seed=maze_seed, options={"maze_seed": maze_seed})
+            actions = _find_path(env.grid, env.pos, n_moves - 1, final_dir, _KIND_TILE[kind], rng)
+            if actions is not None:
+                break
+        else:
+            raise RuntimeError(
+                f"no maze in {_MAX_MAZES} tries allows a {n_moves}-move {kind} trajectory; "
+                "use a larger maze or fewer moves"
+            )
+        traj = _replay(env, maze_seed, actions, kind)
+        assert traj.info["last_entered"] == [kind], "scripted trajectory did not end on its class"
+        out.append(traj)
+    return out
+
+
+# -- good policy -------------------------------------------------------------------------------
+def _lookahead_value(grid, pos, depth: int, cfg: MazeConfig, visited: frozenset) -> float:
+    if depth == 0:
+        return 0.0
+    best = -np.inf
+    for d in range(4):
+        nb = _neighbour(pos, d, grid.shape[0])
+        if nb is None:
+            continue
+        tile = Tile.MOLD if nb in visited else Tile(int(grid[nb[1], nb[0]]))
+        r = cfg.gold_reward if tile == Tile.GOLD else cfg.mold_reward if tile == Tile.MOLD else 0.0
+        best = max(best, r + _lookahead_value(grid, nb, depth - 1, cfg, visited | {nb}))
+    return best
+
+
+def good_policy_action(env: MazeEnv, rng: np.random.Generator, depth: int = 3) -> int:
+    """Action maximising Gold minus Mold over `depth` moves on the true map (ties random)."""
+    values = []
+    for d in range(4):
+        nb = _neighbour(env.pos, d, env.config.size)
+        if nb is None:
+            values.append(-np.inf)
+            continue
+        tile = Tile(int(env.grid[nb[1], nb[0]]))
+        r = env.config.gold_reward if tile == Tile.GOLD else env.config.mold_reward if tile == Tile.MOLD else 0.0
+        values.append(r + 0.99 * _lookahead_value(env.grid, nb, depth - 1, env.config, frozenset({env.pos, nb})))
+    values = np.array(values)
+    best = np.flatnonzero(values == values.max())
+    return int(rng.choice(best))
+
+
+def good_policy_trajectory(
+    maze_seed: int, seed: int = 0, config: MazeConfig | None = None, depth: int = 3
+) -> ScriptedTrajectory:
+    """One full episode (with wind, as in training) played by the scripted good policy."""
+    env = MazeEnv(config or MazeConfig())
+    rng = np.random.default_rng([seed, maze_seed])
+    obs, _ = env.reset(seed=seed, options={"maze_seed": maze_seed})
+    messages, actions, total, info = [], [], 0.0, {}
+    truncated = False
+    while not truncated:
+        a = good_policy_action(env, rng, depth)
+        messages.append({"role": "user", "content": obs})
+        messages.append({"role": "assistant", "content": env.letters[a]})
+        actions.append(a)
+        obs, r, _, truncated, info = env.step(a)
+        total += r
+    return ScriptedTrajectory(
+        kind="good",
+        maze_seed=maze_seed,
+        actions=actions,
+        messages=messages,
+        golds=info["golds"],
+        molds=info["molds"],
+        total_reward=total,
+    )

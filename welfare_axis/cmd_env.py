@@ -1,0 +1,73 @@
+"""`welfare-axis env play|sample`: play a maze in the terminal, print scripted transcripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from envs import MazeEnv, scripted_trajectories
+from envs.scripted import KINDS, good_policy_trajectory
+from welfare_axis.options import add_maze_args, maze_config_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("env", help="play the maze or print scripted trajectories")
+    env_sub = p.add_subparsers(dest="env_command", metavar="ENV_COMMAND")
+    env_sub.required = True
+
+    play = env_sub.add_parser("play", help="play one maze episode in the terminal")
+    play.add_argument("--seed", type=int, default=0, help="episode seed (same seed, same maze)")
+    add_maze_args(play)
+    play.set_defaults(func=run_play)
+
+    sample = env_sub.add_parser("sample", help="print scripted trajectories as chat transcripts")
+    sample.add_argument("--kind", default="gold", choices=[*KINDS, "good"], help="final tile class, or 'good' for the scripted good policy")
+    sample.add_argument("-n", type=int, default=3, help="number of trajectories (default 3)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--json", action="store_true", help="print JSON lines instead of transcripts")
+    add_maze_args(sample)
+    sample.set_defaults(func=run_sample)
+
+
+def run_play(args: argparse.Namespace) -> int:
+    env = MazeEnv(maze_config_from_args(args), render_mode="ansi")
+    obs, _ = env.reset(seed=args.seed)
+    print(f"Maze seed {env.maze_seed}. Type {'/'.join(env.letters)} (or a word like 'north'); q quits.\n")
+    done = False
+    while not done:
+        print(env.render())
+        print(f"\n{obs}")
+        try:
+            reply = input("> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if reply.lower() in ("q", "quit", "exit"):
+            return 0
+        obs, reward, _, done, info = env.step(reply)
+        note = "invalid move (you stay put)" if info["invalid"] else f"entered {', '.join(info['entered']) or 'nothing'}"
+        print(f"\n{info['action']}: {note}; reward {reward:+.1f}\n")
+    print(env.render())
+    print(f"\nEpisode over: golds {env.golds}, molds {env.molds}, return {env.total_reward:+.1f}")
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1, got {args.n}")
+    config = maze_config_from_args(args)
+    if args.kind == "good":
+        trajs = [good_policy_trajectory(maze_seed=args.seed + i, seed=args.seed, config=config) for i in range(args.n)]
+    else:
+        trajs = scripted_trajectories(args.kind, args.n, seed=args.seed, config=config)
+    for i, t in enumerate(trajs):
+        if args.json:
+            print(json.dumps({"kind": t.kind, "maze_seed": t.maze_seed, "actions": t.actions, "messages": t.messages}, ensure_ascii=False))
+            continue
+        print(f"=== trajectory {i} ({t.kind}, maze seed {t.maze_seed}, {t.n_moves} moves, golds {t.golds}, molds {t.molds}) ===")
+        for m in t.messages:
+            print(f"[{m['role']}] {m['content']}")
+        print()
+    sys.stdout.flush()
+    return 0
