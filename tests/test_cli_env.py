@@ -1,0 +1,60 @@
+import subprocess
+import sys
+
+import pytest
+
+from welfare_axis.cli import main
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "env" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["env", "--help"], ["env", "play", "--help"], ["env", "sample", "--help"]])
+def test_every_subcommand_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["nope"], ["env", "sample", "--kind", "nope"], ["env", "sample", "-n", "x"], ["env", "sample", "--size", "3"],
+     ["env", "sample", "-n", "0"]],
+)
+def test_bad_arguments_give_one_line_and_exit_2(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "error" in err and "Traceback" not in err
+
+
+def test_env_sample_prints_transcripts(capsys):
+    assert main(["env", "sample", "--kind", "gold", "-n", "2", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("=== trajectory") == 2 and "[assistant]" in out and "📐" in out
+
+
+def test_env_play_in_a_terminal():
+    moves = "\n".join(["N", "east", "bogus"] + ["S"] * 12) + "\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "welfare_axis.cli", "env", "play", "--seed", "4"],
+        input=moves, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "invalid move" in proc.stdout
+    assert "Episode over: golds" in proc.stdout and "move 15/15" in proc.stdout
+
+
+def test_console_script_is_installed():
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "welfare-axis"
+    proc = subprocess.run([str(script), "env", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "play" in proc.stdout and "sample" in proc.stdout

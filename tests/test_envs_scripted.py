@@ -1,0 +1,70 @@
+import collections
+
+import numpy as np
+import pytest
+
+from envs import MazeConfig, MazeEnv, Tile, good_policy_trajectory, parse_action, scripted_trajectories
+
+
+@pytest.mark.parametrize("kind", ["mold", "gold", "path"])
+def test_scripted_trajectories_end_on_their_class_after_path_moves(kind):
+    trajs = scripted_trajectories(kind, 24, seed=3)
+    assert collections.Counter(t.final_direction for t in trajs) == {0: 6, 1: 6, 2: 6, 3: 6}
+    assert all(1 <= t.n_moves <= 15 for t in trajs)
+    assert len({t.maze_seed for t in trajs}) == len(trajs)  # each in a fresh maze
+    for t in trajs:
+        # Replay without wind: every move but the last enters fresh Path, the last enters `kind`.
+        env = MazeEnv(MazeConfig(wind_prob=0.0))
+        env.reset(seed=t.maze_seed, options={"maze_seed": t.maze_seed})
+        for i, a in enumerate(t.actions):
+            _, _, _, _, info = env.step(a)
+            assert info["entered"] == (["path"] if i < t.n_moves - 1 else [kind])
+        roles = [m["role"] for m in t.messages]
+        assert roles == ["user", "assistant"] * t.n_moves
+        assert [m["content"] for m in t.messages[1::2]] == ["NESW"[a] for a in t.actions]
+
+
+def test_scripted_trajectories_are_seeded():
+    a = scripted_trajectories("gold", 5, seed=7)
+    b = scripted_trajectories("gold", 5, seed=7)
+    c = scripted_trajectories("gold", 5, seed=8)
+    assert [t.messages for t in a] == [t.messages for t in b]
+    assert [t.maze_seed for t in a] != [t.maze_seed for t in c]
+
+
+def test_scripted_trajectories_use_the_configured_tile_set():
+    t = scripted_trajectories("mold", 1, seed=0, config=MazeConfig(tile_set="letters"))[0]
+    assert "📇" not in t.messages[0]["content"] and "there is Q" in t.messages[0]["content"]
+
+
+def test_good_policy_beats_random_play():
+    rng = np.random.default_rng(0)
+    good, rand = [], []
+    for seed in range(12):
+        g = good_policy_trajectory(maze_seed=seed, seed=0)
+        assert g.n_moves == 15
+        good.append(g.golds - g.molds)
+        env = MazeEnv()
+        env.reset(seed=0, options={"maze_seed": seed})
+        for _ in range(15):
+            _, _, _, _, info = env.step(int(rng.integers(4)))
+        rand.append(info["golds"] - info["molds"])
+    assert np.mean(good) > np.mean(rand) + 3
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("N", 0), ("e", 1), (" S\n", 2), ("W.", 3), ("north", 0), ("East!", 1), ("**S**", 2),
+        ("I will move W", 3), ("Let's go south.", 2), ("N/E/S/W", None), ("I think N or E", None),
+        ("", None), ("I am not sure", None), ("A", None), ("Move to the 📐", None),
+    ],
+)
+def test_parse_action(reply, expected):
+    assert parse_action(reply) == expected
+
+
+def test_parse_action_relative():
+    assert parse_action("U", "relative") == 0
+    assert parse_action("left", "relative") == 3
+    assert parse_action("N", "relative") is None
