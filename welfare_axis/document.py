@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,21 +69,13 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
                 out.append("| " + " | ".join(_cell(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |")
             out.append("")
         elif isinstance(b, Figure):
-            rel = Path(b.path).resolve().relative_to(base.resolve()) if _inside(b.path, base) else b.path
+            rel = os.path.relpath(Path(b.path).resolve(), base.resolve())  # the report folder moves with its run
             out.append(f"![{b.caption}]({rel})\n")
             if b.caption:
                 out.append(f"*{b.caption}*\n")
         elif isinstance(b, Code):
             out.append("```\n" + b.text.rstrip() + "\n```\n")
     return "\n".join(out)
-
-
-def _inside(path: Path, base: Path) -> bool:
-    try:
-        Path(path).resolve().relative_to(base.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def to_html(blocks: list[Block], title: str) -> str:

@@ -1,0 +1,51 @@
+"""`welfare-axis reproduce` (the whole study) and `welfare-axis report` (rebuild the report)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from welfare_axis.pipeline import PRESETS, STAGES
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reproduce", help="run the whole study (cached, resumable stages) and write a report")
+    p.add_argument("--preset", default="cpu-small", choices=list(PRESETS),
+                   help="smoke (tiny model, minutes), cpu-small (default model, ~1 h on 2 cores), paper (GPU sizes)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
+    p.add_argument("--model", default=None, help="override the preset's model (built-in name, local folder or HF id)")
+    p.add_argument("--with-sft", action="store_true", help="also train a policy by SFT on scripted good trajectories")
+    p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
+                   help=f"redo this stage (and what depends on it); repeatable; one of {', '.join(STAGES)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.set_defaults(func=run_reproduce)
+
+    r = sub.add_parser("report", help="rebuild report.md/report.html of a reproduce run from its files")
+    r.add_argument("run", help="run folder of 'welfare-axis reproduce'")
+    r.set_defaults(func=run_report)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from welfare_axis.pipeline import reproduce
+
+    out = Path(args.out or f"runs/{args.preset}")
+    md, html = reproduce(
+        preset=args.preset, out=out, model=args.model, with_sft=args.with_sft, force=set(args.force),
+        seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
+    )
+    print(f"report: {md}\n        {html}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from welfare_axis.report import build_report
+
+    run = Path(args.run)
+    if not (run / "run_config.json").exists():
+        raise ValueError(f"{run} is not a reproduce run folder (no run_config.json); run 'welfare-axis reproduce --out {run}' first")
+    md, html = build_report(run)
+    print(f"report: {md}\n        {html}")
+    return 0

@@ -1,0 +1,228 @@
+"""`welfare-axis reproduce`: the whole study as cached, resumable stages.
+
+naive maze eval -> RL training (and SFT with --with-sft) -> trained maze eval ->
+extraction on the naive and trained models -> analyses -> steering evals of the naive
+model with the trained vectors and controls (and of the trained model) -> report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from envs.artifacts import atomic_write_json, provenance
+
+# Stage names, in order; each writes into <run>/<name>/.
+STAGES = (
+    "naive_eval", "train_rl", "train_sft", "trained_eval", "extract_naive", "extract_trained",
+    "analyze", "steer_naive", "steer_trained", "report",
+)
+EVALS = ("sentiment", "backtracking", "confidence", "refusal")
+
+
+@dataclass
+class ReproducePreset:
+    """Sizes of every stage; `estimates` (seconds) drive the whole-run progress bar."""
+
+    name: str
+    model: str
+    train_preset: str
+    eval_mazes: int
+    extract_n: int
+    tracking_n: int
+    steer_k: int
+    steer_max_new_tokens: int
+    alphas: tuple[float, ...]
+    evals: tuple[str, ...]
+    eval_items: int  # problems / questions / requests per split for the non-sentiment evals
+    steer_trained: bool
+    estimates: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 16
+
+
+PRESETS: dict[str, ReproducePreset] = {
+    # Tiny random model, minutes: a first look and the test suite's end-to-end run.
+    "smoke": ReproducePreset(
+        name="smoke", model="tiny", train_preset="tiny", eval_mazes=4, extract_n=8, tracking_n=8,
+        steer_k=1, steer_max_new_tokens=8, alphas=(-4.0, 0.0, 4.0), evals=EVALS, eval_items=2,
+        steer_trained=True, batch_size=8,
+        estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3,
+                   "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "report": 3},
+    ),
+    # The default model on 2 CPU cores, about an hour end to end.
+    "cpu-small": ReproducePreset(
+        name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", eval_mazes=64, extract_n=200,
+        tracking_n=60, steer_k=2, steer_max_new_tokens=40, alphas=(-4.0, -2.0, 0.0, 2.0, 4.0),
+        evals=("sentiment",), eval_items=0, steer_trained=False,
+        estimates={"naive_eval": 150, "train_rl": 1800, "train_sft": 600, "trained_eval": 150, "extract_naive": 240,
+                   "extract_trained": 240, "analyze": 180, "steer_naive": 900, "steer_trained": 0, "report": 10},
+    ),
+    # The paper's sizes, for GPU users (documented, not run on CPU).
+    "paper": ReproducePreset(
+        name="paper", model="smollm2-135m-instruct", train_preset="paper", eval_mazes=256, extract_n=5000,
+        tracking_n=500, steer_k=20, steer_max_new_tokens=128, alphas=(-4.0, -2.0, 0.0, 2.0, 4.0),
+        evals=EVALS, eval_items=60, steer_trained=True, batch_size=64,
+        estimates={"naive_eval": 600, "train_rl": 36000, "train_sft": 7200, "trained_eval": 600, "extract_naive": 1800,
+                   "extract_trained": 1800, "analyze": 900, "steer_naive": 7200, "steer_trained": 3600, "report": 10},
+    ),
+}
+
+
+def get_preset(name: str) -> ReproducePreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _load(model_id: str, adapter, device: str, dtype: str):
+    from training.models import load_model
+
+    return load_model(model_id, adapter=adapter, device=device, dtype=dtype)
+
+
+def reproduce(
+    preset: str = "cpu-small",
+    out: str | Path = "runs/cpu-small",
+    model: str | None = None,
+    with_sft: bool = False,
+    force: set[str] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Run (or resume) every stage of the study; returns the paths of report.md and report.html."""
+    from probes import LAYER_CONVENTION, ConceptVectors
+    from probes.analyze import run_analyses
+    from probes.extract import extract_vectors
+    from steering import evals
+    from training.checkpoint import final_checkpoint
+    from training.config import config_from_preset
+    from training.evaluate import compare_evals, evaluate_policy
+    from training.rl import train_rl
+    from training.sft import train_sft
+    from welfare_axis.report import build_report
+    from welfare_axis.stages import StageRunner
+
+    p = get_preset(preset)
+    model_id = model or p.model
+    out = Path(out)
+    train_cfg = config_from_preset(p.train_preset, model=model_id, seed=seed, device=device, dtype=dtype)
+    maze = train_cfg.maze
+    unknown = set(force or ()) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use one of {', '.join(STAGES)}")
+
+    naive_model, naive_tok = _load(model_id, None, device, dtype)
+    run_cfg = provenance(config={"preset": dataclasses.asdict(p), "train": train_cfg.to_dict()}, seed=seed,
+                         model=naive_model.welfare_info.to_dict())
+    run_cfg.update({"preset": preset, "model": model_id, "model_info": naive_model.welfare_info.to_dict(),
+                    "layer_convention": LAYER_CONVENTION, "maze": maze.to_dict(), "with_sft": with_sft})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "run_config.json", run_cfg)
+
+    estimates = {k: v for k, v in p.estimates.items() if (k != "train_sft" or with_sft) and (k != "steer_trained" or p.steer_trained)}
+    runner = StageRunner(out, estimates, force=force, progress=progress)
+    common = {"model": model_id, "seed": seed, "maze": maze.to_dict(), "dtype": dtype}
+
+    try:
+        runner.run("naive_eval", {**common, "n_mazes": p.eval_mazes}, lambda d: _eval(
+            evaluate_policy, model_id, None, p.eval_mazes, seed, maze, d, (naive_model, naive_tok), progress))
+
+        def train(d: Path) -> dict:
+            ckpt = train_rl(train_cfg, d, resume=(d / "config.json").exists(), progress=progress)
+            return {"checkpoint": str(ckpt)}
+
+        runner.run("train_rl", {"train": train_cfg.to_dict()}, train)
+        adapter = final_checkpoint(runner.stage_dir("train_rl"))
+
+        if with_sft:
+            runner.run("train_sft", {"train": train_cfg.to_dict()},
+                       lambda d: {"checkpoint": str(train_sft(train_cfg, d, resume=(d / "config.json").exists(), progress=progress))})
+
+        trained_model, trained_tok = _load(model_id, adapter, device, dtype)
+
+        def trained_eval(d: Path) -> dict:
+            import pandas as pd
+
+            stats = _eval(evaluate_policy, model_id, adapter, p.eval_mazes, seed, maze, d, (trained_model, trained_tok), progress)
+            naive_df = pd.read_parquet(runner.stage_dir("naive_eval") / "episodes.parquet")
+            cmp = compare_evals(pd.read_parquet(d / "episodes.parquet"), naive_df, seed=seed)
+            atomic_write_json(d / "comparison.json", cmp)
+            return {**stats, "comparison": cmp}
+
+        runner.run("trained_eval", {**common, "n_mazes": p.eval_mazes}, trained_eval, deps=("naive_eval", "train_rl"))
+
+        ext = {**common, "n": p.extract_n, "batch_size": p.batch_size}
+        runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
+        runner.run("extract_trained", ext, lambda d: _extract(extract_vectors, trained_model, trained_tok, p, seed, maze, d, progress),
+                   deps=("train_rl",))
+
+        runner.run(
+            "analyze", {"seed": seed, "n_tracking": p.tracking_n},
+            lambda d: _summary_keys(run_analyses(runner.stage_dir("extract_trained"), d, control_dir=runner.stage_dir("extract_naive"),
+                                                 seed=seed, n_tracking=p.tracking_n, device=device)),
+            deps=("extract_naive", "extract_trained"),
+        )
+        layer_choice = json.loads((runner.stage_dir("analyze") / "layer_choice.json").read_text())
+        vectors = ConceptVectors.load(runner.stage_dir("extract_trained"))
+        control = ConceptVectors.load(runner.stage_dir("extract_naive"))
+        steer_cfg = {"alphas": p.alphas, "k": p.steer_k, "max_new_tokens": p.steer_max_new_tokens, "evals": p.evals,
+                     "items": p.eval_items, "seed": seed}
+        runner.run("steer_naive", steer_cfg,
+                   lambda d: _steer(evals, naive_model, naive_tok, vectors, control, layer_choice, p, p.evals, seed, maze, d, progress),
+                   deps=("analyze",))
+        if p.steer_trained:
+            runner.run("steer_trained", steer_cfg,
+                       lambda d: _steer(evals, trained_model, trained_tok, vectors, None, layer_choice, p, ("sentiment",), seed, maze, d, progress),
+                       deps=("analyze",))
+
+        def report(d: Path) -> dict:
+            md, html = build_report(out)
+            return {"report_md": str(md), "report_html": str(html)}
+
+        runner.run("report", {"t": time.time()}, report, deps=tuple(k for k in runner.keys))  # always rebuilt
+    finally:
+        runner.close()
+    return out / "report" / "report.md", out / "report" / "report.html"
+
+
+def _eval(evaluate_policy, model_id, adapter, n, seed, maze, d: Path, mt, progress) -> dict:
+    df = evaluate_policy(model_id, adapter, n_mazes=n, seed=seed, maze_config=maze, out_path=d / "episodes.parquet",
+                         model_and_tokenizer=mt, progress=progress)
+    return {"episodes": len(df), "golds": float(df["golds"].mean()), "molds": float(df["molds"].mean()),
+            "return": float(df["return"].mean())}
+
+
+def _extract(extract_vectors, model, tok, p: ReproducePreset, seed, maze, d: Path, progress) -> dict:
+    cv = extract_vectors(model, tok, p.extract_n, seed=seed, maze_config=maze, batch_size=p.batch_size, progress=progress, out_dir=d)
+    return {"n_per_class": p.extract_n, "n_layers": cv.n_layers}
+
+
+def _summary_keys(summary: dict) -> dict:
+    return {"l_star": summary.get("l_star"), "cos_min": (summary.get("cos_mold_gold") or {}).get("min")}
+
+
+def _steer(evals, model, tok, vectors, control, layer_choice, p: ReproducePreset, names, seed, maze, d: Path, progress) -> dict:
+    kw = dict(alphas=p.alphas, out_dir=d, seed=seed, progress=progress)
+    out = {}
+    for name in names:
+        if name == "sentiment":
+            s = evals.run_sentiment(model, tok, vectors, control, layer_choice, k=p.steer_k, maze_config=maze,
+                                    max_new_tokens=p.steer_max_new_tokens, **kw)
+        elif name == "backtracking":
+            s = evals.run_backtracking(model, tok, vectors, control, layer_choice, n_problems=p.eval_items,
+                                       max_new_tokens=p.steer_max_new_tokens * 2, **kw)
+        elif name == "confidence":
+            s = evals.run_confidence(model, tok, vectors, control, layer_choice, n_problems=p.eval_items,
+                                     answer_tokens=p.steer_max_new_tokens * 2, **kw)
+        elif name == "refusal":
+            s = evals.run_refusal(model, tok, vectors, control, layer_choice, per_category=p.eval_items or None,
+                                  max_new_tokens=p.steer_max_new_tokens, **kw)
+        else:
+            raise ValueError(f"unknown eval {name!r}; use one of {', '.join(EVALS)}")
+        out[name] = {k: v for k, v in s.items() if k in ("metric", "files")}
+    return out
