@@ -1,0 +1,206 @@
+"""`welfare-axis steer` (steered vs unsteered replies side by side) and `welfare-axis eval NAME` (steering evals)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from welfare_axis.options import add_maze_args, add_model_args, maze_config_from_args
+
+# Budget for the default sentiment eval on 2 CPU cores (see benchmarks/steer.py): alphas
+# {-4,-2,0,2,4} x 5 vectors x 40 prompts, alpha 0 shared = 21 x 40 = 840 generations per
+# sample. Batched decoding (batch 40) of the default model runs at about 100-180 tok/s on 2
+# free cores, so k=2 at <= 40 new tokens (67k tokens) takes about 7-12 minutes; k=1 halves it.
+SENTIMENT_K = 2
+SENTIMENT_TOKENS = 40
+_NEG = re.compile(r"^-\d[\d.:,\-]*$")  # lets "--alpha -4:4:2" parse as a value, not an option
+
+
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """"4" -> (4,), "-4:4:2" -> (-4, -2, 0, 2, 4) (inclusive), "-4,-2,0" -> a list."""
+    try:
+        if ":" in text:
+            parts = [float(x) for x in text.split(":")]
+            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+                raise ValueError
+            lo, hi, step = parts
+            n = int(round((hi - lo) / step))
+            return tuple(round(lo + i * step, 10) for i in range(n + 1))
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"bad alpha {text!r}; use a number (4), a list (-4,-2,0,2,4) or start:stop:step (-4:4:2)") from None
+
+
+def _add_vector_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("vectors")
+    g.add_argument("--vectors", required=True, help="concept-vector folder (vectors.safetensors) of the trained model, or a .pt/.safetensors tensor file")
+    g.add_argument("--control", default=None, help="concept-vector folder of the maze-naive model (u_* controls, norm-matched to v_*)")
+    layer = g.add_mutually_exclusive_group()
+    layer.add_argument("--layer", type=int, default=None, help="steering layer (output of block l, 0-based)")
+    layer.add_argument("--analysis", default=None, help="probe analysis folder holding layer_choice.json (per-concept layers)")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("steer", help="print steered and unsteered replies side by side")
+    p._negative_number_matcher = _NEG
+    add_model_args(p)
+    _add_vector_args(p)
+    p.add_argument("--vector", default="mold", help="mold/gold/path (trained v_*), u_mold... (needs --control), random_mold...; default mold")
+    p.add_argument("--alpha", default="4", help="a number, a list (-4,4) or a sweep start:stop:step (-4:4:2); default 4")
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--width", type=int, default=0, help="total print width (default: terminal width)")
+    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="user message(s)")
+    p.set_defaults(func=run_steer)
+
+    e = sub.add_parser(
+        "eval",
+        help="steering evals: sentiment, backtracking, confidence, refusal",
+        description="Sweep alpha over v_* (trained), u_* (naive, norm-matched) and a random direction; write "
+        "<name>_samples.parquet, <name>_summary.json/.csv and <name>.png to --out. "
+        f"On 2 free CPU cores with the default model, sentiment with the defaults (k={SENTIMENT_K}, "
+        f"<= {SENTIMENT_TOKENS} new tokens, 5 alphas x 5 vectors x 40 prompts = {21 * 40 * SENTIMENT_K} replies) "
+        "takes about 7-12 minutes (estimated from measured batched throughput); --k 1 halves it.",
+    )
+    e._negative_number_matcher = _NEG
+    e.add_argument("name", choices=["sentiment", "backtracking", "confidence", "refusal"])
+    add_model_args(e)
+    _add_vector_args(e)
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--alphas", default="-4:4:2", help="alpha grid (default -4:4:2)")
+    e.add_argument("--k", type=int, default=None, help=f"samples per prompt and condition (default {SENTIMENT_K} for sentiment, 1 otherwise)")
+    e.add_argument("--max-new-tokens", type=int, default=None, help=f"reply length (default {SENTIMENT_TOKENS}; 96 for backtracking/confidence answers)")
+    e.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0.7 for sentiment, greedy otherwise)")
+    e.add_argument("--batch-size", type=int, default=40)
+    e.add_argument("--n-problems", type=int, default=None, help="arithmetic problems (backtracking 30, confidence 40)")
+    e.add_argument("--per-category", type=int, default=None, help="refusal: use only the first N requests per category")
+    e.add_argument("--no-random", action="store_true", help="skip the random-direction control")
+    e.add_argument("--judge", default=None, metavar="MODEL", help="also score replies with this local model (cached in --out)")
+    add_maze_args(e)
+    e.set_defaults(func=run_eval)
+
+
+def _load(args):
+    from probes.vectors import ConceptVectors
+    from training.models import load_model
+
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    path = Path(args.vectors)
+    if path.is_file():  # a plain tensor: [hidden] or [n_layers, hidden]
+        from safetensors.torch import load_file
+
+        t = torch.load(path, map_location="cpu") if path.suffix == ".pt" else next(iter(load_file(str(path)).values()))
+        t = torch.as_tensor(t, dtype=torch.float32)
+        t = t.expand(model.config.num_hidden_layers, -1) if t.dim() == 1 else t
+        vectors = ConceptVectors({"user": t.clone()}, meta={"source": str(path)})
+    else:
+        vectors = ConceptVectors.load(path)
+    vectors.check_model(model)
+    control = None
+    if args.control:
+        control = ConceptVectors.load(args.control)
+        control.check_model(model)
+    return model, tokenizer, vectors, control
+
+
+def _layers(args, n_layers: int):
+    from steering.vectors import default_layer, load_layer_choice
+
+    if args.layer is not None:
+        return args.layer
+    if args.analysis is not None:
+        choice = load_layer_choice(args.analysis)
+        print(f"layers from {args.analysis}/layer_choice.json: {choice}", file=sys.stderr)
+        return choice
+    layer = default_layer(n_layers)
+    print(f"no --layer or --analysis: steering at layer floor(2L/3) = {layer} (of {n_layers})", file=sys.stderr)
+    return layer
+
+
+def _columns(left: str, right: str, width: int) -> str:
+    col = max(20, (width - 3) // 2)
+    a, b = textwrap.wrap(left, col) or [""], textwrap.wrap(right, col) or [""]
+    return "\n".join(f"{x:<{col}} | {y}" for x, y in itertools.zip_longest(a, b, fillvalue=""))
+
+
+def run_steer(args: argparse.Namespace) -> int:
+    import shutil
+
+    from steering.steerer import steered_generate
+    from steering.vectors import steering_set
+
+    alphas = parse_alphas(args.alpha)
+    model, tokenizer, vectors, control = _load(args)
+    layers = _layers(args, vectors.n_layers)
+    name = "user" if vectors.names == ["user"] else args.vector if "_" in args.vector else f"v_{args.vector}"
+    concept = name.split("_", 1)[-1] if name != "user" else "user"
+    if concept not in vectors.names:
+        raise ValueError(f"no vector {concept!r} in {args.vectors}; available: {', '.join(vectors.names)}")
+    if name.startswith("u_") and control is None:
+        raise ValueError(f"{name} is a naive-model control; pass --control DIR")
+    if name == "user":
+        from steering.vectors import user_vector
+
+        sv = user_vector(vectors.vectors["user"], layers if isinstance(layers, int) else layers.get("mold"), "user")
+    else:
+        pool = steering_set(vectors, control, layers, concepts=(concept,), random_for=(concept,), seed=args.seed)
+        sv = next(s for s in pool if s.name == name)
+    width = args.width or shutil.get_terminal_size((120, 20)).columns
+    gen = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    base = steered_generate(model, tokenizer, args.prompts, None, sv.layer, 0.0, **gen)
+    print(f"vector {sv.name}, layer {sv.layer}, norm {sv.norm:.3f}")
+    for alpha in alphas:
+        steered = steered_generate(model, tokenizer, args.prompts, sv.vector, sv.layer, alpha, **gen)
+        for prompt, s, u in zip(args.prompts, steered, base):
+            print(f"\n=== {prompt!r}  alpha={alpha:+g} ===")
+            print(_columns(f"[steered alpha={alpha:+g}]", "[unsteered]", width))
+            print(_columns(s, u, width))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from steering.evals import EVALS
+    from steering.judge import Judge
+
+    alphas = parse_alphas(args.alphas)
+    model, tokenizer, vectors, control = _load(args)
+    layers = _layers(args, vectors.n_layers)
+    if control is None:
+        print("no --control given: the naive-model controls u_* are skipped", file=sys.stderr)
+    from steering.vectors import steering_set
+
+    concepts = tuple(c for c in ("gold", "mold") if c in vectors.names) or tuple(vectors.names[:1])
+    svecs = steering_set(vectors, control, layers, concepts=concepts, random_for=() if args.no_random else concepts[-1:], seed=args.seed)
+    judge = Judge.load(args.judge, Path(args.out) / "judge_cache.json", device=args.device) if args.judge else None
+    common = dict(vectors=svecs, control=control, layer=layers, alphas=alphas, out_dir=args.out, seed=args.seed, batch_size=args.batch_size)
+    if args.name == "sentiment":
+        summary = EVALS["sentiment"](
+            model, tokenizer, **common, k=args.k or SENTIMENT_K, maze_config=maze_config_from_args(args),
+            max_new_tokens=args.max_new_tokens or SENTIMENT_TOKENS,
+            temperature=0.7 if args.temperature is None else args.temperature, judge=judge,
+        )
+    elif args.name == "backtracking":
+        summary = EVALS["backtracking"](
+            model, tokenizer, **common, k=args.k or 1, n_problems=args.n_problems or 30, max_new_tokens=args.max_new_tokens or 96,
+            temperature=args.temperature or 0.0, judge=judge,
+        )
+    elif args.name == "confidence":
+        summary = EVALS["confidence"](model, tokenizer, **common, n_problems=args.n_problems or 40, answer_tokens=args.max_new_tokens or 96)
+    else:
+        summary = EVALS["refusal"](
+            model, tokenizer, **common, k=args.k or 1, max_new_tokens=args.max_new_tokens or SENTIMENT_TOKENS,
+            temperature=args.temperature or 0.0, per_category=args.per_category, judge=judge,
+        )
+    print(f"{args.name}: {summary['metric']} slope per unit alpha (95% bootstrap CI over prompts)")
+    for v, s in summary["vectors"].items():
+        means = " ".join(f"{a:+g}:{m:.2f}" for a, m in sorted(s["mean_by_alpha"].items()))
+        print(f"  {v:<12} {s['slope']:+.3f} [{s['ci_lo']:+.3f}, {s['ci_hi']:+.3f}]   {means}")
+    print(f"wrote {', '.join(summary['files'].values())}")
+    return 0
