@@ -3,6 +3,9 @@
 Layer l (0-based, 0..L-1) means the residual stream at the OUTPUT of decoder block l,
 i.e. `output_hidden_states[l + 1]` in transformers terms; the embedding output is not a
 layer. Capture (probes) and steering (adding alpha * v) both hook that same point.
+Caveat (checked in tests, transformers 5.x): the LAST entry of `output_hidden_states` is
+the final-norm output, not the last block's raw output; for l = L-1 our layer is the raw
+block output (what a forward hook on the block sees), i.e. before the final norm.
 """
 
 from __future__ import annotations

@@ -2,6 +2,15 @@
 
 Stored as `vectors.safetensors` (one tensor per name, shape [n_layers, hidden]) plus
 `meta.json` (model id, adapter, layer convention, counts, seed, package version, ...).
+Optionally `class_means.safetensors` (mean activation per class, [n_layers, hidden]),
+used for the centred tile-mean cosines.
+
+llama.cpp control vectors (`export_gguf`): the format repeng writes (arch "controlvector",
+tensors "direction.{k}"). llama.cpp adds direction.k to the output of block k (0-based;
+its loader rejects k = 0 and the buffer has no slot for block 0), which is exactly our
+layer k, so our layer l is written as "direction.{l}" and layer 0 cannot be exported.
+(repeng reads its direction k from hidden_states[k] = output of block k-1 but applies it
+at block k; we write the vector of the layer where it will be applied.)
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from probes.layers import LAYER_CONVENTION
 class ConceptVectors:
     vectors: dict[str, torch.Tensor]  # name -> [n_layers, hidden], float32
     meta: dict = field(default_factory=dict)
+    class_means: dict[str, torch.Tensor] | None = None  # class -> mean activation [n_layers, hidden]
 
     def __post_init__(self) -> None:
         shapes = {tuple(v.shape) for v in self.vectors.values()}
@@ -67,6 +77,10 @@ class ConceptVectors:
         tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in self.vectors.items()}
         with atomic_path(d / "vectors.safetensors") as tmp:
             save_file(tensors, str(tmp), metadata={"layer_convention": LAYER_CONVENTION})
+        if self.class_means:
+            means = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in self.class_means.items()}
+            with atomic_path(d / "class_means.safetensors") as tmp:
+                save_file(means, str(tmp), metadata={"layer_convention": LAYER_CONVENTION})
         atomic_write_json(d / "meta.json", self.meta)
         return d
 
@@ -76,5 +90,40 @@ class ConceptVectors:
         if not (d / "vectors.safetensors").exists():
             raise FileNotFoundError(f"{d} has no vectors.safetensors; run 'welfare-axis extract --out {d}' first")
         meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
-        return cls(vectors=load_file(str(d / "vectors.safetensors")), meta=meta)
+        means_file = d / "class_means.safetensors"
+        means = load_file(str(means_file)) if means_file.exists() else None
+        return cls(vectors=load_file(str(d / "vectors.safetensors")), meta=meta, class_means=means)
+
+    def export_gguf(
+        self, name: str, path: str | os.PathLike, layers: list[int] | None = None, scale: float = 1.0, model_hint: str | None = None
+    ) -> Path:
+        """Write vector `name` at `layers` (default: all but 0) as a llama.cpp control-vector GGUF.
+
+        Tensor "direction.{l}" holds our layer l (llama.cpp applies it at block l's output);
+        layer 0 is refused (llama.cpp cannot steer block 0). `model_hint` defaults to the
+        model id in meta (llama.cpp only uses it as a hint, e.g. "llama").
+        """
+        import gguf
+
+        layers = list(range(1, self.n_layers)) if layers is None else list(layers)
+        if not layers:
+            raise ValueError("no layers to export")
+        for layer in layers:
+            if layer == 0:
+                raise ValueError("layer 0 cannot be exported: llama.cpp control vectors start at block 1")
+            self.get(name, layer)  # range check
+        hint = model_hint or str((self.meta.get("model") or {}).get("model_id") or "llama")
+        path = Path(path)
+        with atomic_path(path, suffix=".gguf") as tmp:
+            writer = gguf.GGUFWriter(str(tmp), "controlvector")
+            writer.add_string("controlvector.model_hint", hint)
+            writer.add_uint32("controlvector.layer_count", len(layers))
+            for layer in layers:
+                v = (self.get(name, layer).detach().to(torch.float32).cpu() * scale).numpy()
+                writer.add_tensor(f"direction.{layer}", v)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+        return path
 

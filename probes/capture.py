@@ -1,0 +1,163 @@
+"""Residual-stream capture at chosen token positions, in batched forward passes.
+
+Layer l is the output of decoder block l (probes/layers.py). A forward hook on each
+requested block reduces the block's hidden state [B, T, H] to one vector per sequence
+(a weighted sum over positions: one-hot at the last token, or a mean over a span) and
+stores only that [B, H]; the full [B, T, H] of a layer never outlives its hook. After the
+deepest requested block the hook raises `_StopForward`, so the final norm and the
+full-vocabulary LM head are never computed (that is where the speed margin over a plain
+forward pass comes from).
+
+Batches are right-padded: with a causal mask, real tokens never attend to the padding
+to their right, and the default position ids (0..T-1) are correct for every sequence,
+so capture at batch size 1 equals capture in a padded batch (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from probes.layers import block_hidden, decoder_layers
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the deepest needed block to skip the rest of the forward pass."""
+
+
+@dataclass
+class Span:
+    """Token positions [start, end) of one sequence whose activations are averaged (end exclusive)."""
+
+    start: int
+    end: int
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text, no special tokens added (chat templates already contain theirs)."""
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def last_token_spans(ids: Sequence[Sequence[int]]) -> list[Span]:
+    return [Span(len(x) - 1, len(x)) for x in ids]
+
+
+def mean_spans(ids: Sequence[Sequence[int]], skip: int = 3) -> list[Span]:
+    """Mean over tokens from `skip` on (all tokens if a text is shorter than skip + 1)."""
+    return [Span(skip if len(x) > skip else 0, len(x)) for x in ids]
+
+
+def _pad_right(batch_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in batch_ids)
+    input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
+    for i, x in enumerate(batch_ids):
+        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return input_ids, mask
+
+
+def _span_weights(spans: Sequence[Span], width: int) -> torch.Tensor:
+    w = torch.zeros((len(spans), width), dtype=torch.float32)
+    for i, s in enumerate(spans):
+        if not 0 <= s.start < s.end <= width:
+            raise ValueError(f"span [{s.start}, {s.end}) does not fit a sequence of {width} tokens")
+        w[i, s.start : s.end] = 1.0 / (s.end - s.start)
+    return w
+
+
+@torch.inference_mode()
+def capture_batch(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, weights: torch.Tensor, layers: Sequence[int]
+) -> torch.Tensor:
+    """[B, len(layers), H] float32: per sequence, sum_t weights[b, t] * hidden_l[b, t] for each layer."""
+    blocks = decoder_layers(model)
+    layers = list(layers)
+    if not layers or min(layers) < 0 or max(layers) >= len(blocks):
+        raise ValueError(f"layers must be in 0..{len(blocks) - 1}, got {layers}")
+    device = next(model.parameters()).device
+    weights = weights.to(device)
+    out = torch.empty((input_ids.shape[0], len(layers), model.config.hidden_size), dtype=torch.float32, device=device)
+    last = max(layers)
+    slots = {}
+    for j, layer in enumerate(layers):
+        slots.setdefault(layer, []).append(j)
+
+    def make_hook(layer: int):
+        def hook(_module, _inputs, output):
+            h = block_hidden(output)
+            # Only the reduced [B, H] is kept; the layer's [B, T, H] is freed with the graph.
+            reduced = torch.einsum("bt,bth->bh", weights, h.to(torch.float32))
+            for j in slots[layer]:
+                out[:, j] = reduced
+            if layer == last:
+                raise _StopForward
+
+        return hook
+
+    handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in slots]
+    try:
+        model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return out.cpu()
+
+
+def iter_captures(
+    model,
+    ids: Sequence[Sequence[int]],
+    spans: Sequence[Span],
+    layers: Sequence[int],
+    batch_size: int = 16,
+    pad_id: int = 0,
+    progress: bool = False,
+    desc: str = "capture",
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yield (example indices, activations [b, len(layers), H]) over length-sorted batches.
+
+    Sorting by length keeps padding (wasted compute) small; callers scatter results back
+    by the yielded indices. Memory per step is O(batch x layers x hidden).
+    """
+    from tqdm.auto import tqdm
+
+    if len(ids) != len(spans):
+        raise ValueError(f"{len(ids)} token lists but {len(spans)} spans")
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        input_ids, mask = _pad_right([ids[i] for i in batch], pad_id)
+        weights = _span_weights([spans[i] for i in batch], input_ids.shape[1])
+        yield batch, capture_batch(model, input_ids, mask, weights, layers)
+
+
+def capture_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    reduce: str = "last",
+    skip: int = 3,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "capture",
+) -> torch.Tensor:
+    """[N, len(layers), H] activations of `texts` (reduce: "last" token or "mean" from token `skip` on).
+
+    Keeps all N results: for analysis-sized inputs (stories, tracking), not for extraction.
+    """
+    if reduce not in ("last", "mean"):
+        raise ValueError(f"reduce must be 'last' or 'mean', got {reduce!r}")
+    ids = tokenize_texts(tokenizer, texts)
+    if any(len(x) == 0 for x in ids):
+        raise ValueError("cannot capture an empty text")
+    spans = last_token_spans(ids) if reduce == "last" else mean_spans(ids, skip)
+    out = torch.empty((len(texts), len(layers), model.config.hidden_size), dtype=torch.float32)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for idx, acts in iter_captures(model, ids, spans, layers, batch_size, pad_id, progress, desc):
+        out[idx] = acts
+    return out

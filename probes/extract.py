@@ -1,0 +1,147 @@
+"""Extract concept vectors v_Mold, v_Gold, v_Path (or the naive model's u_*) for every layer.
+
+Recipe (STUDY.md, "Concept vectors"): per class, N scripted trajectories in fresh mazes
+whose last move enters a tile of the class; rendered with the chat template up to the
+final direction letter (no end-of-turn token); residual stream read at that last token at
+every layer (block outputs, probes/layers.py). v_k = mean(class k) - mean(other classes
+pooled), unnormalised.
+
+Memory: the vectors come from float64 running class sums (O(layers x hidden)). With
+`out_dir`, each example's activations are also written, float16, to a memory-mapped
+`activations.npy` [N, L, H] on disk (RAM stays flat in N) for the held-out layer choice and
+logistic probes of `analyze`; `examples.parquet` lists each row's class and maze seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from envs import MazeConfig, scripted_trajectories
+from envs.artifacts import atomic_path, atomic_write_parquet, provenance
+from envs.scripted import KINDS
+from probes.capture import iter_captures, last_token_spans, tokenize_texts
+from probes.layers import LAYER_CONVENTION
+from probes.metrics import vectors_from_sums
+from probes.vectors import ConceptVectors
+from training.chat import render_up_to_last_assistant
+
+
+@dataclass
+class ExtractConfig:
+    n_per_class: int = 300
+    seed: int = 0
+    batch_size: int = 16
+    max_moves: int | None = None  # None: the maze's n_moves (15), the paper's 1..15 moves
+
+
+def build_examples(tokenizer, n_per_class: int, seed: int, maze_config: MazeConfig | None, max_moves: int | None):
+    """(texts, examples DataFrame) for the scripted Mold/Gold/Path trajectories, class-blocked."""
+    texts, rows = [], []
+    for kind in KINDS:
+        for traj in scripted_trajectories(kind, n_per_class, seed=seed, config=maze_config, max_moves=max_moves):
+            texts.append(render_up_to_last_assistant(tokenizer, traj.messages))
+            rows.append(
+                {"kind": kind, "maze_seed": traj.maze_seed, "final_direction": traj.final_direction, "n_moves": traj.n_moves}
+            )
+    return texts, pd.DataFrame(rows)
+
+
+def extract_vectors(
+    model,
+    tokenizer,
+    n_per_class: int,
+    seed: int = 0,
+    maze_config: MazeConfig | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    max_moves: int | None = None,
+    out_dir: str | Path | None = None,
+) -> ConceptVectors:
+    """v_mold, v_gold, v_path for all layers; with `out_dir`, also save them plus per-example activations."""
+    if n_per_class < 2:
+        raise ValueError(f"n_per_class must be at least 2, got {n_per_class}")
+    maze_config = maze_config or MazeConfig()
+    t0 = time.time()
+    texts, examples = build_examples(tokenizer, n_per_class, seed, maze_config, max_moves)
+    ids = tokenize_texts(tokenizer, texts)
+    examples["n_tokens"] = [len(x) for x in ids]
+    n_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
+    layers = list(range(n_layers))
+    labels = examples["kind"].to_numpy()
+    sums = {k: np.zeros((n_layers, hidden), dtype=np.float64) for k in KINDS}
+    counts = {k: int((labels == k).sum()) for k in KINDS}
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with contextlib.ExitStack() as stack:
+        rows_file = None
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            tmp = stack.enter_context(atomic_path(out_dir / "activations.npy", suffix=".npy"))
+            # Header via numpy, then plain seek+write per example: unlike a live memmap, written
+            # pages are not held in this process's resident memory, so RAM stays flat in N.
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(texts), n_layers, hidden))
+            offset = mm.offset
+            del mm
+            rows_file = stack.enter_context(open(tmp, "r+b"))
+            row_bytes = n_layers * hidden * 2
+        for idx, acts in iter_captures(model, ids, last_token_spans(ids), layers, batch_size, pad_id, progress, "extract"):
+            a = acts.numpy()
+            for j, i in enumerate(idx):
+                sums[labels[i]] += a[j]  # float64 running sums
+                if rows_file is not None:
+                    rows_file.seek(offset + i * row_bytes)
+                    rows_file.write(a[j].astype(np.float16).tobytes())
+        if rows_file is not None:
+            rows_file.close()
+
+    vecs = vectors_from_sums(sums, counts)
+    info = getattr(model, "welfare_info", None)
+    model_dict = info.to_dict() if info is not None else {"model_id": type(model).__name__, "adapter": None}
+    config = ExtractConfig(n_per_class=n_per_class, seed=seed, batch_size=batch_size, max_moves=max_moves)
+    meta = provenance(config=config.__dict__, seed=seed, model=model_dict)
+    meta.update(
+        {
+            "kind": "concept_vectors",
+            "layer_convention": LAYER_CONVENTION,
+            "n_layers": n_layers,
+            "hidden_size": hidden,
+            "read_position": "last token of render_up_to_last_assistant (the final direction letter)",
+            "n_per_class": counts,
+            "maze_config": maze_config.to_dict(),
+            "max_moves": max_moves or maze_config.n_moves,
+            "final_direction_balance": {
+                k: examples[examples.kind == k]["final_direction"].value_counts().sort_index().to_dict() for k in KINDS
+            },
+            "mean_tokens": float(examples["n_tokens"].mean()),
+            "example_render": texts[0][-400:],
+            "seconds": round(time.time() - t0, 2),
+            "activations_file": "activations.npy (float16 [N, n_layers, hidden])" if out_dir is not None else None,
+        }
+    )
+    cv = ConceptVectors(
+        vectors={k: torch.from_numpy(v.astype(np.float32)) for k, v in vecs.items()},
+        meta=meta,
+        class_means={k: torch.from_numpy((sums[k] / counts[k]).astype(np.float32)) for k in KINDS},
+    )
+    if out_dir is not None:
+        atomic_write_parquet(out_dir / "examples.parquet", examples, metadata=meta)
+        cv.save(out_dir)
+    return cv
+
+
+def load_examples(vectors_dir: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """(examples table, activations memmap [N, L, H] float16) saved by `extract_vectors(out_dir=...)`."""
+    d = Path(vectors_dir)
+    if not (d / "activations.npy").exists() or not (d / "examples.parquet").exists():
+        raise FileNotFoundError(
+            f"{d} has no activations.npy/examples.parquet; run 'welfare-axis extract --out {d}' "
+            "(or extract_vectors(..., out_dir=...)) to save them"
+        )
+    return pd.read_parquet(d / "examples.parquet"), np.load(d / "activations.npy", mmap_mode="r")

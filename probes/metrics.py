@@ -1,0 +1,162 @@
+"""Vector math and separation statistics for concept vectors (numpy, no model).
+
+* `diff_of_means`: v_k = mean(class k) - mean(all other examples pooled), unnormalised.
+* Layer rule (STUDY.md): per layer, held-out AUROC, |Cohen's d| and histogram overlap of
+  projections; l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)).
+* Null band: cosines between random Gaussian directions of the given norms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def cosine_per_layer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two [L, H] arrays."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def diff_of_means(x: np.ndarray, labels: np.ndarray, cls) -> np.ndarray:
+    """mean(x[labels == cls]) - mean(x[labels != cls]) over axis 0."""
+    m = labels == cls
+    if m.all() or not m.any():
+        raise ValueError(f"class {cls!r} needs examples both in and out of the class")
+    return x[m].mean(0) - x[~m].mean(0)
+
+
+def vectors_from_sums(sums: dict[str, np.ndarray], counts: dict[str, int]) -> dict[str, np.ndarray]:
+    """v_k = sums_k / n_k - (total - sums_k) / (N - n_k): the same as `diff_of_means`, from streamed sums."""
+    total = sum(sums.values())
+    n_total = sum(counts.values())
+    out = {}
+    for k, s in sums.items():
+        if counts[k] == 0 or counts[k] == n_total:
+            raise ValueError(f"class {k!r} needs examples both in and out of the class")
+        out[k] = s / counts[k] - (total - s) / (n_total - counts[k])
+    return out
+
+
+def cohens_d(pos: np.ndarray, neg: np.ndarray) -> float:
+    """(mean(pos) - mean(neg)) / pooled standard deviation (ddof=1)."""
+    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    n1, n0 = len(pos), len(neg)
+    if n1 < 2 or n0 < 2:
+        return float("nan")
+    pooled = math.sqrt(((n1 - 1) * pos.var(ddof=1) + (n0 - 1) * neg.var(ddof=1)) / (n1 + n0 - 2))
+    return float((pos.mean() - neg.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def histogram_overlap(pos: np.ndarray, neg: np.ndarray, bins: int = 30) -> float:
+    """Sum over shared bins of min(p_pos, p_neg), each histogram normalised to sum 1 (1 = identical, 0 = disjoint)."""
+    lo = min(np.min(pos), np.min(neg))
+    hi = max(np.max(pos), np.max(neg))
+    if hi <= lo:
+        return 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    hp, _ = np.histogram(pos, edges)
+    hn, _ = np.histogram(neg, edges)
+    return float(np.minimum(hp / hp.sum(), hn / hn.sum()).sum())
+
+
+def separation(proj: np.ndarray, is_class: np.ndarray, bins: int = 30) -> dict[str, float]:
+    """AUROC (class vs rest), |Cohen's d| and histogram overlap of 1-D projections."""
+    pos, neg = proj[is_class], proj[~is_class]
+    return {
+        "auroc": float(roc_auc_score(is_class.astype(int), proj)),
+        "abs_d": abs(cohens_d(pos, neg)),
+        "overlap": histogram_overlap(pos, neg, bins),
+    }
+
+
+def choose_layer(auroc: np.ndarray, abs_d: np.ndarray, overlap: np.ndarray) -> int:
+    """l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)) (first index on ties)."""
+    picks = [int(np.nanargmax(auroc)), int(np.nanargmax(abs_d)), int(np.nanargmin(overlap))]
+    return int(math.floor(sum(picks) / 3))
+
+
+@dataclass
+class HeldOut:
+    """Out-of-fold projections [N] per layer of one class's vector, plus per-layer metrics."""
+
+    proj: np.ndarray  # [L, N]
+    auroc: np.ndarray
+    abs_d: np.ndarray
+    overlap: np.ndarray
+
+    @property
+    def l_star(self) -> int:
+        return choose_layer(self.auroc, self.abs_d, self.overlap)
+
+
+def held_out_projections(x_layer: np.ndarray, labels: np.ndarray, cls, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Each example projected on the class vector computed without its fold ([N])."""
+    proj = np.empty(len(labels), dtype=np.float64)
+    for train, test in folds:
+        v = diff_of_means(x_layer[train], labels[train], cls)
+        proj[test] = x_layer[test] @ v
+    return proj
+
+
+def null_band(norm_a: np.ndarray, norm_b: np.ndarray, hidden: int, draws: int = 200, seed: int = 0, q=(2.5, 97.5)):
+    """Per layer, the q-percentiles of cos between Gaussian directions scaled to norm_a / norm_b.
+
+    (Cosine does not depend on the norms; they are applied so the null matches the recipe.)
+    Returns (lo [L], hi [L], all cosines [L, draws]).
+    """
+    rng = np.random.default_rng(seed)
+    n_layers = len(norm_a)
+    cos = np.empty((n_layers, draws))
+    for layer in range(n_layers):
+        a = rng.standard_normal((draws, hidden))
+        b = rng.standard_normal((draws, hidden))
+        a *= norm_a[layer] / np.linalg.norm(a, axis=1, keepdims=True)
+        b *= norm_b[layer] / np.linalg.norm(b, axis=1, keepdims=True)
+        cos[layer] = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    lo, hi = np.percentile(cos, q[0], axis=1), np.percentile(cos, q[1], axis=1)
+    return lo, hi, cos
+
+
+def permutation_null_cosines(x_layer: np.ndarray, labels: np.ndarray, a, b, draws: int = 100, seed: int = 0) -> np.ndarray:
+    """cos(v_a, v_b) of diff-of-means vectors after shuffling the class labels ([draws]).
+
+    The right null for this recipe: with balanced classes v_mold + v_gold + v_path = 0, so
+    three classes without any signal give cos(v_a, v_b) near -0.5, not 0.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty(draws)
+    for i in range(draws):
+        perm = rng.permutation(labels)
+        out[i] = cosine(diff_of_means(x_layer, perm, a), diff_of_means(x_layer, perm, b))
+    return out
+
+
+def cos_from_norms(norm_a: np.ndarray, norm_b: np.ndarray, norm_c: np.ndarray) -> np.ndarray:
+    """cos(v_a, v_b) implied by v_a + v_b + v_c = 0 (exact for balanced classes): (|c|^2 - |a|^2 - |b|^2) / (2|a||b|)."""
+    return (norm_c**2 - norm_a**2 - norm_b**2) / (2 * norm_a * norm_b)
+
+
+def centred_mean_cosines(means: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Cosines between class means after subtracting their average (the 'tile-mean' cosines)."""
+    names = list(means)
+    centre = np.mean([means[k] for k in names], axis=0)
+    c = {k: means[k] - centre for k in names}
+    return {a: {b: cosine(c[a], c[b]) for b in names} for a in names}
+
+
+def ols_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(slope, intercept, Pearson r) of y on x."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    slope, intercept = np.polyfit(x, y, 1)
+    r = float(np.corrcoef(x, y)[0, 1])
+    return float(slope), float(intercept), r

@@ -1,0 +1,122 @@
+"""Vector math, separation statistics and the layer rule on synthetic data with a known answer."""
+
+import numpy as np
+import pytest
+
+from probes.emotion import alignment, denoise_basis, emotion_vectors
+from probes.metrics import (
+    centred_mean_cosines,
+    choose_layer,
+    cohens_d,
+    cosine_per_layer,
+    diff_of_means,
+    held_out_projections,
+    histogram_overlap,
+    null_band,
+    separation,
+    vectors_from_sums,
+)
+
+
+def test_vectors_from_sums_equals_diff_of_means():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 5))
+    labels = np.array(["mold"] * 8 + ["gold"] * 10 + ["path"] * 12)
+    sums = {k: x[labels == k].sum(0) for k in ("mold", "gold", "path")}
+    counts = {k: int((labels == k).sum()) for k in sums}
+    v = vectors_from_sums(sums, counts)
+    for k in sums:
+        expected = x[labels == k].mean(0) - x[labels != k].mean(0)
+        np.testing.assert_allclose(v[k], expected, atol=1e-12)
+        np.testing.assert_allclose(diff_of_means(x, labels, k), expected, atol=1e-12)
+
+
+def test_cohens_d_and_overlap():
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([3.0, 4.0, 5.0])
+    assert cohens_d(a, b) == pytest.approx(-2.0)  # means differ by 2, pooled SD 1
+    assert histogram_overlap(a, a) == pytest.approx(1.0)
+    assert histogram_overlap(np.array([0.0, 0.1]), np.array([5.0, 5.1])) == pytest.approx(0.0)
+    s = separation(np.array([0.0, 0.1, 1.0, 1.1]), np.array([False, False, True, True]))
+    assert s["auroc"] == 1.0 and s["overlap"] == 0.0 and s["abs_d"] > 5
+
+
+def test_choose_layer_is_floor_of_mean_of_argbests():
+    auroc = np.array([0.5, 0.6, 0.9, 0.7, 0.6, 0.5])  # argmax 2
+    d = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.2])  # argmax 4
+    overlap = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])  # argmin 5
+    assert choose_layer(auroc, d, overlap) == 3  # floor(11 / 3)
+
+
+def test_layer_rule_finds_known_layer_on_synthetic_activations():
+    """Class signal strongest at layer 6 of 10: held-out projections must put l* there."""
+    from sklearn.model_selection import GroupKFold
+
+    rng = np.random.default_rng(1)
+    n, n_layers, hidden = 240, 10, 16
+    labels = np.array(["gold", "mold", "path"] * (n // 3))
+    strength = np.full(n_layers, 0.2)
+    strength[5], strength[6], strength[7] = 0.8, 2.0, 0.8
+    direction = rng.normal(size=hidden)
+    direction /= np.linalg.norm(direction)
+    acts = rng.normal(size=(n, n_layers, hidden))
+    acts[labels == "gold"] += strength[None, :, None] * direction
+    folds = list(GroupKFold(5).split(acts[:, 0], labels, np.arange(n)))
+    metrics = []
+    for layer in range(n_layers):
+        p = held_out_projections(acts[:, layer], labels, "gold", folds)
+        metrics.append(separation(p, labels == "gold"))
+    auroc = np.array([m["auroc"] for m in metrics])
+    d = np.array([m["abs_d"] for m in metrics])
+    overlap = np.array([m["overlap"] for m in metrics])
+    assert int(np.argmax(auroc)) == 6 and int(np.argmax(d)) == 6 and int(np.argmin(overlap)) == 6
+    assert choose_layer(auroc, d, overlap) == 6
+
+
+def test_null_band_is_centred_and_narrows_with_dimension():
+    lo, hi, cos = null_band(np.ones(3), 2 * np.ones(3), hidden=576, draws=400, seed=0)
+    assert cos.shape == (3, 400)
+    assert np.all(lo < 0) and np.all(hi > 0)
+    assert np.all(hi < 0.15) and np.all(lo > -0.15)  # ~ 2 / sqrt(576) = 0.083
+    lo16, hi16, _ = null_band(np.ones(1), np.ones(1), hidden=16, draws=400, seed=0)
+    assert hi16[0] > hi[0]
+
+
+def test_cosine_per_layer_and_centred_means():
+    a = np.array([[1.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_allclose(cosine_per_layer(a, -a), [-1.0, -1.0])
+    c = centred_mean_cosines({"m": np.array([2.0, 0.0]), "g": np.array([0.0, 0.0]), "p": np.array([1.0, 0.0])})
+    assert c["m"]["g"] == pytest.approx(-1.0) and c["m"]["m"] == pytest.approx(1.0)
+
+
+def test_emotion_vectors_denoise_and_alignment():
+    rng = np.random.default_rng(2)
+    hidden = 20
+    noise_dir = np.zeros(hidden)
+    noise_dir[0] = 1.0
+    neutral = rng.normal(size=(50, hidden)) * 0.1 + rng.normal(size=(50, 1)) * 10 * noise_dir
+    basis = denoise_basis(neutral)
+    assert basis.shape[0] >= 1 and abs(basis[0, 0]) > 0.99  # the dominant neutral direction
+    val_dir = np.zeros(hidden)
+    val_dir[1] = 1.0
+    valence = {"joy": 1.0, "pride": 0.8, "calm": 0.3, "shame": -0.8, "anger": -0.6, "grief": -1.0}
+    acts = {k: v * val_dir + rng.normal(size=(6, hidden)) * 0.05 + 5 * noise_dir for k, v in valence.items()}
+    ev = emotion_vectors(acts, basis)
+    assert all(abs(e @ basis[0]) < 1e-8 for e in ev.values())  # denoised
+    res = alignment(ev, v_gold=val_dir, v_mold=-val_dir, valence=valence)
+    assert res["slope"] == pytest.approx(-1.0, abs=1e-6) and res["r"] == pytest.approx(-1.0, abs=1e-6)
+    assert res["gold_pole"][0] == "joy" and res["mold_pole"][0] == "grief"
+    assert res["pc1_valence_r"] > 0.95 and res["cos_gold_pc1"] > 0.9
+
+
+def test_three_balanced_classes_without_signal_give_cos_near_minus_half():
+    """Why the label-permutation null (not 0) is the baseline for cos(v_mold, v_gold)."""
+    from probes.metrics import cos_from_norms, permutation_null_cosines
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 200))
+    labels = np.array(["mold", "gold", "path"] * 100)
+    perm = permutation_null_cosines(x, labels, "mold", "gold", draws=60, seed=0)
+    assert abs(perm.mean() + 0.5) < 0.05
+    v = {k: diff_of_means(x, labels, k) for k in ("mold", "gold", "path")}
+    n = {k: np.linalg.norm(v[k], keepdims=True) for k in v}
+    assert cos_from_norms(n["mold"], n["gold"], n["path"])[0] == pytest.approx(cosine_per_layer(v["mold"][None], v["gold"][None])[0])

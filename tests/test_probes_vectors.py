@@ -1,0 +1,131 @@
+"""Concept-vector math against a direct computation on the tiny model; capture; save/load; GGUF."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from probes import ConceptVectors
+from probes.capture import capture_texts
+from probes.extract import build_examples, extract_vectors, load_examples
+from training.models import load_model
+
+N_PER_CLASS = 6
+MAZE = dict(max_moves=3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def extracted(tiny, tmp_path_factory):
+    model, tok = tiny
+    out = tmp_path_factory.mktemp("vec")
+    cv = extract_vectors(model, tok, N_PER_CLASS, seed=3, batch_size=5, progress=False, out_dir=out, **MAZE)
+    return cv, out
+
+
+def _direct_last_token(model, tok, texts):
+    """Reference: one sequence at a time, full block outputs kept by plain hooks, last token read.
+
+    Cross-checked against output_hidden_states: block l's output is hidden_states[l + 1] for
+    l < L - 1; transformers replaces the last entry by the final-norm output, so the last
+    block output is the one whose final norm equals hidden_states[L].
+    """
+    from probes.layers import block_hidden, decoder_layers
+
+    rows = []
+    with torch.no_grad():
+        for t in texts:
+            enc = tok(t, return_tensors="pt", add_special_tokens=False)
+            full = []
+            handles = [b.register_forward_hook(lambda m, i, o: full.append(block_hidden(o))) for b in decoder_layers(model)]
+            try:
+                hs = model(**enc, output_hidden_states=True).hidden_states
+            finally:
+                for h in handles:
+                    h.remove()
+            n = len(full)
+            for layer in range(n - 1):
+                assert torch.allclose(full[layer], hs[layer + 1])
+            assert torch.allclose(model.model.norm(full[-1]), hs[n], atol=1e-5)
+            rows.append(torch.stack([h[0, -1] for h in full]))
+    return torch.stack(rows).double()  # [N, L, H]
+
+
+def test_vectors_match_direct_diff_of_means(tiny, extracted):
+    model, tok = tiny
+    cv, _ = extracted
+    texts, examples = build_examples(tok, N_PER_CLASS, 3, None, MAZE["max_moves"])
+    acts = _direct_last_token(model, tok, texts)
+    kinds = examples["kind"].to_numpy()
+    for k in ("mold", "gold", "path"):
+        m = torch.from_numpy(kinds == k)
+        expected = acts[m].mean(0) - acts[~m].mean(0)  # pooled other classes
+        assert torch.allclose(cv.get(k).double(), expected, atol=1e-4, rtol=1e-4), k
+        assert torch.allclose(cv.class_means[k].double(), acts[m].mean(0), atol=1e-4)
+    assert cv.n_layers == model.config.num_hidden_layers and cv.hidden_size == model.config.hidden_size
+    assert cv.meta["n_per_class"] == {"mold": N_PER_CLASS, "gold": N_PER_CLASS, "path": N_PER_CLASS}
+    assert "block_output" in cv.meta["layer_convention"]
+
+
+def test_saved_activations_match_and_reload(tiny, extracted):
+    cv, out = extracted
+    examples, acts = load_examples(out)
+    assert acts.shape == (3 * N_PER_CLASS, cv.n_layers, cv.hidden_size) and acts.dtype == np.float16
+    a = acts.astype(np.float64)
+    m = examples["kind"].to_numpy() == "gold"
+    np.testing.assert_allclose(a[m].mean(0) - a[~m].mean(0), cv.get("gold").numpy(), atol=2e-2, rtol=1e-2)
+    back = ConceptVectors.load(out)
+    for k in cv.names:
+        assert torch.equal(back.get(k), cv.get(k))
+        assert torch.equal(back.class_means[k], cv.class_means[k])
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["layer_convention"] == cv.meta["layer_convention"]
+    assert meta["model"]["model_id"] == "tiny" and meta["seed"] == 3
+    back.check_model(tiny[0])
+    with pytest.raises(ValueError, match="extract vectors for this model"):
+        ConceptVectors({"gold": torch.zeros(2, 8)}).check_model(tiny[0])
+
+
+def test_capture_batch_size_one_equals_padded_batch(tiny):
+    model, tok = tiny
+    texts = ["short text", "a somewhat longer text with more tokens in it, to force padding", "mid length one"]
+    layers = [0, 2, 3]
+    for reduce in ("last", "mean"):
+        batched = capture_texts(model, tok, texts, layers, reduce=reduce, batch_size=3)
+        single = torch.cat([capture_texts(model, tok, [t], layers, reduce=reduce, batch_size=1) for t in texts])
+        assert torch.allclose(batched, single, atol=1e-5), reduce
+    # and the capture equals output_hidden_states at the same (block-output) layer
+    direct = _direct_last_token(model, tok, texts)[:, layers].float()
+    assert torch.allclose(capture_texts(model, tok, texts, layers, reduce="last", batch_size=2), direct, atol=1e-5)
+
+
+def test_capture_does_not_run_lm_head(tiny):
+    model, tok = tiny
+    called = []
+    h = model.lm_head.register_forward_hook(lambda *a: called.append(1))
+    try:
+        capture_texts(model, tok, ["hello maze"], [1])
+    finally:
+        h.remove()
+    assert called == []
+
+
+def test_export_gguf_round_trip(extracted, tmp_path):
+    import gguf
+
+    cv, _ = extracted
+    path = cv.export_gguf("mold", tmp_path / "mold.gguf", layers=[1, 3], scale=2.0)
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "controlvector"
+    assert reader.fields["controlvector.layer_count"].contents() == 2
+    assert reader.fields["controlvector.model_hint"].contents() == "tiny"
+    tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
+    assert set(tensors) == {"direction.1", "direction.3"}
+    np.testing.assert_allclose(tensors["direction.3"].reshape(-1), 2.0 * cv.get("mold", 3).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="layer 0"):
+        cv.export_gguf("mold", tmp_path / "x.gguf", layers=[0])

@@ -1,0 +1,99 @@
+"""`welfare-axis extract` and `welfare-axis analyze`: concept vectors and their analyses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from welfare_axis.options import add_maze_args, add_model_args, maze_config_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="extract concept vectors v_mold/v_gold/v_path (u_* on the naive model) for all layers",
+        description="Render scripted Mold/Gold/Path trajectories, read the residual stream at the final direction "
+        "letter at every layer (block outputs, 0-based), and write vectors.safetensors, class_means.safetensors, "
+        "meta.json, examples.parquet and activations.npy (float16, for analyze) to --out.",
+    )
+    add_model_args(p)
+    p.add_argument("-n", type=int, default=300, help="trajectories per class (default 300; the paper used 5000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-moves", type=int, default=None, help="trajectory length n in 1..MAX (default: 15, as in the paper)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--gguf-layer", type=int, default=None, help="also export each vector at this layer as a llama.cpp control vector")
+    p.add_argument("--no-progress", action="store_true")
+    add_maze_args(p)
+    p.set_defaults(func=run_extract)
+
+    a = sub.add_parser(
+        "analyze",
+        help="layer choice, antiparallelism, logit lens, emotion alignment and tracking of concept vectors",
+        description="Analyse a folder written by 'extract' (and optionally the naive model's control folder); "
+        "writes summary.json, layer_choice.json, parquet tables and PNG figures to --out.",
+    )
+    a.add_argument("--vectors", required=True, help="folder written by 'welfare-axis extract' (trained model)")
+    a.add_argument("--control", default=None, help="folder of the maze-naive model's vectors u_*")
+    a.add_argument("--out", required=True)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--n-tracking", type=int, default=100, help="fresh gold-final and mold-final trajectories each (default 100)")
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--batch-size", type=int, default=16)
+    a.add_argument("--no-probe", action="store_true", help="skip the logistic-regression probes")
+    a.add_argument("--emotion-layer", type=int, default=None, help="default floor(2L/3)")
+    a.add_argument("--logit-layer", type=int, default=None, help="default floor(5L/6)")
+    a.add_argument("--top-k", type=int, default=20)
+    a.add_argument("--stories", default=None, help="emotion stories JSON (default: the shipped set)")
+    a.add_argument("--neutral", default=None, help="neutral texts JSON (default: the shipped set)")
+    a.add_argument("--generate-stories", action="store_true", help="have the model under study write the stories")
+    a.add_argument("--n-generated", type=int, default=8, help="stories per emotion with --generate-stories")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=run_analyze)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from probes.extract import extract_vectors
+    from training.models import load_model
+
+    if args.n < 2:
+        raise ValueError(f"-n must be at least 2, got {args.n}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    config = maze_config_from_args(args)
+    if args.max_moves is not None and not 1 <= args.max_moves <= config.n_moves:
+        raise ValueError(f"--max-moves must be in 1..{config.n_moves}, got {args.max_moves}")
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    cv = extract_vectors(
+        model, tok, args.n, seed=args.seed, maze_config=config, batch_size=args.batch_size,
+        progress=not args.no_progress, max_moves=args.max_moves, out_dir=args.out,
+    )
+    if args.gguf_layer is not None:
+        for k in cv.names:
+            cv.export_gguf(k, f"{args.out}/{k}_layer{args.gguf_layer}.gguf", layers=[args.gguf_layer])
+    print(f"wrote {', '.join(cv.names)} ({cv.n_layers} layers x {cv.hidden_size}) to {args.out} in {cv.meta['seconds']:.0f} s")
+    return 0
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from probes.analyze import run_analyses
+
+    if args.n_tracking < 2:
+        raise ValueError(f"--n-tracking must be at least 2, got {args.n_tracking}")
+    s = run_analyses(
+        args.vectors, args.out, control_dir=args.control, seed=args.seed, n_tracking=args.n_tracking, device=args.device,
+        batch_size=args.batch_size, probe=not args.no_probe, emotion_layer=args.emotion_layer, logit_layer=args.logit_layer,
+        top_k=args.top_k, stories=args.stories, neutral=args.neutral, generate_stories=args.generate_stories,
+        n_generated=args.n_generated, progress=not args.no_progress,
+    )
+    brief = {
+        "l_star": s["l_star"],
+        "cos_mold_gold_min": s["cos_mold_gold"]["min"],
+        "cos_mold_gold_mean": s["cos_mold_gold"]["mean"],
+        "control_min": (s["control_cos_mold_gold"] or {}).get("min"),
+        "emotion_slope": s["emotion"]["slope"],
+        "tracking_d": [s["tracking"]["d_gold"], s["tracking"]["d_mold"]],
+    }
+    print(json.dumps(brief))
+    print(f"wrote summary.json, tables and figures to {args.out}")
+    return 0
