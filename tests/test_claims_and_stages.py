@@ -15,8 +15,12 @@ def test_verdicts_follow_the_stated_thresholds():
     assert claims.verdict_logit_lens(["Ġcannot", " impossible", "cat"], ["never", "No", "x"]) == claims.REPRODUCED
     assert claims.verdict_logit_lens(["cat", "dog"], ["never", "no"]) == claims.NOT_REPRODUCED
     assert claims.verdict_logit_lens(None, ["no"]) == claims.NOT_MEASURED
-    assert claims.verdict_emotion(-0.9, -0.8) == claims.REPRODUCED
-    assert claims.verdict_emotion(0.2, -0.8) == claims.NOT_REPRODUCED
+    assert claims.verdict_emotion(-0.9, -0.6, 0.7) == claims.REPRODUCED
+    assert claims.verdict_emotion(-0.9, -0.85, 0.7) == claims.NOT_REPRODUCED  # no better than chance
+    assert claims.verdict_emotion(-0.9, -0.6, 0.1) == claims.NOT_REPRODUCED  # not a valence axis
+    assert claims.verdict_emotion(0.2, -0.6, 0.7) == claims.NOT_REPRODUCED
+    frame = pd.DataFrame({"valence": [1, 0.5, -0.5, -1], "cos_gold": [0.2, 0.1, -0.1, -0.2], "cos_mold": [-0.2, -0.1, 0.1, 0.2]})
+    assert claims.valence_alignment(frame) > 0.99
     assert claims.verdict_tracking(1.7, -1.8, 0.1, 0.05) == claims.REPRODUCED
     assert claims.verdict_tracking(1.7, 1.8, 1.5, 0.05) == claims.NOT_REPRODUCED
     assert claims.verdict_tracking(0.5, 1.8, 0.0, 0.0) == claims.NOT_REPRODUCED

@@ -38,7 +38,9 @@ THRESHOLDS = (
     Threshold(
         "3. Emotion vectors line up on one valence axis",
         "cos with v_Gold vs cos with v_Mold across emotions: slope near -1; control vectors show no pattern",
-        "reproduced if the OLS slope <= -0.5 and Pearson r <= -0.5 across emotions",
+        "reproduced if the OLS slope <= -0.5 and at least 0.1 below the slope expected by chance from cos(v_Mold, v_Gold) "
+        "alone, and the Gold pole is the positive one: Pearson r between the emotions' valence and "
+        "cos(e, v_Gold) - cos(e, v_Mold) >= 0.5",
     ),
     Threshold(
         "4. Projections track goal achievement",
@@ -88,10 +90,26 @@ def verdict_logit_lens(mold_promoted: list[str] | None, gold_suppressed: list[st
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
-def verdict_emotion(slope: float, r: float) -> str:
-    if not (_ok(slope) and _ok(r)):
+def verdict_emotion(slope: float, chance_slope: float, valence_r: float) -> str:
+    """Balanced three-class diff-of-means vectors are anticorrelated by construction, so
+    random emotion directions already give a slope near cos(v_Mold, v_Gold): the slope must
+    beat that, and the axis must be valence (positive emotions at the Gold pole)."""
+    if not (_ok(slope) and _ok(chance_slope) and _ok(valence_r)):
         return NOT_MEASURED
-    return REPRODUCED if slope <= -0.5 and r <= -0.5 else NOT_REPRODUCED
+    return REPRODUCED if slope <= -0.5 and slope <= chance_slope - 0.1 and valence_r >= 0.5 else NOT_REPRODUCED
+
+
+def valence_alignment(frame) -> float:
+    """Pearson r across emotions between valence and cos(e, v_Gold) - cos(e, v_Mold)."""
+    import numpy as np
+
+    if frame is None or len(frame) < 3:
+        return math.nan
+    x = np.asarray(frame["valence"], float)
+    y = np.asarray(frame["cos_gold"], float) - np.asarray(frame["cos_mold"], float)
+    if x.std() == 0 or y.std() == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def verdict_tracking(d_gold: float, d_mold: float, naive_d_gold: float | None, naive_d_mold: float | None) -> str:

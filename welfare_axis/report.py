@@ -113,10 +113,12 @@ def _claims(run: Path) -> list:
     ccos = s.get("control_cos_mold_gold") or {}
     null = s.get("null_band") or {}
     null_lo = min(null.get("lo", [math.nan]) or [math.nan])
+    perm = s.get("perm_null_band") or {}
+    perm_lo = min(perm.get("lo", [math.nan]) or [math.nan])
     v1 = claims.verdict_antiparallel(cos.get("min", math.nan), ccos.get("min", math.nan))
     rows.append((th["1."], f"min {_fmt(cos.get('min'))} at layer {cos.get('argmin', '—')}; mean {_fmt(cos.get('mean'))}; at l*(mold) {_fmt(cos.get('at_l_star'))}"
                  + (f"; 95% CI of min [{_fmt(cos.get('min_ci_lo'))}, {_fmt(cos.get('min_ci_hi'))}]" if "min_ci_lo" in cos else ""),
-                 f"naive u_*: min {_fmt(ccos.get('min'))}, mean {_fmt(ccos.get('mean'))}; random directions: 2.5th pct {_fmt(null_lo)}", v1))
+                 f"naive u_*: min {_fmt(ccos.get('min'))}, mean {_fmt(ccos.get('mean'))}; random directions: 2.5th pct {_fmt(null_lo)}; shuffled labels: 2.5th pct {_fmt(perm_lo)}", v1))
 
     ll = s.get("logit_lens") or {}
     mp = (ll.get("mold") or {}).get("promoted")
@@ -128,11 +130,18 @@ def _claims(run: Path) -> list:
 
     emo = s.get("emotion") or {}
     ctrl = emo.get("control") or {}
-    v3 = claims.verdict_emotion(emo.get("slope", math.nan), emo.get("r", math.nan))
-    rows.append((th["3."], f"layer {emo.get('layer', '—')}: slope {_fmt(emo.get('slope'))}, r {_fmt(emo.get('r'))}"
+    emo_path = run / "analyze" / "emotions.parquet"
+    emo_frame = pd.read_parquet(emo_path) if emo_path.exists() else None
+    valence_r = ctrl_valence_r = math.nan
+    if emo_frame is not None and "layer" in emo_frame.columns:
+        at = emo_frame[emo_frame["layer"] == emo.get("layer")]
+        valence_r = claims.valence_alignment(at[at["model"] == "trained"])
+        ctrl_valence_r = claims.valence_alignment(at[at["model"] != "trained"])
+    v3 = claims.verdict_emotion(emo.get("slope", math.nan), emo.get("slope_expected_by_chance", math.nan), valence_r)
+    rows.append((th["3."], f"layer {emo.get('layer', '—')}: slope {_fmt(emo.get('slope'))} (chance {_fmt(emo.get('slope_expected_by_chance'))}), r {_fmt(emo.get('r'))}, valence r {_fmt(valence_r)}"
                  + (f" (slope 95% CI [{_fmt(emo.get('slope_ci_lo'))}, {_fmt(emo.get('slope_ci_hi'))}])" if "slope_ci_lo" in emo else "")
                  + f"; Gold pole: {', '.join((emo.get('gold_pole') or [])[:3])}; Mold pole: {', '.join((emo.get('mold_pole') or [])[:3])}",
-                 f"naive u_*: slope {_fmt(ctrl.get('slope'))}, r {_fmt(ctrl.get('r'))}", v3))
+                 f"naive u_*: slope {_fmt(ctrl.get('slope'))} (chance {_fmt(ctrl.get('slope_expected_by_chance'))}), valence r {_fmt(ctrl_valence_r)}", v3))
 
     tr = s.get("tracking") or {}
     v4 = claims.verdict_tracking(tr.get("d_gold", math.nan), tr.get("d_mold", math.nan), tr.get("control_d_gold"), tr.get("control_d_mold"))
