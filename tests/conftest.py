@@ -1,8 +1,18 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ALL_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads(request):
+    """One thread for the tiny model (overhead-bound: OpenMP synchronisation costs more than it
+    saves, badly so when the cores are shared); all cores for tests of the real model."""
+    torch.set_num_threads(ALL_THREADS if request.node.get_closest_marker("integration") else 1)
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,6 @@ ALPHAS = (-4.0, 0.0, 4.0)
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model, tok = tiny_model()
     g = torch.Generator().manual_seed(2)
     v = ConceptVectors({n: torch.randn(4, 64, generator=g) for n in ("mold", "gold", "path")}, meta={"who": "trained"})
@@ -29,7 +27,6 @@ def setup(tmp_path_factory):
     v.save(d / "trained")
     u.save(d / "naive")
     yield model, tok, v, u, d
-    torch.set_num_threads(threads)
 
 
 def _check_outputs(out, name, summary, metric):

@@ -13,9 +13,6 @@ LAYER = 2
 
 @pytest.fixture(scope="module")
 def lm():
-    # One thread: the tiny model is overhead-bound, and the 2 shared cores are busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model, tok = tiny_model()
     # The random init gives near-constant outputs; larger weights make replies prompt-dependent,
     # so equality tests below can actually fail.
@@ -25,7 +22,6 @@ def lm():
             if p.dim() == 2:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     yield model, tok
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,7 @@ def load_model(
     if system_prompt not in SYSTEM_PROMPT_POLICIES:
         raise ModelLoadError(f"unknown system prompt policy {system_prompt!r}; use one of {SYSTEM_PROMPT_POLICIES}")
     torch_dtype = resolve_dtype(dtype)
-    if name == TINY_MODEL:
+    if name == TINY_MODEL and not (adapter is not None and (Path(adapter) / "config.json").exists()):
         model, tokenizer = tiny_model()
         path = TINY_MODEL
     else:
@@ -147,7 +147,7 @@ def load_model(
             ) from None
         if adapter_is_full:
             adapter = str(adapter)
-    if adapter is not None and not (name != TINY_MODEL and Path(path) == Path(adapter)):
+    if adapter is not None and Path(path) != Path(adapter):  # a LoRA adapter (full checkpoints loaded above)
         model = attach_adapter(model, adapter, merge=merge_adapter)
     model.to(device=device, dtype=torch_dtype)
     model.eval()

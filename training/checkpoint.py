@@ -1,0 +1,177 @@
+"""Policy setup (LoRA or full fine-tune), run folders and atomic checkpoints with resume state.
+
+Run folder layout:
+    config.json                      {"config": TrainConfig, "provenance": ...}
+    metrics.parquet                  one row per step
+    checkpoints/step_000010/model/   LoRA adapter (adapter_config.json) or full weights (config.json)
+    checkpoints/step_000010/state.pt optimizer, scheduler, step, RNG states, metric rows so far
+A checkpoint folder is written under a temporary name and renamed into place, so a
+folder named step_* is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.artifacts import atomic_write_json, provenance
+from training.config import TrainConfig
+from training.models import load_model
+from training.rollout import decoder_of
+
+CHECKPOINTS = "checkpoints"
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient; the message names the last good checkpoint."""
+
+
+def build_policy(config: TrainConfig):
+    """(model, tokenizer) ready to train: LoRA-wrapped (peft) or fully trainable."""
+    model, tok = load_model(config.model, device=config.device, dtype=config.dtype)
+    info = model.welfare_info
+    torch.manual_seed(config.seed)  # LoRA A matrices are random: fix them
+    if config.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        n_layers = len(decoder_of(model).layers)
+        top = config.lora_top_layers
+        if top > n_layers:
+            raise ValueError(f"lora_top_layers={top} exceeds the model's {n_layers} blocks")
+        if config.lora_targets != "all-linear":
+            targets = [t.strip() for t in config.lora_targets.split(",")]
+        elif top:  # peft needs explicit names with layers_to_transform: every Linear in a block
+            block = decoder_of(model).layers[0]
+            targets = sorted({n.split(".")[-1] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)})
+        else:
+            targets = "all-linear"
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=targets,
+            layers_to_transform=list(range(n_layers - top, n_layers)) if top else None,
+            layers_pattern="layers" if top else None,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    model.welfare_info = info
+    return model, tok
+
+
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike) -> list[Path]:
+    root = Path(run_dir) / CHECKPOINTS
+    return sorted(p for p in root.glob("step_*") if p.is_dir()) if root.exists() else []
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    dirs = checkpoint_dirs(run_dir)
+    return dirs[-1] if dirs else None
+
+
+def final_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """The model folder of a run's last checkpoint, usable as `load_model(name, adapter=path)`."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoints; train first (welfare-axis train rl --out {run_dir})")
+    return ckpt / "model"
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(run_dir, step: int, model, tokenizer, optimizer, scheduler, rows: list[dict], extra: dict | None = None) -> Path:
+    """Atomically write checkpoints/step_{step:06d} (step = number of finished steps)."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"step_{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:06d}-", dir=root))
+    try:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        if not (tmp / "model" / "adapter_config.json").exists():
+            tokenizer.save_pretrained(tmp / "model")  # a full checkpoint loads like any model folder
+        (tmp / "model" / "welfare_axis_checkpoint.json").write_text(
+            json.dumps({"base_model": model.welfare_info.model_id, "step": step}) + "\n"
+        )
+        torch.save(
+            {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "rows": rows,
+                **(extra or {}),
+            },
+            tmp / "state.pt",
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and RNG state in place; returns the state dict."""
+    from safetensors.torch import load_file
+
+    mdir = ckpt / "model"
+    if (mdir / "adapter_config.json").exists():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(mdir / "adapter_model.safetensors"))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(mdir, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(loaded.state_dict())
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state
+
+
+def prepare_run_dir(run_dir, config: TrainConfig, resume: bool, kind: str, model_info: dict | None = None) -> TrainConfig:
+    """Create the run folder and config.json; on resume return the saved config."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if resume:
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"cannot resume: {cfg_path} does not exist")
+        saved = json.loads(cfg_path.read_text())
+        return TrainConfig.from_dict(saved["config"])
+    if checkpoint_dirs(run_dir) or (run_dir / "metrics.parquet").exists():
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cfg_path, {"kind": kind, "config": config.to_dict(), "provenance": provenance(config=config.to_dict(), seed=config.seed, model=model_info)})
+    return config
+
+
+def step_seeds(seed: int, step: int, n_mazes: int, stream: int = 0) -> tuple[list[int], int]:
+    """Maze seeds and a rollout seed for one step: a pure function of (seed, step), so resume replays the stream."""
+    rng = np.random.default_rng([seed, stream, step])
+    mazes = [int(s) for s in rng.integers(0, 2**31 - 1, size=n_mazes)]
+    return mazes, int(rng.integers(2**62))

@@ -1,0 +1,144 @@
+"""`TrainConfig`: every hyperparameter of RL and SFT training in one dataclass, plus presets.
+
+Presets (`PRESETS`): `tiny` (random 4-layer model, for tests), `cpu-small` (the default
+model, ~30 min on 2 CPU cores) and `paper` (the paper's hyperparameters, for GPU users).
+Any field can be overridden: `config_from_preset("cpu-small", lr=1e-4, maze={"n_moves": 7})`,
+or on the command line (`--lr 1e-4 --n-moves 7`, see welfare_axis/cmd_train.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+
+from envs import MazeConfig
+
+ALGOS = ("dr_grpo", "grpo", "reinforce")
+FINETUNES = ("lora", "full")
+
+
+@dataclass
+class TrainConfig:
+    # -- model --
+    model: str = "smollm2-135m-instruct"
+    device: str = "cpu"
+    dtype: str = "float32"
+    finetune: str = "lora"  # "lora" (peft) or "full"
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.0
+    lora_targets: str = "all-linear"  # "all-linear" or comma-separated module names (q_proj,v_proj,...)
+    # LoRA only on the top K decoder blocks (0 = all). The frozen lower blocks then need no
+    # backward pass, and their output is cached during the rollout, so an update runs only K blocks.
+    lora_top_layers: int = 0
+    # -- RL --
+    algo: str = "dr_grpo"  # dr_grpo | grpo (std-normalised) | reinforce (token-level, returns-to-go)
+    n_steps: int = 95
+    mazes_per_step: int = 8
+    group_size: int = 64  # episodes per maze (a GRPO group)
+    temperature: float = 0.7
+    lr: float = 3e-6  # peak LR; multiplied by the same cosine that anneals the entropy bonus
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    clip_eps: float = 0.2  # PPO clip
+    dual_clip: float = 3.0  # dual-clip constant c for negative advantages
+    entropy_beta: float = 0.01  # beta0 of the equalized entropy bonus, cosine-annealed to 0
+    kl_coef: float = 0.0  # KL to the reference (initial) model; the paper used 0
+    updates_per_step: int = 1  # optimizer updates per rollout batch (1 = on-policy, ratio 1)
+    loss_norm: float = 0.0  # Dr. GRPO constant divisor; 0 means n_episodes * n_moves
+    micro_batch: int = 8  # episodes per forward/backward in the update (memory knob)
+    masked: bool = True  # sample only the four direction tokens; False = free generation (eval only)
+    max_new_tokens: int = 8  # unmasked mode: tokens generated per turn
+    # -- SFT on scripted good-policy trajectories --
+    sft_steps: int = 782  # 782 x 64 ~ the paper's 50k trajectories
+    sft_batch: int = 64
+    sft_lr: float = 2e-5
+    sft_lookahead: int = 3
+    # -- run --
+    seed: int = 0
+    checkpoint_every: int = 10
+    maze: MazeConfig = field(default_factory=MazeConfig)
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.maze, dict):
+            self.maze = MazeConfig(**self.maze)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algo {self.algo!r}; use one of {', '.join(ALGOS)}")
+        if self.finetune not in FINETUNES:
+            raise ValueError(f"unknown finetune {self.finetune!r}; use one of {', '.join(FINETUNES)}")
+        for name in ("n_steps", "mazes_per_step", "group_size", "micro_batch", "updates_per_step", "sft_steps", "sft_batch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.algo in ("dr_grpo", "grpo") and self.group_size < 2:
+            raise ValueError("group_size must be at least 2 for a group baseline")
+        if self.lora_top_layers < 0:
+            raise ValueError("lora_top_layers must be >= 0 (0 = all layers)")
+
+    @property
+    def n_episodes(self) -> int:
+        return self.mazes_per_step * self.group_size
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["maze"] = self.maze.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def replace(self, **overrides) -> "TrainConfig":
+        """A copy with fields overridden; `maze` may be a partial dict of MazeConfig fields."""
+        d = self.to_dict()
+        maze = overrides.pop("maze", None)
+        if maze:
+            d["maze"] = {**d["maze"], **(maze.to_dict() if isinstance(maze, MazeConfig) else maze)}
+        unknown = set(overrides) - set(d)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        d.update(overrides)
+        return TrainConfig.from_dict(d)
+
+
+PRESETS: dict[str, dict] = {
+    # Random 4-layer model, 2 mazes x 4 episodes of 3 moves on a 12x12 grid: seconds per step.
+    "tiny": dict(
+        model="tiny", lora_r=4, lora_alpha=8, n_steps=4, mazes_per_step=2, group_size=4, lr=1e-3,
+        micro_batch=4, checkpoint_every=2, sft_steps=4, sft_batch=4, sft_lr=1e-3,
+        maze={"size": 12, "n_moves": 3},
+    ),
+    # The default model on 2 (shared) CPU cores in about 30 minutes. Deviations from the paper,
+    # for speed: 4 moves per episode instead of 15 (a step costs ~1/4), LoRA r16 on the top 6
+    # of 30 blocks (the update runs only those, on hidden states cached by the rollout),
+    # 2 mazes x 8 episodes per step, 10 steps, and an LR of 5e-4 (LoRA needs far more than the
+    # paper's 3e-6 to move in ten steps).
+    "cpu-small": dict(
+        lora_r=16, lora_alpha=32, lora_top_layers=6, n_steps=10, mazes_per_step=2, group_size=8, lr=5e-4,
+        micro_batch=8, checkpoint_every=2, sft_steps=60, sft_batch=16, sft_lr=3e-4,
+        maze={"n_moves": 4},
+    ),
+    # The paper: LoRA r32/alpha64 on all linear layers, LR 3e-6, T 0.7, 8 mazes x 64, ~95 steps, KL 0.
+    "paper": dict(
+        lora_r=32, lora_alpha=64, lora_top_layers=0, n_steps=95, mazes_per_step=8, group_size=64, lr=3e-6,
+        temperature=0.7, kl_coef=0.0, checkpoint_every=10, sft_steps=782, sft_batch=64, sft_lr=2e-5,
+    ),
+}
+
+
+def config_from_preset(preset: str = "cpu-small", **overrides) -> TrainConfig:
+    """The preset's config with `overrides` applied (maze overrides merge into the preset's maze)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    base = dict(PRESETS[preset])
+    maze = {**base.pop("maze", {}), **(overrides.pop("maze", None) or {})}
+    return TrainConfig().replace(**{**base, **overrides}, maze=maze)

@@ -1,0 +1,124 @@
+"""Held-out evaluation: play N fresh mazes with a checkpoint (or the naive model).
+
+Held-out mazes come from their own seed stream (EVAL_STREAM), never used in training.
+`bootstrap_diff` gives a (paired, when the mazes match) bootstrap 95% interval of a
+difference in means, e.g. golds per episode trained minus naive.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from envs import MazeConfig
+from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
+from training.checkpoint import step_seeds
+from training.models import load_model
+from training.rollout import ChatTokens, rollout, unmasked_rollout
+
+EVAL_STREAM = 1
+
+
+def heldout_maze_seeds(n_mazes: int, seed: int = 0) -> list[int]:
+    return step_seeds(seed, 0, n_mazes, EVAL_STREAM)[0]
+
+
+def evaluate_policy(
+    model_name: str = "smollm2-135m-instruct",
+    adapter: str | Path | None = None,
+    n_mazes: int = 64,
+    seed: int = 0,
+    maze_config: MazeConfig | None = None,
+    out_path: str | Path | None = None,
+    *,
+    temperature: float = 0.7,
+    episodes_per_maze: int = 1,
+    batch_mazes: int = 16,
+    masked: bool = True,
+    device: str = "cpu",
+    dtype: str = "float32",
+    progress: bool = True,
+    model_and_tokenizer=None,
+) -> pd.DataFrame:
+    """One row per episode: maze_seed, episode, return, golds, molds, invalid, actions, winds.
+
+    Writes `out_path` (parquet, with provenance in its metadata) when given.
+    """
+    maze_config = maze_config or MazeConfig()
+    if model_and_tokenizer is None:
+        model, tok = load_model(model_name, adapter=adapter, device=device, dtype=dtype)
+    else:
+        model, tok = model_and_tokenizer
+    model.eval()
+    seeds = heldout_maze_seeds(n_mazes, seed)
+    chat = ChatTokens(tok, maze_config.letters) if masked else None
+    rows = []
+    for lo in tqdm(range(0, n_mazes, batch_mazes), desc="eval", disable=not progress):
+        batch = seeds[lo : lo + batch_mazes]
+        rseed = int(np.random.default_rng([seed, EVAL_STREAM, lo]).integers(2**62))
+        if masked:
+            eps = rollout(model, tok, maze_config, batch, episodes_per_maze, temperature, seed=rseed, chat=chat)
+        else:
+            eps = unmasked_rollout(model, tok, maze_config, batch, episodes_per_maze, temperature, seed=rseed)
+        for i, ep in enumerate(eps):
+            rows.append({
+                "maze_seed": ep.maze_seed,
+                "episode": i % episodes_per_maze,
+                "return": ep.total_reward,
+                "golds": ep.golds,
+                "molds": ep.molds,
+                "invalid": ep.invalid,
+                "n_moves": len(ep.actions),
+                "actions": "".join("NESW"[a] if a >= 0 else "?" for a in ep.actions),
+                "winds": sum(w is not None for w in ep.winds),
+                "mean_logprob": float(np.mean(ep.logprobs)) if ep.logprobs else float("nan"),
+            })
+    df = pd.DataFrame(rows)
+    if out_path is not None:
+        meta = provenance(
+            config={"n_mazes": n_mazes, "maze": maze_config.to_dict(), "temperature": temperature,
+                    "episodes_per_maze": episodes_per_maze, "masked": masked},
+            seed=seed, model=getattr(model, "welfare_info", None) and model.welfare_info.to_dict(),
+        )
+        atomic_write_parquet(out_path, df, metadata=meta)
+    return df
+
+
+def bootstrap_diff(a, b, n_boot: int = 10000, seed: int = 0, paired: bool = True) -> dict[str, float]:
+    """mean(a) - mean(b) with a bootstrap 95% interval (paired resampling when `paired`)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    if paired:
+        if len(a) != len(b):
+            raise ValueError("paired bootstrap needs equal-length samples")
+        d = a - b
+        idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+        boots = d[idx].mean(1)
+    else:
+        boots = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1) - b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": float(a.mean() - b.mean()), "ci_low": float(lo), "ci_high": float(hi), "excludes_zero": bool(lo > 0 or hi < 0)}
+
+
+def compare_evals(trained: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 10000, seed: int = 0) -> dict:
+    """Paired (same held-out mazes) trained-minus-baseline differences of return, golds and molds."""
+    key = ["maze_seed", "episode"]
+    merged = trained.merge(baseline, on=key, suffixes=("_trained", "_baseline"))
+    if len(merged) != len(trained):
+        raise ValueError("the two evaluations did not play the same mazes; use the same --n-mazes and --seed")
+    out = {"n_episodes": len(merged)}
+    for col in ("return", "golds", "molds"):
+        out[col] = {
+            "trained": float(merged[f"{col}_trained"].mean()),
+            "baseline": float(merged[f"{col}_baseline"].mean()),
+            **bootstrap_diff(merged[f"{col}_trained"], merged[f"{col}_baseline"], n_boot, seed),
+        }
+    return out
+
+
+def write_summary(path: str | Path, summary: dict) -> None:
+    atomic_write_json(path, summary)

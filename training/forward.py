@@ -1,0 +1,109 @@
+"""The update's forward pass: log-probs over the four direction tokens at action positions.
+
+Each episode's whole token sequence is run once; the final hidden states are gathered
+at the position before each direction token and multiplied by the four direction rows
+of the unembedding, so no full-vocabulary logits are ever materialised.
+
+When only blocks l.. are trainable (LoRA on the top K blocks), the rollout has cached the
+hidden state entering block l, and the update runs just blocks l.. on it: the decoder's
+block list is temporarily cut to layers[l:] and the cached states go in as
+`inputs_embeds`. `check_split_forward` verifies once that this equals the full forward.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from training.rollout import EpisodeRecord, decoder_of, direction_head, direction_logits
+
+
+def first_trainable_block(model) -> int:
+    """Index of the lowest decoder block with trainable parameters (0 if embeddings train too)."""
+    dec = decoder_of(model)
+    if any(p.requires_grad for p in dec.embed_tokens.parameters()):
+        return 0
+    for i, block in enumerate(dec.layers):
+        if any(p.requires_grad for p in block.parameters()):
+            return i
+    return 0
+
+
+@contextmanager
+def blocks_from(dec, start: int):
+    """Temporarily keep only decoder blocks start.. (so inputs_embeds enter block `start`)."""
+    full = dec.layers
+    if start <= 0:
+        yield
+        return
+    dec.layers = torch.nn.ModuleList(list(full)[start:])
+    try:
+        yield
+    finally:
+        dec.layers = full
+
+
+def _batch(episodes: list[EpisodeRecord], use_hidden: bool, pad_id: int, device):
+    # The last direction token is never an input, so sequences stop one token before it.
+    lengths = [ep.action_positions[-1] for ep in episodes]
+    width = max(lengths)
+    mask = torch.zeros((len(episodes), width), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    if use_hidden:
+        h = episodes[0].hidden
+        x = torch.zeros((len(episodes), width, h.shape[-1]), dtype=h.dtype)
+        for i, (ep, n) in enumerate(zip(episodes, lengths)):
+            x[i, :n] = ep.hidden[:n]
+        inputs = {"inputs_embeds": x.to(device)}
+    else:
+        ids = torch.full((len(episodes), width), pad_id, dtype=torch.long)
+        for i, (ep, n) in enumerate(zip(episodes, lengths)):
+            ids[i, :n] = torch.as_tensor(ep.token_ids[:n])
+        inputs = {"input_ids": ids.to(device)}
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return inputs, mask.to(device), pos.to(device)
+
+
+def direction_logprobs(
+    model,
+    episodes: list[EpisodeRecord],
+    dir_ids: list[int],
+    temperature: float,
+    start_block: int = 0,
+    pad_id: int = 0,
+) -> torch.Tensor:
+    """[n_episodes, n_moves, 4] log-probs over N/E/S/W at each action (gradients flow if enabled).
+
+    With start_block > 0 the episodes' cached hidden states (entering that block) are used.
+    """
+    dec = decoder_of(model)
+    device = next(dec.parameters()).device
+    use_hidden = start_block > 0
+    if use_hidden and any(ep.hidden is None or ep.hidden_layer != start_block for ep in episodes):
+        raise ValueError(f"episodes lack cached hidden states for block {start_block}; roll out with cache_layer={start_block}")
+    inputs, mask, pos = _batch(episodes, use_hidden, pad_id, device)
+    with blocks_from(dec, start_block if use_hidden else 0):
+        h = dec(**inputs, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    n_moves = len(episodes[0].action_positions)
+    idx = torch.as_tensor([[p - 1 for p in ep.action_positions] for ep in episodes], device=device)
+    h_act = h.gather(1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # [B, n_moves, H]
+    w, b = direction_head(model, dir_ids)
+    logits = direction_logits(h_act, w, b).float() / temperature
+    assert logits.shape[1] == n_moves
+    return torch.log_softmax(logits, dim=-1)
+
+
+@torch.no_grad()
+def check_split_forward(model, episode: EpisodeRecord, dir_ids: list[int], temperature: float, start_block: int, atol: float = 1e-3) -> float:
+    """Max |difference| between the cached-hidden (blocks start..) and the full forward; raises if > atol."""
+    full = direction_logprobs(model, [episode], dir_ids, temperature, 0)
+    split = direction_logprobs(model, [episode], dir_ids, temperature, start_block)
+    diff = float((full - split).abs().max())
+    if diff > atol:
+        raise RuntimeError(
+            f"the split forward from block {start_block} differs from the full forward by {diff:.2e}; "
+            "this architecture needs lora_top_layers=0"
+        )
+    return diff

@@ -1,0 +1,117 @@
+"""SFT on scripted good-policy trajectories (maximise Gold, avoid Mold; STUDY.md RL variants).
+
+Each step draws `sft_batch` fresh mazes from the seed stream, plays the scripted good
+policy (with wind, as in RL), and minimises the cross-entropy of the assistant's
+direction tokens over the four direction logits (no loss on any other token). The LR
+follows a cosine to 0; checkpoints and resume work as in RL.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from envs import good_policy_trajectory
+from envs.artifacts import atomic_write_parquet
+from training.checkpoint import (
+    TrainingDiverged,
+    build_policy,
+    final_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    prepare_run_dir,
+    save_checkpoint,
+    step_seeds,
+    trainable_parameters,
+)
+from training.config import TrainConfig
+from training.forward import direction_logprobs
+from training.losses import cosine_factor
+from training.rollout import ChatTokens, EpisodeRecord
+
+SFT_STREAM = 2
+
+
+def episode_from_messages(chat: ChatTokens, messages: list[dict[str, str]], actions: list[int], maze_seed: int = 0) -> EpisodeRecord:
+    """Token ids and action positions of a finished chat, built exactly as a rollout builds them."""
+    text, ids = chat.first(messages[0]["content"])
+    ep = EpisodeRecord(maze_seed=maze_seed, group=0, env_seed=0, token_ids=list(ids), actions=list(actions), messages=messages)
+    for t, a in enumerate(actions):
+        ep.action_positions.append(len(ep.token_ids))
+        ep.token_ids.append(chat.dir_ids[a])
+        if 2 * t + 2 < len(messages):
+            text, rest = chat.after_move(text, messages[: 2 * t + 3])
+            ep.token_ids += rest
+    return ep
+
+
+def sft_loss(logp4: torch.Tensor, actions: torch.Tensor, norm: float) -> torch.Tensor:
+    """Summed negative log-likelihood of the scripted directions over the 4 direction logits, / norm."""
+    return -logp4.gather(-1, actions.unsqueeze(-1)).sum() / norm
+
+
+def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Supervised fine-tuning; returns the final checkpoint's model folder."""
+    run_dir = Path(run_dir)
+    if resume:
+        config = prepare_run_dir(run_dir, config, True, "sft")
+    model, tok = build_policy(config)
+    if not resume:
+        prepare_run_dir(run_dir, config, False, "sft", model.welfare_info.to_dict())
+    chat = ChatTokens(tok, config.maze.letters)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.sft_lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, config.sft_steps))
+    step, rows, wall0 = 0, [], 0.0
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer, scheduler)
+        step, rows = state["step"], list(state["rows"])
+        wall0 = rows[-1]["wall_time"] if rows else 0.0
+    last_good, t_start = ckpt, time.time()
+    bar = tqdm(total=config.sft_steps, initial=step, desc="train sft", disable=not progress, dynamic_ncols=True)
+    try:
+        while step < config.sft_steps:
+            maze_seeds, seed = step_seeds(config.seed, step, config.sft_batch, SFT_STREAM)
+            trajs = [good_policy_trajectory(ms, seed=seed % 2**31, config=config.maze, depth=config.sft_lookahead) for ms in maze_seeds]
+            episodes = [episode_from_messages(chat, tr.messages, tr.actions, tr.maze_seed) for tr in trajs]
+            norm = float(sum(len(ep.actions) for ep in episodes))
+            lr = optimizer.param_groups[0]["lr"]
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            total, correct = 0.0, 0
+            for lo in range(0, len(episodes), config.micro_batch):
+                mb = episodes[lo : lo + config.micro_batch]
+                logp4 = direction_logprobs(model, mb, chat.dir_ids, 1.0, 0, pad_id)
+                actions = torch.tensor([ep.actions for ep in mb])
+                loss = sft_loss(logp4, actions, norm)
+                if not torch.isfinite(loss):
+                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                    raise TrainingDiverged(f"non-finite loss at step {step}; training stopped, {where}. Lower --sft-lr")
+                loss.backward()
+                total += float(loss.detach())
+                correct += int((logp4.argmax(-1) == actions).sum())
+            max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable_parameters(model), max_norm))
+            optimizer.step()
+            scheduler.step()
+            model.eval()
+            step += 1
+            rows.append({
+                "step": step, "loss": total, "accuracy": correct / norm, "lr": lr, "grad_norm": grad_norm,
+                "golds_per_episode": sum(tr.golds for tr in trajs) / len(trajs),
+                "molds_per_episode": sum(tr.molds for tr in trajs) / len(trajs),
+                "wall_time": wall0 + time.time() - t_start,
+            })
+            atomic_write_parquet(run_dir / "metrics.parquet", pd.DataFrame(rows), metadata={"config": config.to_dict()})
+            if step % config.checkpoint_every == 0 or step == config.sft_steps:
+                last_good = save_checkpoint(run_dir, step, model, tok, optimizer, scheduler, rows)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.3f}", acc=f"{correct / norm:.2f}")
+    finally:
+        bar.close()
+    return final_checkpoint(run_dir)

@@ -1,0 +1,158 @@
+"""`welfare-axis train rl|sft|eval`: RL or SFT in the maze, and held-out evaluation.
+
+    welfare-axis train rl --preset cpu-small --out runs/cpu-small-rl [--lr 1e-4 --n-moves 7 ...]
+    welfare-axis train rl --out runs/cpu-small-rl --resume
+    welfare-axis train sft --preset cpu-small --out runs/cpu-small-sft
+    welfare-axis train eval --run runs/cpu-small-rl --n-mazes 64 --baseline runs/naive-eval.parquet
+
+Every TrainConfig field has a flag (--lr, --group-size, --lora-top-layers, ...) that overrides
+the preset; the full config is saved in the run folder's config.json.
+Multi-GPU (data parallel, no code changes): `accelerate launch --num_processes 4 -m welfare_axis.cli
+train rl --preset paper --device cuda --out runs/paper-rl` (or `torchrun --nproc_per_node 4 ...`).
+Each process plays mazes_per_step / n_processes of the step's mazes (a group never spans processes),
+gradients are summed across processes, and rank 0 writes the run folder. CPU / one device is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+from envs import TILE_SETS
+from envs.maze import PHRASINGS
+from envs.tiles import PERMUTATIONS
+from welfare_axis.cli import UserError
+
+_MAZE_FLAGS = {  # flag -> (MazeConfig field, type, choices)
+    "--size": ("size", int, None),
+    "--n-moves": ("n_moves", int, None),
+    "--tile-set": ("tile_set", str, sorted(TILE_SETS)),
+    "--permutation": ("permutation", str, PERMUTATIONS),
+    "--phrasing": ("phrasing", str, PHRASINGS),
+    "--wind": ("wind_prob", float, None),
+}
+
+
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    from training.config import PRESETS, TrainConfig
+
+    p.add_argument("--preset", default="cpu-small", choices=list(PRESETS), help="base hyperparameters (default cpu-small)")
+    g = p.add_argument_group("hyperparameters (override the preset)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "maze":
+            continue
+        typ = hints[f.name]
+        conv = _bool if typ is bool else typ if typ in (int, float, str) else str
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=conv, default=None, metavar=typ.__name__.upper() if hasattr(typ, "__name__") else "X")
+    m = p.add_argument_group("maze (override the preset)")
+    for flag, (name, typ, choices) in _MAZE_FLAGS.items():
+        m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None)
+
+
+def config_from_args(args: argparse.Namespace):
+    from training.config import config_from_preset
+
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    maze = {k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None}
+    return config_from_preset(args.preset, **overrides, maze=maze)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="RL or SFT training in the maze, and held-out evaluation")
+    tsub = p.add_subparsers(dest="train_command", metavar="TRAIN_COMMAND")
+    tsub.required = True
+
+    for name, helptext in (("rl", "RL (Dr. GRPO by default) with checkpoints and --resume"), ("sft", "SFT on scripted good-policy trajectories")):
+        q = tsub.add_parser(name, help=helptext, description=helptext)
+        q.add_argument("--out", required=True, help="run folder (config.json, metrics.parquet, checkpoints/)")
+        q.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (uses its saved config)")
+        q.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        q.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+        _add_config_flags(q)
+        q.set_defaults(func=run_train, kind=name)
+
+    e = tsub.add_parser("eval", help="play held-out mazes with a checkpoint (or the naive model)")
+    e.add_argument("--run", default=None, help="run folder: evaluate its final checkpoint with its model and maze config")
+    e.add_argument("--model", default=None, help="model name (default: the run's, else smollm2-135m-instruct)")
+    e.add_argument("--adapter", default=None, help="checkpoint model folder (LoRA adapter or full weights); omit for the naive model")
+    e.add_argument("--n-mazes", type=int, default=64)
+    e.add_argument("--seed", type=int, default=0, help="held-out maze stream seed (same seed, same mazes)")
+    e.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the run's, else 0.7)")
+    e.add_argument("--batch-mazes", type=int, default=16, help="mazes played in one batch")
+    e.add_argument("--unmasked", action="store_true", help="free generation parsed by the env (for models without single-token directions)")
+    e.add_argument("--out", required=True, help="per-episode results (.parquet); a .json summary is written next to it")
+    e.add_argument("--baseline", default=None, help="another eval parquet on the same mazes: report paired bootstrap 95%% CIs of the difference")
+    e.add_argument("--no-progress", action="store_true")
+    m = e.add_argument_group("maze (default: the run's maze config)")
+    for flag, (name, typ, choices) in _MAZE_FLAGS.items():
+        m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None)
+    e.set_defaults(func=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.checkpoint import TrainingDiverged
+
+    config = config_from_args(args)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    try:
+        if args.kind == "rl":
+            from training.rl import train_rl
+
+            path = train_rl(config, args.out, resume=args.resume, progress=not args.no_progress)
+        else:
+            from training.sft import train_sft
+
+            path = train_sft(config, args.out, resume=args.resume, progress=not args.no_progress)
+    except TrainingDiverged as e:
+        raise UserError(str(e)) from None
+    print(f"final checkpoint: {path}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from envs import MazeConfig
+    from training.checkpoint import final_checkpoint
+    from training.evaluate import compare_evals, evaluate_policy, write_summary
+
+    if args.n_mazes < 1:
+        raise UserError(f"--n-mazes must be at least 1, got {args.n_mazes}")
+    model, adapter, maze, temperature = args.model, args.adapter, {}, args.temperature
+    if args.run:
+        saved = json.loads((Path(args.run) / "config.json").read_text())["config"]
+        model = model or saved["model"]
+        adapter = adapter or str(final_checkpoint(args.run))
+        maze = dict(saved["maze"])
+        temperature = temperature if temperature is not None else saved["temperature"]
+    model = model or "smollm2-135m-instruct"
+    maze.update({k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None})
+    df = evaluate_policy(
+        model, adapter, args.n_mazes, args.seed, MazeConfig(**maze), args.out,
+        temperature=0.7 if temperature is None else temperature, batch_mazes=args.batch_mazes,
+        masked=not args.unmasked, progress=not args.no_progress,
+    )
+    summary = {
+        "model": model, "adapter": adapter, "n_mazes": args.n_mazes, "seed": args.seed, "maze": maze,
+        "return": float(df["return"].mean()), "golds_per_episode": float(df["golds"].mean()),
+        "molds_per_episode": float(df["molds"].mean()),
+    }
+    if args.baseline:
+        import pandas as pd
+
+        summary["vs_baseline"] = {"baseline": args.baseline, **compare_evals(df, pd.read_parquet(args.baseline))}
+    write_summary(Path(args.out).with_suffix(".json"), summary)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
