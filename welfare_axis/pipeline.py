@@ -109,6 +109,10 @@ def reproduce(
 
     p = get_preset(preset)
     model_id = model or p.model
+    if model_id == "tiny":
+        import torch
+
+        torch.set_num_threads(1)  # the tiny model is overhead-bound; more threads only add sync cost
     out = Path(out)
     train_cfg = config_from_preset(p.train_preset, model=model_id, seed=seed, device=device, dtype=dtype)
     maze = train_cfg.maze

@@ -1,0 +1,69 @@
+"""End to end: `welfare-axis reproduce --preset smoke` (tiny model), its report, and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from welfare_axis.cli import main
+from welfare_axis.report import SECTIONS
+
+
+def _markers(run: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in run.glob("*/stage.json")}
+
+
+def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_path):
+    run = tmp_path / "smoke"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "welfare_axis.cli", "reproduce", "--preset", "smoke", "--out", str(run), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    # Kill it hard once training has finished, i.e. somewhere in the stages after it.
+    deadline = time.time() + 300
+    while not (run / "train_rl" / "stage.json").exists():
+        assert proc.poll() is None, "reproduce exited before training finished"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _markers(run)
+    assert {"naive_eval", "train_rl"} <= set(before)
+    assert "report" not in before
+
+    assert main(["reproduce", "--preset", "smoke", "--out", str(run), "--no-progress"]) == 0
+    after = _markers(run)
+    for stage, mtime in before.items():  # finished stages were not redone
+        assert after[stage] == mtime, stage
+    assert {"naive_eval", "train_rl", "trained_eval", "extract_naive", "extract_trained", "analyze",
+            "steer_naive", "steer_trained", "report"} <= set(after)
+
+    md = (run / "report" / "report.md").read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in md, section
+    claims_rows = [line for line in md.splitlines() if line.startswith("| ") and line[2:4] in {f"{i}." for i in range(1, 7)}]
+    assert len(claims_rows) == 6
+    assert all(any(v in row for v in ("| reproduced |", "| not reproduced |", "| not measured |")) for row in claims_rows)
+    html = (run / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    for rel in [l.split("](")[1].rstrip(")") for l in md.splitlines() if l.startswith("![")]:
+        assert (run / "report" / rel).exists(), rel  # figure links resolve from the report folder
+    setup = json.loads((run / "run_config.json").read_text())
+    assert setup["model"] == "tiny" and setup["package_version"]
+
+    # --force redoes one stage and what depends on it, nothing upstream.
+    assert main(["reproduce", "--preset", "smoke", "--out", str(run), "--no-progress", "--force", "steer_trained"]) == 0
+    forced = _markers(run)
+    assert forced["steer_trained"] != after["steer_trained"] and forced["analyze"] == after["analyze"]
+
+
+def test_reproduce_bad_arguments_are_one_line(capsys):
+    try:
+        code = main(["reproduce", "--preset", "nope"])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["report", "/nonexistent/run"]) == 2
