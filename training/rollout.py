@@ -139,6 +139,20 @@ def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
 
 
 @torch.no_grad()
+def start_episodes(maze_config, maze_seeds, group_size: int, rng: np.random.Generator) -> tuple[list[MazeEnv], list[EpisodeRecord]]:
+    """Reset `group_size` envs per maze seed (a GRPO group shares the maze; wind differs per episode)."""
+    envs, eps = [], []
+    for g, ms in enumerate(maze_seeds):
+        for _ in range(group_size):
+            env = MazeEnv(maze_config)
+            env_seed = int(rng.integers(2**31 - 1))
+            obs, _ = env.reset(seed=env_seed, options={"maze_seed": int(ms)})
+            envs.append(env)
+            eps.append(EpisodeRecord(maze_seed=int(ms), group=g, env_seed=env_seed))
+            eps[-1].messages.append({"role": "user", "content": obs})
+    return envs, eps
+
+
 def rollout(
     model,
     tokenizer,
@@ -165,17 +179,10 @@ def rollout(
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
 
     G, n_groups = group_size, len(maze_seeds)
-    envs, eps, texts = [], [], []
-    first_ids = []
-    for g, ms in enumerate(maze_seeds):
-        for _ in range(G):
-            env = MazeEnv(maze_config)
-            env_seed = int(rng.integers(2**31 - 1))
-            obs, _ = env.reset(seed=env_seed, options={"maze_seed": int(ms)})
-            envs.append(env)
-            eps.append(EpisodeRecord(maze_seed=int(ms), group=g, env_seed=env_seed))
-            eps[-1].messages.append({"role": "user", "content": obs})
-        text, ids = chat.first(obs)  # identical for the whole group: same maze, no wind yet
+    envs, eps = start_episodes(maze_config, maze_seeds, G, rng)
+    texts, first_ids = [], []
+    for g in range(n_groups):
+        text, ids = chat.first(eps[g * G].messages[0]["content"])  # identical for the whole group: same maze, no wind yet
         first_ids.append(ids)
         texts += [text] * G
     for i, ep in enumerate(eps):
@@ -266,15 +273,7 @@ def unmasked_rollout(
     device = next(lm.parameters()).device
     rng = np.random.default_rng(seed)
     torch_seed = int(rng.integers(2**62))
-    envs, eps, obs_list = [], [], []
-    for g, ms in enumerate(maze_seeds):
-        for _ in range(group_size):
-            env = MazeEnv(maze_config)
-            env_seed = int(rng.integers(2**31 - 1))
-            obs, _ = env.reset(seed=env_seed, options={"maze_seed": int(ms)})
-            envs.append(env)
-            eps.append(EpisodeRecord(maze_seed=int(ms), group=g, env_seed=env_seed))
-            eps[-1].messages.append({"role": "user", "content": obs})
+    envs, eps = start_episodes(maze_config, maze_seeds, group_size, rng)
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
