@@ -138,7 +138,6 @@ def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, mask, torch.as_tensor([len(s) for s in seqs])
 
 
-@torch.no_grad()
 def start_episodes(maze_config, maze_seeds, group_size: int, rng: np.random.Generator) -> tuple[list[MazeEnv], list[EpisodeRecord]]:
     """Reset `group_size` envs per maze seed (a GRPO group shares the maze; wind differs per episode)."""
     envs, eps = [], []
@@ -153,6 +152,7 @@ def start_episodes(maze_config, maze_seeds, group_size: int, rng: np.random.Gene
     return envs, eps
 
 
+@torch.no_grad()
 def rollout(
     model,
     tokenizer,
