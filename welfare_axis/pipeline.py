@@ -168,7 +168,8 @@ def reproduce(
         runner.run(
             "analyze", {"seed": seed, "n_tracking": p.tracking_n},
             lambda d: _summary_keys(run_analyses(runner.stage_dir("extract_trained"), d, control_dir=runner.stage_dir("extract_naive"),
-                                                 seed=seed, n_tracking=p.tracking_n, device=device)),
+                                                 seed=seed, n_tracking=p.tracking_n, device=device, batch_size=p.batch_size,
+                                                 progress=progress)),
             deps=("extract_naive", "extract_trained"),
         )
         layer_choice = json.loads((runner.stage_dir("analyze") / "layer_choice.json").read_text())
