@@ -83,6 +83,7 @@ def register(sub) -> None:
     e.add_argument("--per-category", type=int, default=None, help="refusal: use only the first N requests per category")
     e.add_argument("--no-random", action="store_true", help="skip the random-direction control")
     e.add_argument("--judge", default=None, metavar="MODEL", help="also score replies with this local model (cached in --out)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_maze_args(e)
     e.set_defaults(func=run_eval)
 
@@ -179,7 +180,8 @@ def run_eval(args: argparse.Namespace) -> int:
     concepts = tuple(c for c in ("gold", "mold") if c in vectors.names) or tuple(vectors.names[:1])
     svecs = steering_set(vectors, control, layers, concepts=concepts, random_for=() if args.no_random else concepts[-1:], seed=args.seed)
     judge = Judge.load(args.judge, Path(args.out) / "judge_cache.json", device=args.device) if args.judge else None
-    common = dict(vectors=svecs, control=control, layer=layers, alphas=alphas, out_dir=args.out, seed=args.seed, batch_size=args.batch_size)
+    common = dict(vectors=svecs, control=control, layer=layers, alphas=alphas, out_dir=args.out, seed=args.seed, batch_size=args.batch_size,
+                  progress=not args.no_progress)
     if args.name == "sentiment":
         summary = EVALS["sentiment"](
             model, tokenizer, **common, k=args.k or SENTIMENT_K, maze_config=maze_config_from_args(args),
