@@ -30,15 +30,19 @@ STORY_PROMPT = (
 )
 
 
+def _read_json(path: str | Path | None, shipped: str, flag: str) -> dict:
+    """JSON from `path`, or the file `shipped` of probes/data when no path is given."""
+    if path is not None:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    ref = resources.files("probes") / "data" / shipped
+    if not ref.is_file():
+        raise FileNotFoundError(f"probes/data/{shipped} is missing; pass {flag} FILE")
+    return json.loads(ref.read_text(encoding="utf-8"))
+
+
 def load_stories(path: str | Path | None = None) -> dict:
     """{"emotions": {name: {"valence", "arousal", "stories"}}} from `path` or the shipped set."""
-    if path is None:
-        ref = resources.files("probes") / "data" / "emotion_stories.json"
-        if not ref.is_file():
-            raise FileNotFoundError("probes/data/emotion_stories.json is missing; pass --stories FILE")
-        data = json.loads(ref.read_text(encoding="utf-8"))
-    else:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = _read_json(path, "emotion_stories.json", "--stories")
     emotions = data.get("emotions") or {}
     if len(emotions) < 3 or any(not e.get("stories") for e in emotions.values()):
         raise ValueError("emotion stories need at least 3 emotions, each with stories")
@@ -46,13 +50,7 @@ def load_stories(path: str | Path | None = None) -> dict:
 
 
 def load_neutral(path: str | Path | None = None) -> list[str]:
-    if path is None:
-        ref = resources.files("probes") / "data" / "neutral_texts.json"
-        if not ref.is_file():
-            raise FileNotFoundError("probes/data/neutral_texts.json is missing; pass --neutral FILE")
-        data = json.loads(ref.read_text(encoding="utf-8"))
-    else:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = _read_json(path, "neutral_texts.json", "--neutral")
     texts = data.get("texts") or []
     if len(texts) < 2:
         raise ValueError("neutral texts need at least 2 texts")
