@@ -65,9 +65,8 @@ def _setup(run: Path) -> list:
     return blocks
 
 
-def _training(run: Path, figdir: Path) -> tuple[list, dict]:
+def _training(run: Path, figdir: Path) -> list:
     blocks: list = [Heading("Training")]
-    facts: dict = {}
     metrics_path = next(iter(sorted(run.glob("train_rl/**/metrics.parquet"))), None)
     if metrics_path is None:
         blocks.append(Para("No RL training metrics in this run."))
@@ -93,11 +92,10 @@ def _training(run: Path, figdir: Path) -> tuple[list, dict]:
             rows.append({"per episode": col, "naive": round(c.get("baseline", math.nan), 3), "trained": round(c.get("trained", math.nan), 3),
                          "change (paired bootstrap 95% CI)": f"{_fmt(c.get('diff'))} [{_fmt(c.get('ci_low'))}, {_fmt(c.get('ci_high'))}]",
                          "CI excludes 0": c.get("excludes_zero")})
-            facts[col] = c
         blocks.append(Table(pd.DataFrame(rows), f"Held-out mazes: naive vs trained policy, the same {cmp.get('n_episodes')} mazes for both"))
     else:
         blocks.append(Para("Held-out evaluation of the naive and trained policies is missing."))
-    return blocks, facts
+    return blocks
 
 
 def _claims(run: Path) -> list:
@@ -234,8 +232,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     blocks: list = [Heading(f"welfare-axis reproduction report — {cfg.get('preset', '?')} preset, {cfg.get('model', '?')}", 1)]
     blocks.append(Para("Reproduces Han, Chalmers & Izmailov (2026), arXiv:2605.30232. Numbers below are read from this run's parquet/JSON files."))
     blocks += _setup(run)
-    train_blocks, _ = _training(run, figdir)
-    blocks += train_blocks
+    blocks += _training(run, figdir)
     blocks += _claims(run)
     blocks += _figures(run, "analyze", [("cosine_by_layer.png", "cos(v_Mold, v_Gold) per layer with naive control and random-direction band"),
                                          ("layer_metrics.png", "Layer selection metrics (held-out AUROC, |d|, overlap)"),
