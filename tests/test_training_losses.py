@@ -41,6 +41,14 @@ def test_reinforce_returns_to_go_and_per_position_group_baseline():
     assert torch.allclose(reinforce_advantages(rewards), torch.tensor([[[1.5, 1.0, 1.0], [-1.5, -1.0, -1.0]]]))
 
 
+def test_discounted_returns_to_go():
+    rewards = torch.tensor([[[1.0, 0.0, 2.0], [0.0, 4.0, 0.0]]])
+    # gamma 0.5: G_0 = 1 + 0.5*0 + 0.25*2 = 1.5, G_1 = 0 + 0.5*2 = 1, G_2 = 2
+    assert torch.allclose(returns_to_go(rewards, 0.5), torch.tensor([[[1.5, 1.0, 2.0], [2.0, 4.0, 0.0]]]))
+    assert torch.equal(returns_to_go(rewards, 0.0), rewards)  # each move keeps only its own reward
+    assert torch.allclose(reinforce_advantages(rewards, 0.0), torch.tensor([[[0.5, -2.0, 1.0], [-0.5, 2.0, -1.0]]]))
+
+
 @pytest.mark.parametrize(
     "ratio,adv,expected",
     [

@@ -43,6 +43,7 @@ class TrainConfig:
     clip_eps: float = 0.2  # PPO clip
     dual_clip: float = 3.0  # dual-clip constant c for negative advantages
     entropy_beta: float = 0.01  # beta0 of the equalized entropy bonus, cosine-annealed to 0
+    gamma: float = 1.0  # REINFORCE only: discount of returns-to-go (1 = the paper's undiscounted)
     kl_coef: float = 0.0  # KL to the reference (initial) model; the paper used 0
     updates_per_step: int = 1  # optimizer updates per rollout batch (1 = on-policy, ratio 1)
     loss_norm: float = 0.0  # Dr. GRPO constant divisor; 0 means n_episodes * n_moves
@@ -77,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.algo in ("dr_grpo", "grpo") and self.group_size < 2:
             raise ValueError("group_size must be at least 2 for a group baseline")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.lora_top_layers < 0:
             raise ValueError("lora_top_layers must be >= 0 (0 = all layers)")
 

@@ -22,17 +22,26 @@ def grpo_advantages(returns: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return centred / (returns.std(dim=1, keepdim=True, unbiased=True) + eps)
 
 
-def returns_to_go(rewards: torch.Tensor) -> torch.Tensor:
-    """G_t = sum_{t' >= t} r_t' along the last axis (undiscounted)."""
-    return rewards.flip(-1).cumsum(-1).flip(-1)
+def returns_to_go(rewards: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """G_t = sum_{t' >= t} gamma^(t'-t) r_t' along the last axis (gamma 1 = undiscounted)."""
+    if gamma == 1.0:
+        return rewards.flip(-1).cumsum(-1).flip(-1)
+    out = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[..., 0])
+    for t in range(rewards.shape[-1] - 1, -1, -1):
+        running = rewards[..., t] + gamma * running
+        out[..., t] = running
+    return out
 
 
-def reinforce_advantages(rewards: torch.Tensor) -> torch.Tensor:
+def reinforce_advantages(rewards: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     """Token-level REINFORCE: returns-to-go minus their group mean at the same position.
 
-    rewards [n_groups, G, n_moves] -> advantages [n_groups, G, n_moves].
+    rewards [n_groups, G, n_moves] -> advantages [n_groups, G, n_moves]. gamma < 1 discounts
+    later rewards; gamma 0 credits each move with its own reward only, which is the
+    lowest-variance choice when, as in this maze, a move's reward arrives at once.
     """
-    rtg = returns_to_go(rewards)
+    rtg = returns_to_go(rewards, gamma)
     return rtg - rtg.mean(dim=1, keepdim=True)
 
 

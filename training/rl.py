@@ -112,14 +112,14 @@ def episode_tensors(episodes: list[EpisodeRecord], group_size: int) -> dict[str,
     }
 
 
-def compute_advantages(algo: str, t: dict[str, torch.Tensor]) -> torch.Tensor:
+def compute_advantages(algo: str, t: dict[str, torch.Tensor], gamma: float = 1.0) -> torch.Tensor:
     """[n_episodes] (dr_grpo, grpo) or [n_episodes, n_moves] (reinforce)."""
     if algo == "dr_grpo":
         return dr_grpo_advantages(t["returns"]).flatten()
     if algo == "grpo":
         return grpo_advantages(t["returns"]).flatten()
     if algo == "reinforce":
-        adv = reinforce_advantages(t["rewards"])
+        adv = reinforce_advantages(t["rewards"], gamma)
         return adv.reshape(-1, adv.shape[-1])
     raise ValueError(f"unknown algo {algo!r}")
 
@@ -230,7 +230,7 @@ def train_rl(config: TrainConfig, run_dir: str | Path, resume: bool = False, pro
                 check_split_forward(model, episodes[0], chat.dir_ids, config.temperature, start_block)
                 checked_split = True
             t = episode_tensors(episodes, config.group_size)
-            advantages = compute_advantages(config.algo, t)
+            advantages = compute_advantages(config.algo, t, config.gamma)
             factor = cosine_factor(step, config.n_steps)
             beta = config.entropy_beta * factor
             lr = optimizer.param_groups[0]["lr"]
