@@ -79,3 +79,12 @@ def test_document_renders_markdown_and_self_contained_html(tmp_path):
     assert "# Title" in md and "| a | b |" in md and "x\\|y" in md and "![a line](f.png)" in md and "—" in md
     page = to_html(blocks, "t")
     assert "<strong>bold</strong>" in page and "data:image/png;base64," in page and "<table>" in page
+
+
+def test_report_names_the_trained_blocks_and_warns_when_lower_ones_are_frozen():
+    from welfare_axis.report import _trained_blocks
+
+    assert _trained_blocks({"finetune": "lora", "lora_top_layers": 0}, 30) == ("all 30", "")
+    assert _trained_blocks({"finetune": "full", "lora_top_layers": 6}, 30) == ("all 30", "")
+    blocks, caveat = _trained_blocks({"finetune": "lora", "lora_top_layers": 6}, 30)
+    assert blocks.startswith("24..29") and "below 24" in caveat and "v_* = u_*" in caveat

@@ -53,6 +53,7 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
         assert (run / "report" / rel).exists(), rel  # figure links resolve from the report folder
     setup = json.loads((run / "run_config.json").read_text())
     assert setup["model"] == "tiny" and setup["package_version"]
+    assert "| trained blocks | all 4 |" in md and "| RL training | dr_grpo, LoRA r4" in md
 
     # --force redoes one stage and what depends on it, nothing upstream.
     assert main(["reproduce", "--preset", "smoke", "--out", str(run), "--no-progress", "--force", "steer_trained"]) == 0

@@ -89,7 +89,7 @@ def register(sub) -> None:
     e.add_argument("--adapter", default=None, help="checkpoint model folder (LoRA adapter or full weights); omit for the naive model")
     e.add_argument("--n-mazes", type=int, default=64)
     e.add_argument("--seed", type=int, default=0, help="held-out maze stream seed (same seed, same mazes)")
-    e.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the run's, else 0.7)")
+    e.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7, the paper's, whatever the run trained at, so runs and the naive model compare)")
     e.add_argument("--batch-mazes", type=int, default=16, help="mazes played in one batch")
     e.add_argument("--unmasked", action="store_true", help="free generation parsed by the env (for models without single-token directions)")
     e.add_argument("--out", required=True, help="per-episode results (.parquet); a .json summary is written next to it")
@@ -136,16 +136,16 @@ def run_eval(args: argparse.Namespace) -> int:
         model = model or saved["model"]
         adapter = adapter or str(final_checkpoint(args.run))
         maze = dict(saved["maze"])
-        temperature = temperature if temperature is not None else saved["temperature"]
     model = model or "smollm2-135m-instruct"
     maze.update({k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None})
     df = evaluate_policy(
         model, adapter, args.n_mazes, args.seed, MazeConfig(**maze), args.out,
-        temperature=0.7 if temperature is None else temperature, batch_mazes=args.batch_mazes,
+        temperature=temperature, batch_mazes=args.batch_mazes,
         masked=not args.unmasked, progress=not args.no_progress,
     )
     summary = {
         "model": model, "adapter": adapter, "n_mazes": args.n_mazes, "seed": args.seed, "maze": maze,
+        "temperature": temperature,
         "return": float(df["return"].mean()), "golds_per_episode": float(df["golds"].mean()),
         "molds_per_episode": float(df["molds"].mean()),
     }

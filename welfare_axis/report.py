@@ -38,6 +38,7 @@ def _fmt(x, nd: int = 2) -> str:
 # -- sections ----------------------------------------------------------------------------------
 def _setup(run: Path) -> list:
     cfg = _json(run / "run_config.json")
+    train = (cfg.get("config") or {}).get("train") or {}
     blocks: list = [Heading("Setup")]
     rows = []
     for marker in sorted(run.glob("*/stage.json")):
@@ -56,13 +57,39 @@ def _setup(run: Path) -> list:
             ("versions", json.dumps(cfg.get("versions", {}))),
             ("layer convention", cfg.get("layer_convention")),
             ("maze", json.dumps(cfg.get("maze", {}), ensure_ascii=False)),
+            ("RL training", _training_summary(train)),
+            ("trained blocks", _trained_blocks(train, model.get("n_layers"))[0]),
         ],
         columns=["setting", "value"],
     )
     blocks.append(Table(setup))
+    caveat = _trained_blocks(train, model.get("n_layers"))[1]
+    if caveat:
+        blocks.append(Para(caveat))
     if rows:
         blocks.append(Table(pd.DataFrame(rows), "Wall time per stage (cached stages show the time of their original run)"))
     return blocks
+
+
+def _training_summary(t: dict) -> str:
+    if not t:
+        return "unknown"
+    algo = t.get("algo", "?") + (f" (gamma {t['gamma']})" if t.get("algo") == "reinforce" and "gamma" in t else "")
+    ft = f"LoRA r{t.get('lora_r')}/alpha {t.get('lora_alpha')}" if t.get("finetune") == "lora" else "full fine-tune"
+    return (f"{algo}, {ft}, {t.get('n_steps')} steps x {t.get('mazes_per_step')} mazes x {t.get('group_size')} episodes, "
+            f"LR {t.get('lr')}, T {t.get('temperature')}, entropy beta {t.get('entropy_beta')}")
+
+
+def _trained_blocks(t: dict, n_layers: int | None) -> tuple[str, str]:
+    """The trained decoder blocks, and a caveat when some cannot change."""
+    k = int(t.get("lora_top_layers") or 0) if t.get("finetune", "lora") == "lora" else 0
+    if not n_layers or k == 0 or k >= n_layers:
+        return f"all{f' {n_layers}' if n_layers else ''}", ""
+    lo = n_layers - k
+    return (f"{lo}..{n_layers - 1} of 0..{n_layers - 1} (LoRA on the top {k} only)",
+            f"Caveat: training changed only blocks {lo}..{n_layers - 1}. At layers below {lo} the trained "
+            f"model's activations equal the naive model's, so there v_* = u_* by construction and any "
+            f"claim measured at those layers compares the naive model with itself.")
 
 
 def _training(run: Path, figdir: Path) -> list:
