@@ -57,7 +57,7 @@ PRESETS: dict[str, ReproducePreset] = {
         name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", eval_mazes=64, extract_n=200,
         tracking_n=60, steer_k=2, steer_max_new_tokens=40, alphas=(-4.0, -2.0, 0.0, 2.0, 4.0),
         evals=("sentiment",), eval_items=0, steer_trained=False,
-        estimates={"naive_eval": 150, "train_rl": 1800, "train_sft": 600, "trained_eval": 150, "extract_naive": 240,
+        estimates={"naive_eval": 60, "train_rl": 1600, "train_sft": 600, "trained_eval": 150, "extract_naive": 240,
                    "extract_trained": 240, "analyze": 180, "steer_naive": 900, "steer_trained": 0, "report": 10},
     ),
     # The paper's sizes, for GPU users (documented, not run on CPU).
