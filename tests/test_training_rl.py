@@ -156,6 +156,8 @@ def test_cli_train_and_eval(tmp_path):
                  "--out", str(tmp_path / "n.parquet"), "--baseline", str(tmp_path / "t.parquet"), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "n.json").read_text())
     assert summary["vs_baseline"]["n_episodes"] == 3 and "ci_low" in summary["vs_baseline"]["golds"]
+    assert summary["first_move"]["n_mazes"] == 3 and "ci_low" in summary["vs_baseline"]["first_move_expected_reward"]
+    assert len(pd.read_parquet(tmp_path / "n_first_move.parquet")) == 3
     df = pd.read_parquet(tmp_path / "t.parquet")
     assert list(df.columns[:5]) == ["maze_seed", "episode", "return", "golds", "molds"] and len(df) == 3
     assert main(["train", "rl", "--preset", "tiny", "--out", str(run), "--no-progress"]) == 2  # exists: use --resume
@@ -170,3 +172,29 @@ def test_evaluate_policy_heldout_mazes_are_paired(tiny):
     pd.testing.assert_frame_equal(a, b)
     train_mazes = set(rl.step_seeds(0, 0, 3)[0])
     assert not train_mazes & set(a["maze_seed"])
+
+
+def test_first_move_policy_is_exact(tiny):
+    import copy
+
+    from envs import MazeConfig
+    from training.evaluate import first_move_policy, summarize_first_move
+    from training.rollout import ChatTokens
+
+    model, tok = tiny
+    cfg = MazeConfig(size=12, n_moves=2)
+    df = first_move_policy(model, tok, cfg, [11, 12, 13, 14])
+    p = df[["p_N", "p_E", "p_S", "p_W"]].to_numpy()
+    assert np.allclose(p.sum(1), 1.0, atol=1e-5)
+    rewards = {"G": 20.0, "M": -10.0, "P": -0.1}
+    expected = [sum(pi * rewards[t] for pi, t in zip(row, tiles)) for row, tiles in zip(p, df["tiles"])]
+    assert np.allclose(df["expected_reward"], expected, atol=1e-4)
+    # A policy with zero direction logits is uniform: no excess on any tile kind.
+    flat = copy.deepcopy(model)
+    head = flat.get_output_embeddings()
+    with torch.no_grad():
+        head.weight[ChatTokens(tok, cfg.letters).dir_ids] = 0.0
+    u = first_move_policy(flat, tok, cfg, [11, 12, 13, 14])
+    assert np.allclose(u[["p_N", "p_E", "p_S", "p_W"]], 0.25, atol=1e-6)
+    s = summarize_first_move(u)
+    assert all(abs(s[k]) < 1e-6 or np.isnan(s[k]) for k in ("gold_excess", "mold_excess"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from envs import MazeConfig
@@ -86,6 +87,56 @@ def evaluate_policy(
         )
         atomic_write_parquet(out_path, df, metadata=meta)
     return df
+
+
+TILE_REWARD_FIELDS = {"gold": "gold_reward", "mold": "mold_reward", "path": "step_penalty"}
+
+
+@torch.no_grad()
+def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: list[int], temperature: float = 0.7, masked_chat: ChatTokens | None = None) -> pd.DataFrame:
+    """The exact policy over N/E/S/W at the first move of each maze: no sampling noise.
+
+    One row per maze: the four probabilities and tiles, the expected reward of the move
+    (wind ignored), and the excess probability on Gold / Mold directions over their uniform
+    share (NaN when all four neighbours are of that kind or none is). A policy that reads the
+    tiles has gold_excess > 0 and mold_excess < 0; a maze-naive one sits near 0.
+    """
+    from envs import MazeEnv
+    from envs.tiles import Tile
+    from training.rollout import decoder_of, direction_head, direction_logits
+
+    chat = masked_chat or ChatTokens(tokenizer, maze_config.letters)
+    dec = decoder_of(model)
+    device = next(dec.parameters()).device
+    w, b = direction_head(model, chat.dir_ids)
+    reward = {int(Tile.GOLD): maze_config.gold_reward, int(Tile.MOLD): maze_config.mold_reward, int(Tile.PATH): maze_config.step_penalty}
+    rows = []
+    for ms in maze_seeds:
+        env = MazeEnv(maze_config)
+        obs, _ = env.reset(seed=0, options={"maze_seed": int(ms)})  # the first observation depends on the maze only
+        tiles = np.array(env.neighbour_tiles())
+        _, ids = chat.first(obs)
+        h = dec(input_ids=torch.tensor([ids], device=device)).last_hidden_state[0, -1]
+        p = torch.softmax(direction_logits(h, w, b).float() / temperature, -1).cpu().numpy()
+        r = np.array([reward[int(t)] for t in tiles])
+        row = {"maze_seed": int(ms), **{f"p_{d}": float(p[i]) for i, d in enumerate("NESW")},
+               "tiles": "".join(Tile(int(t)).name[0] for t in tiles),
+               "expected_reward": float(p @ r), "best_reward": float(r.max())}
+        for kind, tile in (("gold", Tile.GOLD), ("mold", Tile.MOLD)):
+            on = tiles == int(tile)
+            row[f"{kind}_excess"] = float(p[on].sum() - on.mean()) if 0 < on.sum() < 4 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize_first_move(df: pd.DataFrame) -> dict:
+    out = {"n_mazes": len(df), "expected_reward": float(df["expected_reward"].mean()), "best_reward": float(df["best_reward"].mean())}
+    for kind in ("gold", "mold"):
+        x = df[f"{kind}_excess"].dropna()
+        out[f"{kind}_excess"] = float(x.mean()) if len(x) else float("nan")
+        out[f"{kind}_excess_se"] = float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+        out[f"n_{kind}_mixed"] = int(len(x))
+    return out
 
 
 def bootstrap_diff(a, b, n_boot: int = 10000, seed: int = 0, paired: bool = True) -> dict[str, float]:

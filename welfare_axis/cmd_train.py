@@ -123,10 +123,17 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_move_path(out: str) -> Path:
+    return Path(out).with_name(Path(out).stem + "_first_move.parquet")
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from envs import MazeConfig
+    from envs.artifacts import atomic_write_parquet, provenance
     from training.checkpoint import final_checkpoint
-    from training.evaluate import compare_evals, evaluate_policy, write_summary
+    from training.evaluate import (bootstrap_diff, compare_evals, evaluate_policy, first_move_policy, heldout_maze_seeds,
+                                   summarize_first_move, write_summary)
+    from training.models import load_model
 
     if args.n_mazes < 1:
         raise UserError(f"--n-mazes must be at least 1, got {args.n_mazes}")
@@ -138,10 +145,11 @@ def run_eval(args: argparse.Namespace) -> int:
         maze = dict(saved["maze"])
     model = model or "smollm2-135m-instruct"
     maze.update({k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None})
+    loaded = load_model(model, adapter=adapter)
     df = evaluate_policy(
         model, adapter, args.n_mazes, args.seed, MazeConfig(**maze), args.out,
         temperature=temperature, batch_mazes=args.batch_mazes,
-        masked=not args.unmasked, progress=not args.no_progress,
+        masked=not args.unmasked, progress=not args.no_progress, model_and_tokenizer=loaded,
     )
     summary = {
         "model": model, "adapter": adapter, "n_mazes": args.n_mazes, "seed": args.seed, "maze": maze,
@@ -149,10 +157,22 @@ def run_eval(args: argparse.Namespace) -> int:
         "return": float(df["return"].mean()), "golds_per_episode": float(df["golds"].mean()),
         "molds_per_episode": float(df["molds"].mean()),
     }
+    first = None
+    if not args.unmasked:  # the exact policy needs single-token directions
+        first = first_move_policy(*loaded, MazeConfig(**maze), heldout_maze_seeds(args.n_mazes, args.seed), temperature)
+        meta = provenance(config={"n_mazes": args.n_mazes, "maze": maze, "temperature": temperature, "adapter": adapter},
+                          seed=args.seed, model=loaded[0].welfare_info.to_dict())
+        atomic_write_parquet(_first_move_path(args.out), first, metadata=meta)
+        summary["first_move"] = summarize_first_move(first)
     if args.baseline:
         import pandas as pd
 
         summary["vs_baseline"] = {"baseline": args.baseline, **compare_evals(df, pd.read_parquet(args.baseline))}
+        base_first = _first_move_path(args.baseline)
+        if first is not None and base_first.exists():
+            b = pd.read_parquet(base_first)
+            if list(b["maze_seed"]) == list(first["maze_seed"]):
+                summary["vs_baseline"]["first_move_expected_reward"] = bootstrap_diff(first["expected_reward"], b["expected_reward"])
     write_summary(Path(args.out).with_suffix(".json"), summary)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
