@@ -33,8 +33,10 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu-small")
     ap.add_argument("--mazes", type=int, default=None)
     ap.add_argument("--group", type=int, default=None)
+    ap.add_argument("--algo", default="dr_grpo", help="the issue's goal is stated for a Dr. GRPO update, whatever the preset trains with")
     args = ap.parse_args()
     over = {k: v for k, v in (("mazes_per_step", args.mazes), ("group_size", args.group)) if v}
+    over["algo"] = args.algo
     cfg = config_from_preset(args.preset, **over)
     model, tok = build_policy(cfg)
     chat = ChatTokens(tok, cfg.maze.letters)
@@ -42,7 +44,7 @@ def main() -> None:
     mazes, rseed = step_seeds(cfg.seed, 0, cfg.mazes_per_step)
     eps = rollout(model, tok, cfg.maze, mazes, cfg.group_size, cfg.temperature, seed=rseed, cache_layer=start or None, chat=chat)
     t = episode_tensors(eps, cfg.group_size)
-    adv = compute_advantages(cfg.algo, t)
+    adv = compute_advantages(cfg.algo, t, cfg.gamma)
     opt = torch.optim.AdamW(trainable_parameters(model), lr=cfg.lr)
     peak = matmul_peak()
     t0 = time.perf_counter()
