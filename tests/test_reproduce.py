@@ -54,6 +54,7 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     setup = json.loads((run / "run_config.json").read_text())
     assert setup["model"] == "tiny" and setup["package_version"]
     assert "| trained blocks | all 4 |" in md and "| RL training | dr_grpo, LoRA r4" in md
+    assert "at l*: mold (layer" in md  # cos at each chosen layer, not a placeholder
 
     # --force redoes one stage and what depends on it, nothing upstream.
     assert main(["reproduce", "--preset", "smoke", "--out", str(run), "--no-progress", "--force", "steer_trained"]) == 0

@@ -125,6 +125,13 @@ def _training(run: Path, figdir: Path) -> list:
     return blocks
 
 
+def _at_l_star(at_l, l_star: dict) -> str:
+    """cos(v_Mold, v_Gold) at each vector's chosen layer, e.g. "at l*: mold (layer 15) -0.73, gold (layer 11) -0.86"."""
+    if not isinstance(at_l, dict) or not at_l:
+        return "at l*: —"
+    return "at l*: " + ", ".join(f"{k} (layer {l_star.get(k, '?')}) {_fmt(v)}" for k, v in at_l.items())
+
+
 def _claims(run: Path) -> list:
     s = _json(run / "analyze" / "summary.json")
     sent = _json(run / "steer_naive" / "sentiment_summary.json")
@@ -141,7 +148,7 @@ def _claims(run: Path) -> list:
     perm = s.get("perm_null_band") or {}
     perm_lo = min(perm.get("lo", [math.nan]) or [math.nan])
     v1 = claims.verdict_antiparallel(cos.get("min", math.nan), ccos.get("min", math.nan))
-    rows.append((th["1."], f"min {_fmt(cos.get('min'))} at layer {cos.get('argmin', '—')}; mean {_fmt(cos.get('mean'))}; at l*(mold) {_fmt(cos.get('at_l_star'))}"
+    rows.append((th["1."], f"min {_fmt(cos.get('min'))} at layer {cos.get('argmin', '—')}; mean {_fmt(cos.get('mean'))}; {_at_l_star(at_l, l_star)}"
                  + (f"; 95% CI of min [{_fmt(cos.get('min_ci_lo'))}, {_fmt(cos.get('min_ci_hi'))}]" if "min_ci_lo" in cos else ""),
                  f"naive u_*: min {_fmt(ccos.get('min'))}, mean {_fmt(ccos.get('mean'))}; random directions: 2.5th pct {_fmt(null_lo)}; shuffled labels: 2.5th pct {_fmt(perm_lo)}", v1))
 
