@@ -158,6 +158,9 @@ def test_cli_train_and_eval(tmp_path):
     assert summary["vs_baseline"]["n_episodes"] == 3 and "ci_low" in summary["vs_baseline"]["golds"]
     assert summary["first_move"]["n_mazes"] == 3 and "ci_low" in summary["vs_baseline"]["first_move_expected_reward"]
     assert len(pd.read_parquet(tmp_path / "n_first_move.parquet")) == 3
+    # A baseline played on another maze is refused with one line, not silently compared.
+    assert main(["train", "eval", "--model", "tiny", "--size", "12", "--n-moves", "2", "--n-mazes", "3",
+                 "--out", str(tmp_path / "m.parquet"), "--baseline", str(tmp_path / "t.parquet"), "--no-progress"]) == 2
     df = pd.read_parquet(tmp_path / "t.parquet")
     assert list(df.columns[:5]) == ["maze_seed", "episode", "return", "golds", "molds"] and len(df) == 3
     assert main(["train", "rl", "--preset", "tiny", "--out", str(run), "--no-progress"]) == 2  # exists: use --resume

@@ -123,6 +123,21 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_same_maze(baseline: str, maze: dict, temperature: float) -> None:
+    """A paired comparison only means something on the same mazes, played the same way."""
+    from envs.artifacts import read_parquet_metadata
+
+    if not Path(baseline).exists():
+        raise UserError(f"--baseline {baseline} does not exist; run `welfare-axis train eval` for the baseline first")
+    cfg = read_parquet_metadata(baseline).get("config") or {}
+    base_maze, base_t = cfg.get("maze"), cfg.get("temperature")
+    if base_maze is not None and base_maze != maze:
+        diff = ", ".join(f"{k} {base_maze.get(k)!r} vs {maze.get(k)!r}" for k in sorted(set(base_maze) | set(maze)) if base_maze.get(k) != maze.get(k))
+        raise UserError(f"--baseline {baseline} was played on a different maze ({diff}); re-run it with the same maze flags (or --run)")
+    if base_t is not None and base_t != temperature:
+        raise UserError(f"--baseline {baseline} was sampled at temperature {base_t}, this eval at {temperature}; use the same --temperature")
+
+
 def _first_move_path(out: str) -> Path:
     return Path(out).with_name(Path(out).stem + "_first_move.parquet")
 
@@ -145,6 +160,8 @@ def run_eval(args: argparse.Namespace) -> int:
         maze = dict(saved["maze"])
     model = model or "smollm2-135m-instruct"
     maze.update({k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None})
+    if args.baseline:  # before the (slow) eval, so a mismatch fails at once
+        _check_same_maze(args.baseline, MazeConfig(**maze).to_dict(), temperature)
     loaded = load_model(model, adapter=adapter)
     df = evaluate_policy(
         model, adapter, args.n_mazes, args.seed, MazeConfig(**maze), args.out,
