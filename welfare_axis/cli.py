@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from training.models import ModelLoadError
 
+    if getattr(args, "no_progress", False):  # quiet means quiet: also transformers' own weight-loading bar
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
     try:
         return int(args.func(args) or 0)
     except (UserError, ModelLoadError, ValueError, FileNotFoundError) as e:
