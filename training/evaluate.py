@@ -89,11 +89,8 @@ def evaluate_policy(
     return df
 
 
-TILE_REWARD_FIELDS = {"gold": "gold_reward", "mold": "mold_reward", "path": "step_penalty"}
-
-
 @torch.no_grad()
-def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: list[int], temperature: float = 0.7, masked_chat: ChatTokens | None = None) -> pd.DataFrame:
+def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: list[int], temperature: float = 0.7) -> pd.DataFrame:
     """The exact policy over N/E/S/W at the first move of each maze: no sampling noise.
 
     One row per maze: the four probabilities and tiles, the expected reward of the move
@@ -105,7 +102,7 @@ def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: lis
     from envs.tiles import Tile
     from training.rollout import decoder_of, direction_head, direction_logits
 
-    chat = masked_chat or ChatTokens(tokenizer, maze_config.letters)
+    chat = ChatTokens(tokenizer, maze_config.letters)
     dec = decoder_of(model)
     device = next(dec.parameters()).device
     w, b = direction_head(model, chat.dir_ids)

@@ -160,11 +160,12 @@ def run_eval(args: argparse.Namespace) -> int:
         maze = dict(saved["maze"])
     model = model or "smollm2-135m-instruct"
     maze.update({k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None})
+    maze_config = MazeConfig(**maze)
     if args.baseline:  # before the (slow) eval, so a mismatch fails at once
-        _check_same_maze(args.baseline, MazeConfig(**maze).to_dict(), temperature)
+        _check_same_maze(args.baseline, maze_config.to_dict(), temperature)
     loaded = load_model(model, adapter=adapter)
     df = evaluate_policy(
-        model, adapter, args.n_mazes, args.seed, MazeConfig(**maze), args.out,
+        model, adapter, args.n_mazes, args.seed, maze_config, args.out,
         temperature=temperature, batch_mazes=args.batch_mazes,
         masked=not args.unmasked, progress=not args.no_progress, model_and_tokenizer=loaded,
     )
@@ -176,7 +177,7 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     first = None
     if not args.unmasked:  # the exact policy needs single-token directions
-        first = first_move_policy(*loaded, MazeConfig(**maze), heldout_maze_seeds(args.n_mazes, args.seed), temperature)
+        first = first_move_policy(*loaded, maze_config, heldout_maze_seeds(args.n_mazes, args.seed), temperature)
         meta = provenance(config={"n_mazes": args.n_mazes, "maze": maze, "temperature": temperature, "adapter": adapter},
                           seed=args.seed, model=loaded[0].welfare_info.to_dict())
         atomic_write_parquet(_first_move_path(args.out), first, metadata=meta)

@@ -45,6 +45,7 @@ def _setup(run: Path) -> list:
         m = _json(marker)
         rows.append({"stage": m.get("name", marker.parent.name), "wall time (min)": round(m.get("wall_time", 0) / 60, 2), "finished": m.get("created", "")})
     model = cfg.get("model_info", {})
+    trained_blocks, caveat = _trained_blocks(train, model.get("n_layers"))
     setup = pd.DataFrame(
         [
             ("preset", cfg.get("preset")),
@@ -58,12 +59,11 @@ def _setup(run: Path) -> list:
             ("layer convention", cfg.get("layer_convention")),
             ("maze", json.dumps(cfg.get("maze", {}), ensure_ascii=False)),
             ("RL training", _training_summary(train)),
-            ("trained blocks", _trained_blocks(train, model.get("n_layers"))[0]),
+            ("trained blocks", trained_blocks),
         ],
         columns=["setting", "value"],
     )
     blocks.append(Table(setup))
-    caveat = _trained_blocks(train, model.get("n_layers"))[1]
     if caveat:
         blocks.append(Para(caveat))
     if rows:
