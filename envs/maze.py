@@ -64,6 +64,14 @@ class MazeConfig:
             raise ValueError(f"unknown phrasing {self.phrasing!r}; use one of {', '.join(PHRASINGS)}")
         resolve_symbols(self.tile_set, self.permutation, self.symbols)
 
+    def tile_reward(self, tile: int) -> float:
+        """Reward for entering `tile`, on top of the move's step penalty (Path adds nothing)."""
+        return self.gold_reward if tile == Tile.GOLD else self.mold_reward if tile == Tile.MOLD else 0.0
+
+    def move_reward(self, entered) -> float:
+        """A move's reward: one step penalty plus every tile entered (two when the wind blew)."""
+        return self.step_penalty + sum(self.tile_reward(t) for t in entered)
+
     @property
     def tile_symbols(self) -> TileSymbols:
         return resolve_symbols(self.tile_set, self.permutation, self.symbols)
@@ -155,14 +163,9 @@ class MazeEnv(gym.Env):
             self._move(wind, entered)
         self.last_wind = wind
 
-        reward = self.config.step_penalty
-        for tile in entered:
-            if tile == Tile.GOLD:
-                reward += self.config.gold_reward
-                self.golds += 1
-            elif tile == Tile.MOLD:
-                reward += self.config.mold_reward
-                self.molds += 1
+        reward = self.config.move_reward(entered)
+        self.golds += sum(t == Tile.GOLD for t in entered)
+        self.molds += sum(t == Tile.MOLD for t in entered)
         self.moves += 1
         self.total_reward += reward
         truncated = self.moves >= self.config.n_moves

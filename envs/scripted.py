@@ -152,7 +152,7 @@ def _lookahead_value(grid, pos, depth: int, cfg: MazeConfig, visited: frozenset)
         if nb is None:
             continue
         tile = Tile.MOLD if nb in visited else Tile(int(grid[nb[1], nb[0]]))
-        r = cfg.gold_reward if tile == Tile.GOLD else cfg.mold_reward if tile == Tile.MOLD else 0.0
+        r = cfg.tile_reward(tile)
         best = max(best, r + _lookahead_value(grid, nb, depth - 1, cfg, visited | {nb}))
     return best
 
@@ -166,7 +166,7 @@ def good_policy_action(env: MazeEnv, rng: np.random.Generator, depth: int = 3) -
             values.append(-np.inf)
             continue
         tile = Tile(int(env.grid[nb[1], nb[0]]))
-        r = env.config.gold_reward if tile == Tile.GOLD else env.config.mold_reward if tile == Tile.MOLD else 0.0
+        r = env.config.tile_reward(tile)
         values.append(r + 0.99 * _lookahead_value(env.grid, nb, depth - 1, env.config, frozenset({env.pos, nb})))
     values = np.array(values)
     best = np.flatnonzero(values == values.max())

@@ -189,7 +189,7 @@ def test_first_move_policy_is_exact(tiny):
     df = first_move_policy(model, tok, cfg, [11, 12, 13, 14])
     p = df[["p_N", "p_E", "p_S", "p_W"]].to_numpy()
     assert np.allclose(p.sum(1), 1.0, atol=1e-5)
-    rewards = {"G": 20.0, "M": -10.0, "P": -0.1}
+    rewards = {"G": 19.9, "M": -10.1, "P": -0.1}  # the env's reward: step penalty included
     expected = [sum(pi * rewards[t] for pi, t in zip(row, tiles)) for row, tiles in zip(p, df["tiles"])]
     assert np.allclose(df["expected_reward"], expected, atol=1e-4)
     # A policy with zero direction logits is uniform: no excess on any tile kind.

@@ -106,7 +106,6 @@ def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: lis
     dec = decoder_of(model)
     device = next(dec.parameters()).device
     w, b = direction_head(model, chat.dir_ids)
-    reward = {int(Tile.GOLD): maze_config.gold_reward, int(Tile.MOLD): maze_config.mold_reward, int(Tile.PATH): maze_config.step_penalty}
     rows = []
     for ms in maze_seeds:
         env = MazeEnv(maze_config)
@@ -115,7 +114,7 @@ def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: lis
         _, ids = chat.first(obs)
         h = dec(input_ids=torch.tensor([ids], device=device)).last_hidden_state[0, -1]
         p = torch.softmax(direction_logits(h, w, b).float() / temperature, -1).cpu().numpy()
-        r = np.array([reward[int(t)] for t in tiles])
+        r = np.array([maze_config.move_reward([t]) for t in tiles])
         row = {"maze_seed": int(ms), **{f"p_{d}": float(p[i]) for i, d in enumerate("NESW")},
                "tiles": "".join(Tile(int(t)).name[0] for t in tiles),
                "expected_reward": float(p @ r), "best_reward": float(r.max())}
