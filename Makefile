@@ -28,7 +28,7 @@ smoke: setup
 	$(BIN)/welfare-axis reproduce --preset smoke --out runs/smoke
 
 bench: setup
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in rollouts train_step extract steer; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

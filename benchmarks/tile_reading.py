@@ -1,0 +1,140 @@
+"""Can the model learn to read the maze at all? A supervised learnability check.
+
+    .venv/bin/python benchmarks/tile_reading.py [--model ID] [--tile-set letters] [--top-layers 0] [--lr 1e-3]
+        [--finetune lora|full] [--rank 16] [--steps 150] [--batch 16] [--probe-only]
+
+RL can only teach the maze if the model can learn to bind a tile symbol to the direction
+word of its clause. This isolates that skill with the strongest signal there is: each
+example is one observation at a random Path cell with exactly one Gold neighbour, labelled
+with the Gold direction, trained with cross-entropy over the four direction logits (LoRA,
+as `train sft` does). Every `--eval-every` steps it prints P(Gold direction) on 64 held-out
+observations (chance 0.25) and the first-move Gold excess of `train eval`.
+
+`--probe-only` instead fits, per layer, a logistic-regression probe of the Gold direction on
+the naive model's residual stream at the answer position (4-fold CV accuracy, chance ~0.25):
+how much of the answer the frozen model already computes. Not part of `make bench` (it takes
+10-20 minutes on 2 cores); the README quotes its results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from envs import MazeConfig, MazeEnv, Tile
+from training.checkpoint import build_policy, trainable_parameters
+from training.config import config_from_preset
+from training.evaluate import first_move_policy, heldout_maze_seeds, summarize_first_move
+from training.models import load_model
+from training.rollout import ChatTokens, decoder_of, direction_head, direction_logits
+
+
+def one_gold_observations(cfg: MazeConfig, chat: ChatTokens, n: int, rng: np.random.Generator) -> list[tuple[list[int], int]]:
+    """`n` (token ids, Gold direction) pairs, each from a fresh maze at a random Path cell."""
+    env, out = MazeEnv(cfg), []
+    while len(out) < n:
+        maze_seed = int(rng.integers(2**31 - 1))
+        env.reset(seed=0, options={"maze_seed": maze_seed})
+        ys, xs = np.nonzero(env.grid == int(Tile.PATH))
+        for _ in range(50):
+            i = rng.integers(len(xs))
+            env.pos = (int(xs[i]), int(ys[i]))  # observation of that cell, as if the agent stood there
+            tiles = np.array(env.neighbour_tiles())
+            if (tiles == int(Tile.GOLD)).sum() == 1:
+                out.append((chat.first(env._observation())[1], int(np.flatnonzero(tiles == int(Tile.GOLD))[0])))
+                break
+    return out
+
+
+def answer_logprobs(model, chat: ChatTokens, batch) -> torch.Tensor:
+    """[B, 4] log-probs over N/E/S/W at the answer position (left-padded batch)."""
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, (x, _) in enumerate(batch):
+        ids[i, width - len(x) :] = torch.tensor(x)
+        mask[i, width - len(x) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    h = decoder_of(model)(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state[:, -1]
+    w, b = direction_head(model, chat.dir_ids)
+    return torch.log_softmax(direction_logits(h, w, b).float(), -1)
+
+
+def probe(model_name: str, cfg: MazeConfig, n: int, seed: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    model, tok = load_model(model_name)
+    chat = ChatTokens(tok, cfg.letters)
+    data = one_gold_observations(cfg, chat, n, np.random.default_rng(seed))
+    feats = []
+    with torch.no_grad():
+        for ids, _ in data:
+            hs = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+            feats.append(torch.stack([h[0, -1] for h in hs]).numpy())
+    x, y = np.array(feats), np.array([a for _, a in data])
+    print(f"majority-class rate {np.bincount(y).max() / len(y):.2f}")
+    for layer in range(x.shape[1]):
+        acc = cross_val_score(LogisticRegression(C=0.1, max_iter=2000), x[:, layer], y, cv=4).mean()
+        print(f"layer {layer:2d}: Gold direction decodable at the answer position, 4-fold accuracy {acc:.2f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="any model `welfare-axis` can load")
+    ap.add_argument("--tile-set", default="office")
+    ap.add_argument("--top-layers", type=int, default=0, help="LoRA on the top K blocks (0 = all)")
+    ap.add_argument("--finetune", choices=("lora", "full"), default="lora")
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--eval-every", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=123)
+    ap.add_argument("--probe-only", action="store_true")
+    ap.add_argument("--probe-n", type=int, default=400)
+    args = ap.parse_args()
+    cfg = config_from_preset(
+        "cpu-small", model=args.model, finetune=args.finetune, lora_top_layers=args.top_layers, lora_r=args.rank, lora_alpha=2 * args.rank,
+        maze={"tile_set": args.tile_set},
+    )
+    if args.probe_only:
+        probe(args.model, cfg.maze, args.probe_n, args.seed)
+        return
+    model, tok = build_policy(cfg)
+    chat = ChatTokens(tok, cfg.maze.letters)
+    rng = np.random.default_rng(args.seed)
+    heldout = one_gold_observations(cfg.maze, chat, 64, rng)
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=args.lr)
+
+    def evaluate(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            p = [float(answer_logprobs(model, chat, heldout[lo : lo + 16])[i, a].exp())
+                 for lo in range(0, 64, 16) for i, (_, a) in enumerate(heldout[lo : lo + 16])]
+            fm = summarize_first_move(first_move_policy(model, tok, cfg.maze, heldout_maze_seeds(64, 0)))
+        print(f"step {step:4d}  {step * args.batch:5d} examples  held-out P(Gold direction) {np.mean(p):.3f} "
+              f"(chance 0.25)  first-move Gold excess {fm['gold_excess']:+.3f}", flush=True)
+
+    t0 = time.time()
+    evaluate(0)
+    for step in range(1, args.steps + 1):
+        model.train()
+        batch = one_gold_observations(cfg.maze, chat, args.batch, rng)
+        logp = answer_logprobs(model, chat, batch)
+        loss = -logp[torch.arange(len(batch)), torch.tensor([a for _, a in batch])].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable_parameters(model), 1.0)
+        optimizer.step()
+        if step % 10 == 0:
+            print(f"step {step:4d}  loss {loss.item():.3f}  ({time.time() - t0:.0f} s)", flush=True)
+        if step % args.eval_every == 0 or step == args.steps:
+            evaluate(step)
+
+
+if __name__ == "__main__":
+    main()
