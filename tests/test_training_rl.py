@@ -146,7 +146,7 @@ def test_bootstrap_and_compare():
     assert out["golds"]["diff"] == 1.0 and out["molds"]["diff"] == -1.0
 
 
-def test_cli_train_and_eval(tmp_path):
+def test_cli_train_and_eval(tmp_path, capsys):
     from welfare_axis.cli import main
 
     run = tmp_path / "run"
@@ -164,6 +164,11 @@ def test_cli_train_and_eval(tmp_path):
     df = pd.read_parquet(tmp_path / "t.parquet")
     assert list(df.columns[:5]) == ["maze_seed", "episode", "return", "golds", "molds"] and len(df) == 3
     assert main(["train", "rl", "--preset", "tiny", "--out", str(run), "--no-progress"]) == 2  # exists: use --resume
+    # --resume keeps the saved config: a flag that would be ignored is refused instead.
+    capsys.readouterr()
+    assert main(["train", "rl", "--preset", "tiny", "--out", str(run), "--resume", "--lr", "0.1", "--n-moves", "5", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr, --n-moves would be ignored" in err and len(err.strip().splitlines()) == 1
 
 
 def test_evaluate_policy_heldout_mazes_are_paired(tiny):

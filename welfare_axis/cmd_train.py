@@ -104,6 +104,13 @@ def register(sub) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from training.checkpoint import TrainingDiverged
 
+    if args.resume:
+        maze_flag = {name: flag for flag, (name, _, _) in _MAZE_FLAGS.items()}
+        given = [("--" + k[4:].replace("_", "-")) if k.startswith("cfg_") else maze_flag[k[5:]]
+                 for k, v in vars(args).items() if k.startswith(("cfg_", "maze_")) and v is not None]
+        if given:
+            flags = ", ".join(given)
+            raise UserError(f"--resume continues with the run's saved config.json, so {flags} would be ignored; drop them, or start a new run in another --out folder")
     config = config_from_args(args)
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
