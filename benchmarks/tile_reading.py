@@ -1,19 +1,21 @@
 """Can the model learn to read the maze at all? A supervised learnability check.
 
-    .venv/bin/python benchmarks/tile_reading.py [--model ID] [--tile-set letters] [--top-layers 0] [--lr 1e-3]
-        [--finetune lora|full] [--rank 16] [--steps 150] [--batch 16] [--probe-only]
+    .venv/bin/python benchmarks/tile_reading.py [--model ID] [--tile-set office] [--finetune full|lora]
+        [--lr 3e-5] [--top-layers 0] [--rank 16] [--steps 100] [--batch 16] [--probe-only]
 
 RL can only teach the maze if the model can learn to bind a tile symbol to the direction
 word of its clause. This isolates that skill with the strongest signal there is: each
 example is one observation at a random Path cell with exactly one Gold neighbour, labelled
-with the Gold direction, trained with cross-entropy over the four direction logits (LoRA,
-as `train sft` does). Every `--eval-every` steps it prints P(Gold direction) on 64 held-out
-observations (chance 0.25) and the first-move Gold excess of `train eval`.
+with the Gold direction, trained with cross-entropy over the four direction logits, with full
+fine-tuning (the default) or LoRA. Every `--eval-every` steps it prints P(Gold direction) on 64
+held-out observations (chance 0.25) and the first-move Gold excess of `train eval`. On the
+default model the defaults reach P = 1.000 at step 100 (about 20 min on 2 cores), after a
+sudden drop of the loss around step 70; LoRA r16 showed nothing in 150 steps (README, Status).
 
 `--probe-only` instead fits, per layer, a logistic-regression probe of the Gold direction on
 the naive model's residual stream at the answer position (4-fold CV accuracy, chance ~0.25):
-how much of the answer the frozen model already computes. Not part of `make bench` (it takes
-10-20 minutes on 2 cores); the README quotes its results.
+how much of the answer the frozen model already computes (about 7 min). Not part of
+`make bench`; the README quotes the results.
 """
 
 from __future__ import annotations
@@ -87,12 +89,12 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct", help="any model `welfare-axis` can load")
     ap.add_argument("--tile-set", default="office")
     ap.add_argument("--top-layers", type=int, default=0, help="LoRA on the top K blocks (0 = all)")
-    ap.add_argument("--finetune", choices=("lora", "full"), default="lora")
+    ap.add_argument("--finetune", choices=("lora", "full"), default="full")
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=3e-5, help="3e-5 suits full fine-tuning; LoRA runs used 3e-4..1e-3")
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--eval-every", type=int, default=30)
+    ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--probe-only", action="store_true")
     ap.add_argument("--probe-n", type=int, default=400)
