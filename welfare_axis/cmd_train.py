@@ -61,11 +61,17 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None)
 
 
+def _given_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The TrainConfig and MazeConfig fields set by flags on this command line."""
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    maze = {k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None}
+    return overrides, maze
+
+
 def config_from_args(args: argparse.Namespace):
     from training.config import config_from_preset
 
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-    maze = {k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None}
+    overrides, maze = _given_overrides(args)
     return config_from_preset(args.preset, **overrides, maze=maze)
 
 
@@ -105,9 +111,9 @@ def run_train(args: argparse.Namespace) -> int:
     from training.checkpoint import TrainingDiverged
 
     if args.resume:
+        overrides, maze = _given_overrides(args)
         maze_flag = {name: flag for flag, (name, _, _) in _MAZE_FLAGS.items()}
-        given = [("--" + k[4:].replace("_", "-")) if k.startswith("cfg_") else maze_flag[k[5:]]
-                 for k, v in vars(args).items() if k.startswith(("cfg_", "maze_")) and v is not None]
+        given = ["--" + k.replace("_", "-") for k in overrides] + [maze_flag[k] for k in maze]
         if given:
             flags = ", ".join(given)
             raise UserError(f"--resume continues with the run's saved config.json, so {flags} would be ignored; drop them, or start a new run in another --out folder")
