@@ -27,15 +27,18 @@ import numpy as np
 import torch
 
 from envs import MazeConfig, MazeEnv, Tile
+from probes.capture import iter_captures, last_token_spans
 from training.checkpoint import build_policy, trainable_parameters
 from training.config import config_from_preset
 from training.evaluate import first_move_policy, heldout_maze_seeds, summarize_first_move
+from training.forward import direction_logprobs
 from training.models import load_model
-from training.rollout import ChatTokens, decoder_of, direction_head, direction_logits
+from training.rollout import ChatTokens, EpisodeRecord
+from training.sft import episode_from_messages
 
 
-def one_gold_observations(cfg: MazeConfig, chat: ChatTokens, n: int, rng: np.random.Generator) -> list[tuple[list[int], int]]:
-    """`n` (token ids, Gold direction) pairs, each from a fresh maze at a random Path cell."""
+def one_gold_observations(cfg: MazeConfig, n: int, rng: np.random.Generator) -> list[tuple[str, int]]:
+    """`n` (observation, Gold direction) pairs, each from a fresh maze at a random Path cell."""
     env, out = MazeEnv(cfg), []
     while len(out) < n:
         maze_seed = int(rng.integers(2**31 - 1))
@@ -46,23 +49,15 @@ def one_gold_observations(cfg: MazeConfig, chat: ChatTokens, n: int, rng: np.ran
             env.pos = (int(xs[i]), int(ys[i]))  # observation of that cell, as if the agent stood there
             tiles = np.array(env.neighbour_tiles())
             if (tiles == int(Tile.GOLD)).sum() == 1:
-                out.append((chat.first(env._observation())[1], int(np.flatnonzero(tiles == int(Tile.GOLD))[0])))
+                out.append((env._observation(), int(np.flatnonzero(tiles == int(Tile.GOLD))[0])))
                 break
     return out
 
 
-def answer_logprobs(model, chat: ChatTokens, batch) -> torch.Tensor:
-    """[B, 4] log-probs over N/E/S/W at the answer position (left-padded batch)."""
-    width = max(len(ids) for ids, _ in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, (x, _) in enumerate(batch):
-        ids[i, width - len(x) :] = torch.tensor(x)
-        mask[i, width - len(x) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    h = decoder_of(model)(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state[:, -1]
-    w, b = direction_head(model, chat.dir_ids)
-    return torch.log_softmax(direction_logits(h, w, b).float(), -1)
+def as_episodes(chat: ChatTokens, examples: list[tuple[str, int]]) -> list[EpisodeRecord]:
+    """One-move episodes answering each observation with its Gold direction, as SFT builds them."""
+    return [episode_from_messages(chat, [{"role": "user", "content": obs}, {"role": "assistant", "content": chat.letters[a]}], [a])
+            for obs, a in examples]
 
 
 def probe(model_name: str, cfg: MazeConfig, n: int, seed: int) -> None:
@@ -71,15 +66,15 @@ def probe(model_name: str, cfg: MazeConfig, n: int, seed: int) -> None:
 
     model, tok = load_model(model_name)
     chat = ChatTokens(tok, cfg.letters)
-    data = one_gold_observations(cfg, chat, n, np.random.default_rng(seed))
-    feats = []
-    with torch.no_grad():
-        for ids, _ in data:
-            hs = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
-            feats.append(torch.stack([h[0, -1] for h in hs]).numpy())
-    x, y = np.array(feats), np.array([a for _, a in data])
+    data = one_gold_observations(cfg, n, np.random.default_rng(seed))
+    ids = [chat.first(obs)[1] for obs, _ in data]
+    layers = list(range(model.config.num_hidden_layers))  # layer l = output of block l (probes/layers.py)
+    x = np.zeros((len(ids), len(layers), model.config.hidden_size), dtype=np.float32)
+    for idx, acts in iter_captures(model, ids, last_token_spans(ids), layers):
+        x[idx] = acts.numpy()
+    y = np.array([a for _, a in data])
     print(f"majority-class rate {np.bincount(y).max() / len(y):.2f}")
-    for layer in range(x.shape[1]):
+    for layer in layers:
         acc = cross_val_score(LogisticRegression(C=0.1, max_iter=2000), x[:, layer], y, cv=4).mean()
         print(f"layer {layer:2d}: Gold direction decodable at the answer position, 4-fold accuracy {acc:.2f}", flush=True)
 
@@ -109,14 +104,15 @@ def main() -> None:
     model, tok = build_policy(cfg)
     chat = ChatTokens(tok, cfg.maze.letters)
     rng = np.random.default_rng(args.seed)
-    heldout = one_gold_observations(cfg.maze, chat, 64, rng)
+    heldout = as_episodes(chat, one_gold_observations(cfg.maze, 64, rng))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=args.lr)
 
     def evaluate(step: int) -> None:
         model.eval()
         with torch.no_grad():
-            p = [float(answer_logprobs(model, chat, heldout[lo : lo + 16])[i, a].exp())
-                 for lo in range(0, 64, 16) for i, (_, a) in enumerate(heldout[lo : lo + 16])]
+            p = [float(lp[0, ep.actions[0]].exp()) for lo in range(0, 64, 16)
+                 for ep, lp in zip(heldout[lo : lo + 16], direction_logprobs(model, heldout[lo : lo + 16], chat.dir_ids, 1.0, 0, pad_id))]
             fm = summarize_first_move(first_move_policy(model, tok, cfg.maze, heldout_maze_seeds(64, 0)))
         print(f"step {step:4d}  {step * args.batch:5d} examples  held-out P(Gold direction) {np.mean(p):.3f} "
               f"(chance 0.25)  first-move Gold excess {fm['gold_excess']:+.3f}", flush=True)
@@ -125,9 +121,9 @@ def main() -> None:
     evaluate(0)
     for step in range(1, args.steps + 1):
         model.train()
-        batch = one_gold_observations(cfg.maze, chat, args.batch, rng)
-        logp = answer_logprobs(model, chat, batch)
-        loss = -logp[torch.arange(len(batch)), torch.tensor([a for _, a in batch])].mean()
+        batch = as_episodes(chat, one_gold_observations(cfg.maze, args.batch, rng))
+        logp = direction_logprobs(model, batch, chat.dir_ids, 1.0, 0, pad_id)[:, 0]
+        loss = -logp[torch.arange(len(batch)), torch.tensor([ep.actions[0] for ep in batch])].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable_parameters(model), 1.0)
