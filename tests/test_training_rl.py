@@ -206,3 +206,20 @@ def test_first_move_policy_is_exact(tiny):
     assert np.allclose(u[["p_N", "p_E", "p_S", "p_W"]], 0.25, atol=1e-6)
     s = summarize_first_move(u)
     assert all(abs(s[k]) < 1e-6 or np.isnan(s[k]) for k in ("gold_excess", "mold_excess"))
+
+
+def test_rl_starts_from_a_full_sft_checkpoint(tmp_path):
+    """SFT then RL: a full fine-tune checkpoint is a whole model folder, so `--model` takes it."""
+    from training.checkpoint import build_policy
+
+    sft = train_sft(_cfg(finetune="full", sft_steps=2, sft_batch=4, sft_lr=3e-3, checkpoint_every=2), tmp_path / "sft", progress=False)
+    cfg = _cfg(finetune="full", model=str(sft), n_steps=1)
+    policy, _ = build_policy(cfg)
+    sft_model, _ = load_model("tiny", adapter=sft)
+    naive, _ = load_model("tiny")
+    for p, q, r in zip(policy.parameters(), sft_model.parameters(), naive.parameters()):
+        assert torch.equal(p, q)
+    assert any(not torch.equal(q, r) for q, r in zip(sft_model.parameters(), naive.parameters()))
+    train_rl(cfg, tmp_path / "rl", progress=False)
+    saved = json.loads((tmp_path / "rl" / "config.json").read_text())
+    assert saved["provenance"]["model"]["path"] == str(sft)
