@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import training.rl as rl
-from training.checkpoint import TrainingDiverged, checkpoint_dirs, final_checkpoint
+from training.checkpoint import TrainingDiverged, build_policy, checkpoint_dirs, final_checkpoint
 from training.config import PRESETS, TrainConfig, config_from_preset
 from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy
 from training.models import load_model
@@ -210,8 +210,6 @@ def test_first_move_policy_is_exact(tiny):
 
 def test_rl_starts_from_a_full_sft_checkpoint(tmp_path):
     """SFT then RL: a full fine-tune checkpoint is a whole model folder, so `--model` takes it."""
-    from training.checkpoint import build_policy
-
     sft = train_sft(_cfg(finetune="full", sft_steps=2, sft_batch=4, sft_lr=3e-3, checkpoint_every=2), tmp_path / "sft", progress=False)
     cfg = _cfg(finetune="full", model=str(sft), n_steps=1)
     policy, _ = build_policy(cfg)
