@@ -88,3 +88,6 @@ def test_report_names_the_trained_blocks_and_warns_when_lower_ones_are_frozen():
     assert _trained_blocks({"finetune": "full", "lora_top_layers": 6}, 30) == ("all 30", "")
     blocks, caveat = _trained_blocks({"finetune": "lora", "lora_top_layers": 6}, 30)
     assert blocks.startswith("24..29") and "below 24" in caveat and "v_* = u_*" in caveat
+    # A full-fine-tune SFT before LoRA RL changed every block; a LoRA SFT alone only the top ones.
+    assert _trained_blocks({"finetune": "lora", "sft_finetune": "full", "lora_top_layers": 6}, 30, "sft+rl") == ("all 30", "")
+    assert _trained_blocks({"finetune": "full", "sft_finetune": "lora", "lora_top_layers": 6}, 30, "sft")[0].startswith("24..29")

@@ -38,7 +38,7 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     after = _markers(run)
     for stage, mtime in before.items():  # finished stages were not redone
         assert after[stage] == mtime, stage
-    assert {"naive_eval", "train_rl", "trained_eval", "extract_naive", "extract_trained", "analyze",
+    assert {"naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "extract_trained", "analyze",
             "steer_naive", "steer_trained", "report"} <= set(after)
 
     md = (run / "report" / "report.md").read_text()
@@ -53,7 +53,11 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
         assert (run / "report" / rel).exists(), rel  # figure links resolve from the report folder
     setup = json.loads((run / "run_config.json").read_text())
     assert setup["model"] == "tiny" and setup["package_version"]
-    assert "| trained blocks | all 4 |" in md and "| RL training | dr_grpo, LoRA r4" in md
+    # smoke trains like cpu-small: a full-fine-tune SFT, then LoRA RL starting from the SFT model
+    assert "| trained blocks | all 4 |" in md
+    assert "| training | SFT: full fine-tune, 4 steps x 4 scripted 3-move trajectories" in md and "; then RL from the SFT model: dr_grpo, LoRA r4" in md
+    rl_model = json.loads((run / "train_rl" / "config.json").read_text())["config"]["model"]
+    assert Path(rl_model).parent.parent.parent == run / "train_sft" and "SFT training curves" in md
     assert "at l*: mold (layer" in md  # cos at each chosen layer, not a placeholder
 
     # --force redoes one stage and what depends on it, nothing upstream.

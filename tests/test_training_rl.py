@@ -99,7 +99,7 @@ def test_reinforce_with_kl_runs(tmp_path):
 def test_sft_loss_and_run(tmp_path, tiny):
     logp4 = torch.log(torch.tensor([[[0.5, 0.25, 0.125, 0.125], [0.25, 0.25, 0.25, 0.25]]]))
     assert sft_loss(logp4, torch.tensor([[0, 3]]), 2.0).item() == pytest.approx(-(np.log(0.5) + np.log(0.25)) / 2)
-    cfg = _cfg(sft_steps=4, sft_batch=4, sft_lr=3e-3)
+    cfg = _cfg(sft_finetune="lora", sft_steps=4, sft_batch=4, sft_lr=3e-3)
     path = train_sft(cfg, tmp_path, progress=False)
     m = read_metrics(tmp_path)
     assert list(m["step"]) == [1, 2, 3, 4] and (m["accuracy"].between(0, 1)).all()
@@ -169,6 +169,10 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert main(["train", "rl", "--preset", "tiny", "--out", str(run), "--resume", "--lr", "0.1", "--n-moves", "5", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--lr, --n-moves would be ignored" in err and len(err.strip().splitlines()) == 1
+    # SFT has its own fine-tuning mode: RL's flag is refused with the one to use, not silently ignored.
+    assert main(["train", "sft", "--preset", "tiny", "--out", str(tmp_path / "sft"), "--finetune", "lora", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "use --sft-finetune" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "sft").exists()
 
 
 def test_evaluate_policy_heldout_mazes_are_paired(tiny):
@@ -210,7 +214,7 @@ def test_first_move_policy_is_exact(tiny):
 
 def test_rl_starts_from_a_full_sft_checkpoint(tmp_path):
     """SFT then RL: a full fine-tune checkpoint is a whole model folder, so `--model` takes it."""
-    sft = train_sft(_cfg(finetune="full", sft_steps=2, sft_batch=4, sft_lr=3e-3, checkpoint_every=2), tmp_path / "sft", progress=False)
+    sft = train_sft(_cfg(sft_finetune="full", sft_steps=2, sft_batch=4, sft_lr=3e-3, sft_checkpoint_every=2), tmp_path / "sft", progress=False)
     cfg = _cfg(finetune="full", model=str(sft), n_steps=1)
     policy, _ = build_policy(cfg)
     sft_model, _ = load_model("tiny", adapter=sft)
@@ -221,3 +225,25 @@ def test_rl_starts_from_a_full_sft_checkpoint(tmp_path):
     train_rl(cfg, tmp_path / "rl", progress=False)
     saved = json.loads((tmp_path / "rl" / "config.json").read_text())
     assert saved["provenance"]["model"]["path"] == str(sft)
+
+
+def test_sft_has_its_own_finetune_mode_trajectory_length_and_schedule(tmp_path):
+    """The cpu-small recipe: SFT full-fine-tunes one-move trajectories at a constant LR while RL keeps LoRA and 3 moves."""
+    cfg = _cfg(finetune="lora", sft_finetune="full", sft_n_moves=1, sft_schedule="constant", sft_steps=3, sft_batch=4,
+               sft_lr=1e-3, sft_checkpoint_every=3, checkpoint_every=1)
+    assert cfg.maze.n_moves == 3 and cfg.sft_view().maze.n_moves == 1 and cfg.sft_view().finetune == "full"
+    path = train_sft(cfg, tmp_path / "sft", progress=False)
+    m = read_metrics(tmp_path / "sft")
+    assert (m["moves_per_trajectory"] == 1).all() and (m["lr"] == 1e-3).all()
+    assert (path / "config.json").exists()  # a whole model, not a LoRA adapter
+    assert [p.name for p in (tmp_path / "sft" / "checkpoints").iterdir()] == ["step_000003"]  # sft_checkpoint_every, not RL's
+    saved = json.loads((tmp_path / "sft" / "config.json").read_text())["config"]
+    assert saved["maze"]["n_moves"] == 3 and saved["finetune"] == "lora"  # the saved config is the whole one, for RL and eval
+    cosine = _cfg(sft_steps=3, sft_batch=4, sft_lr=1e-3, sft_checkpoint_every=3)
+    train_sft(cosine, tmp_path / "cos", progress=False)
+    lrs = list(read_metrics(tmp_path / "cos")["lr"])
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(1e-3 * 0.75) and lrs[2] == pytest.approx(1e-3 * 0.25)
+    with pytest.raises(ValueError, match="sft_schedule"):
+        _cfg(sft_schedule="linear")
+    with pytest.raises(ValueError, match="sft_finetune"):
+        _cfg(sft_finetune="qlora")

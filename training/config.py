@@ -15,6 +15,7 @@ from envs import MazeConfig
 
 ALGOS = ("dr_grpo", "grpo", "reinforce")
 FINETUNES = ("lora", "full")
+SFT_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -50,11 +51,16 @@ class TrainConfig:
     micro_batch: int = 8  # episodes per forward/backward in the update (memory knob)
     masked: bool = True  # sample only the four direction tokens; False = free generation (eval only)
     max_new_tokens: int = 8  # unmasked mode: tokens generated per turn
-    # -- SFT on scripted good-policy trajectories --
+    # -- SFT on scripted good-policy trajectories (its own fine-tuning mode, episode length and
+    # schedule, so a preset can SFT one way and then run RL another way from the SFT checkpoint) --
     sft_steps: int = 782  # 782 x 64 ~ the paper's 50k trajectories
     sft_batch: int = 64
     sft_lr: float = 2e-5
+    sft_schedule: str = "cosine"  # "cosine" to 0 over sft_steps, or "constant"
+    sft_finetune: str = "lora"  # "lora" or "full" (a full fine-tune's checkpoints are whole models)
+    sft_n_moves: int = 0  # moves per SFT trajectory; 0 = the maze's n_moves
     sft_lookahead: int = 3
+    sft_checkpoint_every: int = 10
     # -- run --
     seed: int = 0
     checkpoint_every: int = 10
@@ -69,9 +75,15 @@ class TrainConfig:
     def validate(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}; use one of {', '.join(ALGOS)}")
-        if self.finetune not in FINETUNES:
-            raise ValueError(f"unknown finetune {self.finetune!r}; use one of {', '.join(FINETUNES)}")
-        for name in ("n_steps", "mazes_per_step", "group_size", "micro_batch", "updates_per_step", "sft_steps", "sft_batch", "checkpoint_every"):
+        for name, value in (("finetune", self.finetune), ("sft_finetune", self.sft_finetune)):
+            if value not in FINETUNES:
+                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(FINETUNES)}")
+        if self.sft_schedule not in SFT_SCHEDULES:
+            raise ValueError(f"unknown sft_schedule {self.sft_schedule!r}; use one of {', '.join(SFT_SCHEDULES)}")
+        if self.sft_n_moves < 0:
+            raise ValueError(f"sft_n_moves must be >= 0 (0 = the maze's n_moves), got {self.sft_n_moves}")
+        for name in ("n_steps", "mazes_per_step", "group_size", "micro_batch", "updates_per_step", "sft_steps", "sft_batch",
+                     "checkpoint_every", "sft_checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.temperature <= 0:
@@ -86,6 +98,11 @@ class TrainConfig:
     @property
     def n_episodes(self) -> int:
         return self.mazes_per_step * self.group_size
+
+    def sft_view(self) -> "TrainConfig":
+        """This config as SFT runs it: its fine-tuning mode, episode length and checkpoint interval."""
+        maze = {"n_moves": self.sft_n_moves} if self.sft_n_moves else None
+        return self.replace(finetune=self.sft_finetune, checkpoint_every=self.sft_checkpoint_every, maze=maze)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -117,29 +134,32 @@ PRESETS: dict[str, dict] = {
     # Random 4-layer model, 2 mazes x 4 episodes of 3 moves on a 12x12 grid: seconds per step.
     "tiny": dict(
         model="tiny", lora_r=4, lora_alpha=8, n_steps=4, mazes_per_step=2, group_size=4, lr=1e-3,
-        micro_batch=4, checkpoint_every=2, sft_steps=4, sft_batch=4, sft_lr=1e-3,
+        micro_batch=4, checkpoint_every=2, sft_steps=4, sft_batch=4, sft_lr=1e-3, sft_finetune="full", sft_checkpoint_every=2,
         maze={"size": 12, "n_moves": 3},
     ),
-    # The default model on 2 CPU cores in about 30 minutes. Deviations from the paper, for
-    # speed: 4 moves per episode instead of 15, 8 mazes x 8 episodes per step, 14 steps, LoRA
-    # r16 on the top 15 of 30 blocks (the update runs only those, on hidden states cached by
-    # the rollout; blocks 15..29 include floor(2L/3) and floor(5L/6), where claims are read),
-    # LR 5e-4 (LoRA needs far more than 3e-6 to move in a few steps), and the paper's
-    # token-level REINFORCE variant with entropy beta 0.3: in our runs Dr. GRPO with beta 0.01
-    # collapsed onto one direction within a few steps. None of the CPU-sized recipes tried
-    # has measurably improved the policy (README, "Status"). benchmarks/tile_reading.py shows
-    # why: with LoRA the 135M model does not learn to read the tiles even when supervised; full
-    # fine-tuning learns that isolated skill, and SFT with full fine-tuning on one-move
-    # episodes learns the maze in ~22 min (README), but RL did not within the hour given.
+    # The default model on 2 CPU cores. Training is SFT then RL (`reproduce` runs both; `train sft`
+    # and `train rl --model <sft checkpoint>` run them by hand). The SFT is what makes the policy
+    # read the tiles (~22 min): a full fine-tune on one-move trajectories at a constant LR 3e-5,
+    # 150 steps x 16. In our runs nothing else did on CPU (README, "Status"): LoRA SFT, four-move
+    # SFT with a cosine LR, the same recipe with a cosine over its 150 steps, and RL from the naive
+    # model (Dr. GRPO and REINFORCE, LoRA and full) all left golds and molds where they were;
+    # benchmarks/tile_reading.py shows the same sudden transition in isolation.
+    # RL deviations from the paper, for speed: 4 moves per episode instead of 15, 8 mazes x 8
+    # episodes per step, 14 steps, LoRA r16 on the top 15 of 30 blocks (the update runs only
+    # those, on hidden states cached by the rollout; blocks 15..29 include floor(2L/3) and
+    # floor(5L/6), where claims are read), LR 5e-4 (LoRA needs far more than 3e-6 to move in a
+    # few steps), and the paper's token-level REINFORCE variant with entropy beta 0.3: from the
+    # naive model, Dr. GRPO with beta 0.01 collapsed onto one direction within a few steps.
     "cpu-small": dict(
         algo="reinforce", entropy_beta=0.3, lora_r=16, lora_alpha=32, lora_top_layers=15, n_steps=14,
         mazes_per_step=8, group_size=8, lr=5e-4, micro_batch=8, checkpoint_every=2,
-        sft_steps=60, sft_batch=16, sft_lr=3e-4, maze={"n_moves": 4},
+        sft_steps=150, sft_batch=16, sft_lr=3e-5, sft_schedule="constant", sft_finetune="full", sft_n_moves=1,
+        sft_checkpoint_every=50, maze={"n_moves": 4},
     ),
     # The paper: LoRA r32/alpha64 on all linear layers, LR 3e-6, T 0.7, 8 mazes x 64, ~95 steps, KL 0.
     "paper": dict(
         lora_r=32, lora_alpha=64, lora_top_layers=0, n_steps=95, mazes_per_step=8, group_size=64, lr=3e-6,
-        temperature=0.7, kl_coef=0.0, checkpoint_every=10, sft_steps=782, sft_batch=64, sft_lr=2e-5,
+        temperature=0.7, kl_coef=0.0, checkpoint_every=10, sft_steps=782, sft_batch=64, sft_lr=2e-5, sft_checkpoint_every=100,
     ),
 }
 

@@ -2,8 +2,10 @@
 
 Each step draws `sft_batch` fresh mazes from the seed stream, plays the scripted good
 policy (with wind, as in RL), and minimises the cross-entropy of the assistant's
-direction tokens over the four direction logits (no loss on any other token). The LR
-follows a cosine to 0; checkpoints and resume work as in RL.
+direction tokens over the four direction logits (no loss on any other token). SFT has its own fine-tuning mode, trajectory
+length and LR schedule (`TrainConfig.sft_*`): the cpu-small preset learns the maze only with a
+full fine-tune on one-move trajectories at a constant LR (README, "Status"). Checkpoints and
+resume work as in RL.
 """
 
 from __future__ import annotations
@@ -59,13 +61,15 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
     run_dir = Path(run_dir)
     if resume:
         config = prepare_run_dir(run_dir, config, True, "sft")
-    model, tok = build_policy(config)
+    sft = config.sft_view()
+    model, tok = build_policy(sft)
     if not resume:
         prepare_run_dir(run_dir, config, False, "sft", model.welfare_info.to_dict())
-    chat = ChatTokens(tok, config.maze.letters)
+    chat = ChatTokens(tok, sft.maze.letters)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.sft_lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, config.sft_steps))
+    constant = config.sft_schedule == "constant"
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 if constant else cosine_factor(s, config.sft_steps))
     step, rows, wall0 = 0, [], 0.0
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
@@ -77,7 +81,7 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
     try:
         while step < config.sft_steps:
             maze_seeds, seed = step_seeds(config.seed, step, config.sft_batch, SFT_STREAM)
-            trajs = [good_policy_trajectory(ms, seed=seed % 2**31, config=config.maze, depth=config.sft_lookahead) for ms in maze_seeds]
+            trajs = [good_policy_trajectory(ms, seed=seed % 2**31, config=sft.maze, depth=config.sft_lookahead) for ms in maze_seeds]
             episodes = [episode_from_messages(chat, tr.messages, tr.actions, tr.maze_seed) for tr in trajs]
             norm = float(sum(len(ep.actions) for ep in episodes))
             lr = optimizer.param_groups[0]["lr"]
@@ -103,12 +107,13 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
             step += 1
             rows.append({
                 "step": step, "loss": total, "accuracy": correct / norm, "lr": lr, "grad_norm": grad_norm,
+                "moves_per_trajectory": norm / len(episodes),
                 "golds_per_episode": sum(tr.golds for tr in trajs) / len(trajs),
                 "molds_per_episode": sum(tr.molds for tr in trajs) / len(trajs),
                 "wall_time": wall0 + time.time() - t_start,
             })
             atomic_write_parquet(run_dir / "metrics.parquet", pd.DataFrame(rows), metadata={"config": config.to_dict()})
-            if step % config.checkpoint_every == 0 or step == config.sft_steps:
+            if step % sft.checkpoint_every == 0 or step == config.sft_steps:
                 last_good = save_checkpoint(run_dir, step, model, tok, optimizer, scheduler, rows)
             bar.update(1)
             bar.set_postfix(loss=f"{total:.3f}", acc=f"{correct / norm:.2f}")

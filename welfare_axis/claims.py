@@ -55,7 +55,7 @@ THRESHOLDS = (
     Threshold(
         "6. Robust to emoji swap, scale, base vs instruct, algorithm, LoRA vs full, SFT",
         "effects survive all variations",
-        "not run by the cpu-small preset (needs several trainings); run presets with --permutation pgm / --with-sft",
+        "not run by one reproduce run (needs several trainings); compare runs of reproduce --training rl / sft / sft+rl",
     ),
 )
 

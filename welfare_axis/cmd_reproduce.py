@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from welfare_axis.pipeline import PRESETS, STAGES
+from welfare_axis.pipeline import PRESETS, STAGES, TRAININGS
 
 
 def register(sub) -> None:
@@ -14,7 +14,9 @@ def register(sub) -> None:
                    help="smoke (tiny model, minutes), cpu-small (default model, ~1 h on 2 cores), paper (GPU sizes)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
     p.add_argument("--model", default=None, help="override the preset's model (built-in name, local folder or HF id)")
-    p.add_argument("--with-sft", action="store_true", help="also train a policy by SFT on scripted good trajectories")
+    p.add_argument("--training", default=None, choices=TRAININGS,
+                   help="how the trained model is made: RL, SFT on scripted good trajectories, or SFT then RL from the SFT "
+                        "model (default: the preset's; cpu-small and smoke: sft+rl, paper: rl)")
     p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
                    help=f"redo this stage (and what depends on it); repeatable; one of {', '.join(STAGES)}")
     p.add_argument("--seed", type=int, default=0)
@@ -33,7 +35,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/{args.preset}")
     md, html = reproduce(
-        preset=args.preset, out=out, model=args.model, with_sft=args.with_sft, force=set(args.force),
+        preset=args.preset, out=out, model=args.model, training=args.training, force=set(args.force),
         seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
     )
     print(f"report: {md}\n        {html}")

@@ -117,6 +117,12 @@ def run_train(args: argparse.Namespace) -> int:
         if given:
             flags = ", ".join(given)
             raise UserError(f"--resume continues with the run's saved config.json, so {flags} would be ignored; drop them, or start a new run in another --out folder")
+    if args.kind == "sft":
+        overrides, _ = _given_overrides(args)
+        for rl_field in ("finetune", "checkpoint_every"):
+            if rl_field in overrides:
+                flag = rl_field.replace("_", "-")
+                raise UserError(f"--{flag} sets RL's {rl_field}; SFT has its own: use --sft-{flag}")
     config = config_from_args(args)
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))

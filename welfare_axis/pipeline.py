@@ -1,6 +1,6 @@
 """`welfare-axis reproduce`: the whole study as cached, resumable stages.
 
-naive maze eval -> RL training (and SFT with --with-sft) -> trained maze eval ->
+naive maze eval -> training (SFT, RL, or SFT then RL from the SFT checkpoint) -> trained maze eval ->
 extraction on the naive and trained models -> analyses -> steering evals of the naive
 model with the trained vectors and controls (and of the trained model) -> report.
 """
@@ -17,10 +17,11 @@ from envs.artifacts import atomic_write_json, provenance
 
 # Stage names, in order; each writes into <run>/<name>/.
 STAGES = (
-    "naive_eval", "train_rl", "train_sft", "trained_eval", "extract_naive", "extract_trained",
+    "naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "extract_trained",
     "analyze", "steer_naive", "steer_trained", "report",
 )
 EVALS = ("sentiment", "backtracking", "confidence", "refusal")
+TRAININGS = ("rl", "sft", "sft+rl")  # "sft+rl": RL continues from the SFT checkpoint
 
 
 @dataclass
@@ -30,6 +31,7 @@ class ReproducePreset:
     name: str
     model: str
     train_preset: str
+    training: str  # one of TRAININGS
     eval_mazes: int
     extract_n: int
     tracking_n: int
@@ -46,7 +48,7 @@ class ReproducePreset:
 PRESETS: dict[str, ReproducePreset] = {
     # Tiny random model, minutes: a first look and the test suite's end-to-end run.
     "smoke": ReproducePreset(
-        name="smoke", model="tiny", train_preset="tiny", eval_mazes=4, extract_n=8, tracking_n=8,
+        name="smoke", model="tiny", train_preset="tiny", training="sft+rl", eval_mazes=4, extract_n=8, tracking_n=8,
         steer_k=1, steer_max_new_tokens=8, alphas=(-4.0, 0.0, 4.0), evals=EVALS, eval_items=2,
         steer_trained=True, batch_size=8,
         estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3,
@@ -54,15 +56,15 @@ PRESETS: dict[str, ReproducePreset] = {
     ),
     # The default model on 2 CPU cores, about an hour end to end.
     "cpu-small": ReproducePreset(
-        name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", eval_mazes=64, extract_n=200,
+        name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", training="sft+rl", eval_mazes=64, extract_n=200,
         tracking_n=60, steer_k=2, steer_max_new_tokens=40, alphas=(-4.0, -2.0, 0.0, 2.0, 4.0),
         evals=("sentiment",), eval_items=0, steer_trained=False,
-        estimates={"naive_eval": 60, "train_rl": 1600, "train_sft": 600, "trained_eval": 150, "extract_naive": 240,
+        estimates={"naive_eval": 60, "train_rl": 1700, "train_sft": 1400, "trained_eval": 150, "extract_naive": 240,
                    "extract_trained": 240, "analyze": 180, "steer_naive": 900, "steer_trained": 0, "report": 10},
     ),
     # The paper's sizes, for GPU users (documented, not run on CPU).
     "paper": ReproducePreset(
-        name="paper", model="smollm2-135m-instruct", train_preset="paper", eval_mazes=256, extract_n=5000,
+        name="paper", model="smollm2-135m-instruct", train_preset="paper", training="rl", eval_mazes=256, extract_n=5000,
         tracking_n=500, steer_k=20, steer_max_new_tokens=128, alphas=(-4.0, -2.0, 0.0, 2.0, 4.0),
         evals=EVALS, eval_items=60, steer_trained=True, batch_size=64,
         estimates={"naive_eval": 600, "train_rl": 36000, "train_sft": 7200, "trained_eval": 600, "extract_naive": 1800,
@@ -87,7 +89,7 @@ def reproduce(
     preset: str = "cpu-small",
     out: str | Path = "runs/cpu-small",
     model: str | None = None,
-    with_sft: bool = False,
+    training: str | None = None,
     force: set[str] | None = None,
     seed: int = 0,
     device: str = "cpu",
@@ -113,9 +115,15 @@ def reproduce(
         import torch
 
         torch.set_num_threads(1)  # the tiny model is overhead-bound; more threads only add sync cost
+    training = training or p.training
+    if training not in TRAININGS:
+        raise ValueError(f"unknown training {training!r}; use one of {', '.join(TRAININGS)}")
     out = Path(out)
     train_cfg = config_from_preset(p.train_preset, model=model_id, seed=seed, device=device, dtype=dtype)
     maze = train_cfg.maze
+    if training == "sft+rl" and train_cfg.sft_finetune != "full":
+        raise ValueError(f"training 'sft+rl' continues RL from the SFT model, so the {p.train_preset!r} training preset "
+                         "needs sft_finetune='full' (a LoRA SFT adapter is not a model to start from); use --training sft or rl")
     unknown = set(force or ()) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use one of {', '.join(STAGES)}")
@@ -124,11 +132,14 @@ def reproduce(
     run_cfg = provenance(config={"preset": dataclasses.asdict(p), "train": train_cfg.to_dict()}, seed=seed,
                          model=naive_model.welfare_info.to_dict())
     run_cfg.update({"preset": preset, "model": model_id, "model_info": naive_model.welfare_info.to_dict(),
-                    "layer_convention": LAYER_CONVENTION, "maze": maze.to_dict(), "with_sft": with_sft})
+                    "layer_convention": LAYER_CONVENTION, "maze": maze.to_dict(), "training": training})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "run_config.json", run_cfg)
 
-    estimates = {k: v for k, v in p.estimates.items() if (k != "train_sft" or with_sft) and (k != "steer_trained" or p.steer_trained)}
+    skip = {"train_sft"} if "sft" not in training else set()
+    skip |= {"train_rl"} if "rl" not in training else set()
+    skip |= {"steer_trained"} if not p.steer_trained else set()
+    estimates = {k: v for k, v in p.estimates.items() if k not in skip}
     runner = StageRunner(out, estimates, force=force, progress=progress)
     common = {"model": model_id, "seed": seed, "maze": maze.to_dict(), "dtype": dtype}
 
@@ -136,34 +147,38 @@ def reproduce(
         runner.run("naive_eval", {**common, "n_mazes": p.eval_mazes}, lambda d: _eval(
             evaluate_policy, model_id, None, p.eval_mazes, seed, maze, d, (naive_model, naive_tok), progress))
 
-        def train(d: Path) -> dict:
-            ckpt = train_rl(train_cfg, d, resume=(d / "config.json").exists(), progress=progress)
-            return {"checkpoint": str(ckpt)}
-
-        runner.run("train_rl", {"train": train_cfg.to_dict()}, train)
-        adapter = final_checkpoint(runner.stage_dir("train_rl"))
-
-        if with_sft:
+        base, adapter = model_id, None  # the trained model is `base` with `adapter` (if any) applied
+        if "sft" in training:
             runner.run("train_sft", {"train": train_cfg.to_dict()},
                        lambda d: {"checkpoint": str(train_sft(train_cfg, d, resume=(d / "config.json").exists(), progress=progress))})
+            adapter = final_checkpoint(runner.stage_dir("train_sft"))
+        if "rl" in training:
+            rl_cfg = train_cfg
+            if adapter is not None:  # a full fine-tune's SFT checkpoint is a whole model: RL starts from it
+                base, adapter = str(adapter), None
+                rl_cfg = train_cfg.replace(model=base)
+            runner.run("train_rl", {"train": rl_cfg.to_dict()}, lambda d: {"checkpoint": str(train_rl(
+                rl_cfg, d, resume=(d / "config.json").exists(), progress=progress))}, deps=("train_sft",) if "sft" in training else ())
+            adapter = final_checkpoint(runner.stage_dir("train_rl"))
+        trained_stage = "train_rl" if "rl" in training else "train_sft"
 
-        trained_model, trained_tok = _load(model_id, adapter, device, dtype)
+        trained_model, trained_tok = _load(base, adapter, device, dtype)
 
         def trained_eval(d: Path) -> dict:
             import pandas as pd
 
-            stats = _eval(evaluate_policy, model_id, adapter, p.eval_mazes, seed, maze, d, (trained_model, trained_tok), progress)
+            stats = _eval(evaluate_policy, base, adapter, p.eval_mazes, seed, maze, d, (trained_model, trained_tok), progress)
             naive_df = pd.read_parquet(runner.stage_dir("naive_eval") / "episodes.parquet")
             cmp = compare_evals(pd.read_parquet(d / "episodes.parquet"), naive_df, seed=seed)
             atomic_write_json(d / "comparison.json", cmp)
             return {**stats, "comparison": cmp}
 
-        runner.run("trained_eval", {**common, "n_mazes": p.eval_mazes}, trained_eval, deps=("naive_eval", "train_rl"))
+        runner.run("trained_eval", {**common, "n_mazes": p.eval_mazes}, trained_eval, deps=("naive_eval", trained_stage))
 
         ext = {**common, "n": p.extract_n, "batch_size": p.batch_size}
         runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
         runner.run("extract_trained", ext, lambda d: _extract(extract_vectors, trained_model, trained_tok, p, seed, maze, d, progress),
-                   deps=("train_rl",))
+                   deps=(trained_stage,))
 
         runner.run(
             "analyze", {"seed": seed, "n_tracking": p.tracking_n},

@@ -45,7 +45,8 @@ def _setup(run: Path) -> list:
         m = _json(marker)
         rows.append({"stage": m.get("name", marker.parent.name), "wall time (min)": round(m.get("wall_time", 0) / 60, 2), "finished": m.get("created", "")})
     model = cfg.get("model_info", {})
-    trained_blocks, caveat = _trained_blocks(train, model.get("n_layers"))
+    training = cfg.get("training", "rl")
+    trained_blocks, caveat = _trained_blocks(train, model.get("n_layers"), training)
     setup = pd.DataFrame(
         [
             ("preset", cfg.get("preset")),
@@ -58,7 +59,7 @@ def _setup(run: Path) -> list:
             ("versions", json.dumps(cfg.get("versions", {}))),
             ("layer convention", cfg.get("layer_convention")),
             ("maze", json.dumps(cfg.get("maze", {}), ensure_ascii=False)),
-            ("RL training", _training_summary(train)),
+            ("training", _training_summary(train, training)),
             ("trained blocks", trained_blocks),
         ],
         columns=["setting", "value"],
@@ -71,18 +72,30 @@ def _setup(run: Path) -> list:
     return blocks
 
 
-def _training_summary(t: dict) -> str:
+def _finetune(t: dict, key: str) -> str:
+    return f"LoRA r{t.get('lora_r')}/alpha {t.get('lora_alpha')}" if t.get(key, "lora") == "lora" else "full fine-tune"
+
+
+def _training_summary(t: dict, training: str = "rl") -> str:
     if not t:
         return "unknown"
-    algo = t.get("algo", "?") + (f" (gamma {t['gamma']})" if t.get("algo") == "reinforce" and "gamma" in t else "")
-    ft = f"LoRA r{t.get('lora_r')}/alpha {t.get('lora_alpha')}" if t.get("finetune") == "lora" else "full fine-tune"
-    return (f"{algo}, {ft}, {t.get('n_steps')} steps x {t.get('mazes_per_step')} mazes x {t.get('group_size')} episodes, "
-            f"LR {t.get('lr')}, T {t.get('temperature')}, entropy beta {t.get('entropy_beta')}")
+    parts = []
+    if "sft" in training:
+        moves = t.get("sft_n_moves") or (t.get("maze") or {}).get("n_moves")
+        parts.append(f"SFT: {_finetune(t, 'sft_finetune')}, {t.get('sft_steps')} steps x {t.get('sft_batch')} scripted "
+                     f"{moves}-move trajectories, LR {t.get('sft_lr')} ({t.get('sft_schedule', 'cosine')})")
+    if "rl" in training:
+        algo = t.get("algo", "?") + (f" (gamma {t['gamma']})" if t.get("algo") == "reinforce" and "gamma" in t else "")
+        parts.append(f"RL{' from the SFT model' if 'sft' in training else ''}: {algo}, {_finetune(t, 'finetune')}, "
+                     f"{t.get('n_steps')} steps x {t.get('mazes_per_step')} mazes x {t.get('group_size')} episodes, "
+                     f"LR {t.get('lr')}, T {t.get('temperature')}, entropy beta {t.get('entropy_beta')}")
+    return "; then ".join(parts)
 
 
-def _trained_blocks(t: dict, n_layers: int | None) -> tuple[str, str]:
+def _trained_blocks(t: dict, n_layers: int | None, training: str = "rl") -> tuple[str, str]:
     """The trained decoder blocks, and a caveat when some cannot change."""
-    k = int(t.get("lora_top_layers") or 0) if t.get("finetune", "lora") == "lora" else 0
+    full = ("sft" in training and t.get("sft_finetune") == "full") or ("rl" in training and t.get("finetune") == "full")
+    k = 0 if full else int(t.get("lora_top_layers") or 0)
     if not n_layers or k == 0 or k >= n_layers:
         return f"all{f' {n_layers}' if n_layers else ''}", ""
     lo = n_layers - k
@@ -94,12 +107,15 @@ def _trained_blocks(t: dict, n_layers: int | None) -> tuple[str, str]:
 
 def _training(run: Path, figdir: Path) -> list:
     blocks: list = [Heading("Training")]
-    metrics_path = next(iter(sorted(run.glob("train_rl/**/metrics.parquet"))), None)
-    if metrics_path is None:
-        blocks.append(Para("No RL training metrics in this run."))
-    else:
+    found = False
+    for stage, cols in (("train_sft", ("loss", "accuracy", "lr")),
+                        ("train_rl", ("mean_return", "golds_per_episode", "molds_per_episode", "entropy", "entropy_bonus", "loss", "lr"))):
+        metrics_path = next(iter(sorted(run.glob(f"{stage}/**/metrics.parquet"))), None)
+        if metrics_path is None:
+            continue
+        found = True
         m = pd.read_parquet(metrics_path)
-        cols = [c for c in ("mean_return", "golds_per_episode", "molds_per_episode", "entropy", "entropy_bonus", "loss", "lr") if c in m.columns]
+        cols = [c for c in cols if c in m.columns]
         fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3), squeeze=False)
         x = m["step"] if "step" in m.columns else np.arange(len(m))
         for ax, c in zip(axes[0], cols):
@@ -107,10 +123,13 @@ def _training(run: Path, figdir: Path) -> list:
             ax.set_title(c.replace("_", " "))
             ax.set_xlabel("step")
         fig.tight_layout()
-        path = figdir / "training_curves.png"
+        path = figdir / f"{stage}_curves.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        blocks.append(Figure(path, f"Training curves ({len(m)} steps, from {metrics_path.relative_to(run)})"))
+        what = "SFT" if stage == "train_sft" else "RL"
+        blocks.append(Figure(path, f"{what} training curves ({len(m)} steps, from {metrics_path.relative_to(run)})"))
+    if not found:
+        blocks.append(Para("No training metrics in this run."))
     cmp = _json(run / "trained_eval" / "comparison.json")
     if cmp:
         rows = []
