@@ -32,7 +32,7 @@ from training.checkpoint import build_policy, trainable_parameters
 from training.config import config_from_preset
 from training.evaluate import first_move_policy, heldout_maze_seeds, summarize_first_move
 from training.forward import direction_logprobs
-from training.models import load_model
+from training.models import load_model, pad_token_id
 from training.rollout import ChatTokens, EpisodeRecord
 from training.sft import episode_from_messages
 
@@ -105,7 +105,7 @@ def main() -> None:
     chat = ChatTokens(tok, cfg.maze.letters)
     rng = np.random.default_rng(args.seed)
     heldout = as_episodes(chat, one_gold_observations(cfg.maze, 64, rng))
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = pad_token_id(tok)
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=args.lr)
 
     def evaluate(step: int) -> None:

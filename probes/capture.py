@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 import torch
 
 from probes.layers import block_hidden, decoder_layers
+from training.models import pad_token_id
 
 
 class _StopForward(Exception):
@@ -157,7 +158,7 @@ def capture_texts(
         raise ValueError("cannot capture an empty text")
     spans = last_token_spans(ids) if reduce == "last" else mean_spans(ids, skip)
     out = torch.empty((len(texts), len(layers), model.config.hidden_size), dtype=torch.float32)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     for idx, acts in iter_captures(model, ids, spans, layers, batch_size, pad_id, progress, desc):
         out[idx] = acts
     return out

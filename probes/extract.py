@@ -31,6 +31,7 @@ from probes.layers import LAYER_CONVENTION
 from probes.metrics import vectors_from_sums
 from probes.vectors import ConceptVectors
 from training.chat import render_up_to_last_assistant
+from training.models import pad_token_id
 
 
 @dataclass
@@ -78,7 +79,7 @@ def extract_vectors(
     sums = {k: np.zeros((n_layers, hidden), dtype=np.float64) for k in KINDS}
     counts = {k: int((labels == k).sum()) for k in KINDS}
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     with contextlib.ExitStack() as stack:
         rows_file = None
         if out_dir is not None:

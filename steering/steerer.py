@@ -23,6 +23,7 @@ import torch
 
 from probes.layers import block_hidden, decoder_layers, replace_block_hidden
 from training.chat import render_chat
+from training.models import pad_token_id
 
 
 class Steerer:
@@ -163,7 +164,7 @@ def generate_rows(
     """
     encoded = [encode_chat(tokenizer, p) for p in prompts]
     eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    pad = pad_token_id(tokenizer)
     device = next(model.parameters()).device
     replies: list[str] = []
     starts = range(0, len(prompts), batch_size)
@@ -260,7 +261,7 @@ def next_token_probs(
 ) -> torch.Tensor:
     """[n_prompts, len(token_ids)] next-token probabilities after each prompt's generation prompt, steered."""
     encoded = [encode_chat(tokenizer, p) for p in prompts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(prompts), batch_size):

@@ -178,6 +178,14 @@ def attach_adapter(model, adapter: str | os.PathLike, merge: bool = True):
     return peft_model.merge_and_unload() if merge else peft_model
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id written into padding positions (always masked, so any valid id does): pad, else eos, else 0."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
 def check_direction_tokens(tokenizer, letters=("N", "E", "S", "W")) -> list[int]:
     """Token id of each direction letter as the assistant's first token.
 

@@ -36,6 +36,7 @@ from training.checkpoint import (
 from training.config import TrainConfig
 from training.forward import check_split_forward, direction_logprobs, first_trainable_block
 from training.losses import cosine_factor, dr_grpo_advantages, grpo_advantages, policy_loss, reinforce_advantages
+from training.models import pad_token_id
 from training.rollout import ChatTokens, EpisodeRecord, rollout
 
 TRAIN_STREAM = 0  # seed stream of training mazes (evaluation uses another)
@@ -194,7 +195,7 @@ def train_rl(config: TrainConfig, run_dir: str | Path, resume: bool = False, pro
         prepare_run_dir(run_dir, config, False, "rl", model.welfare_info.to_dict())
     dp.barrier()
     chat = ChatTokens(tok, config.maze.letters)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = pad_token_id(tok)
     # LoRA on the top blocks only: cache the hidden state entering the first trainable block.
     start_block = first_trainable_block(model) if config.finetune == "lora" and config.lora_top_layers else 0
     ref_model = None

@@ -25,7 +25,7 @@ import torch
 
 from envs import MazeConfig, MazeEnv
 from training.chat import render_chat
-from training.models import check_direction_tokens
+from training.models import check_direction_tokens, pad_token_id
 
 
 @dataclass
@@ -174,7 +174,7 @@ def rollout(
     dec = decoder_of(model)
     device = next(dec.parameters()).device
     w_dir, b_dir = direction_head(model, chat.dir_ids)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
 

@@ -33,6 +33,7 @@ from training.checkpoint import (
 from training.config import TrainConfig
 from training.forward import direction_logprobs
 from training.losses import cosine_factor
+from training.models import pad_token_id
 from training.rollout import ChatTokens, EpisodeRecord
 
 SFT_STREAM = 2
@@ -66,7 +67,7 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
     if not resume:
         prepare_run_dir(run_dir, config, False, "sft", model.welfare_info.to_dict())
     chat = ChatTokens(tok, sft.maze.letters)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = pad_token_id(tok)
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.sft_lr, weight_decay=config.weight_decay)
     constant = config.sft_schedule == "constant"
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 if constant else cosine_factor(s, config.sft_steps))
