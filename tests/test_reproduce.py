@@ -73,3 +73,14 @@ def test_reproduce_bad_arguments_are_one_line(capsys):
         code = e.code
     assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["report", "/nonexistent/run"]) == 2
+
+
+def test_smoke_reproduce_with_sft_only_uses_the_sft_model(tmp_path):
+    run = tmp_path / "sft"
+    assert main(["reproduce", "--preset", "smoke", "--training", "sft", "--out", str(run), "--no-progress"]) == 0
+    assert (run / "train_sft" / "stage.json").exists() and not (run / "train_rl").exists()
+    stage = json.loads((run / "extract_trained" / "stage.json").read_text())
+    assert stage["deps"] == ["train_sft"]
+    md = (run / "report" / "report.md").read_text()
+    assert "| training | SFT: full fine-tune" in md and "RL" not in md.split("| training |")[1].splitlines()[0]
+    assert json.loads((run / "run_config.json").read_text())["training"] == "sft"

@@ -1,7 +1,8 @@
 """`TrainConfig`: every hyperparameter of RL and SFT training in one dataclass, plus presets.
 
 Presets (`PRESETS`): `tiny` (random 4-layer model, for tests), `cpu-small` (the default
-model, ~30 min on 2 CPU cores) and `paper` (the paper's hyperparameters, for GPU users).
+model on 2 CPU cores: SFT in ~20 min, then RL from the SFT model in ~25 min) and `paper` (the
+paper's hyperparameters, for GPU users).
 Any field can be overridden: `config_from_preset("cpu-small", lr=1e-4, maze={"n_moves": 7})`,
 or on the command line (`--lr 1e-4 --n-moves 7`, see welfare_axis/cmd_train.py).
 """
@@ -139,7 +140,7 @@ PRESETS: dict[str, dict] = {
     ),
     # The default model on 2 CPU cores. Training is SFT then RL (`reproduce` runs both; `train sft`
     # and `train rl --model <sft checkpoint>` run them by hand). The SFT is what makes the policy
-    # read the tiles (~22 min): a full fine-tune on one-move trajectories at a constant LR 3e-5,
+    # read the tiles (~20 min): a full fine-tune on one-move trajectories at a constant LR 3e-5,
     # 150 steps x 16. In our runs nothing else did on CPU (README, "Status"): LoRA SFT, four-move
     # SFT with a cosine LR, the same recipe with a cosine over its 150 steps, and RL from the naive
     # model (Dr. GRPO and REINFORCE, LoRA and full) all left golds and molds where they were;

@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from envs.artifacts import atomic_write_text  # noqa: E402
 from welfare_axis import claims  # noqa: E402
 from welfare_axis.document import Code, Figure, Heading, Para, Table, to_html, to_markdown  # noqa: E402
+from welfare_axis.pipeline import STAGES  # noqa: E402
 
 SECTIONS = ("Setup", "Training", "Claims", "Probes", "Steering", "Example steered self-reports")
 
@@ -41,7 +42,8 @@ def _setup(run: Path) -> list:
     train = (cfg.get("config") or {}).get("train") or {}
     blocks: list = [Heading("Setup")]
     rows = []
-    for marker in sorted(run.glob("*/stage.json")):
+    order = {name: i for i, name in enumerate(STAGES)}
+    for marker in sorted(run.glob("*/stage.json"), key=lambda m: order.get(m.parent.name, len(order))):
         m = _json(marker)
         rows.append({"stage": m.get("name", marker.parent.name), "wall time (min)": round(m.get("wall_time", 0) / 60, 2), "finished": m.get("created", "")})
     model = cfg.get("model_info", {})
