@@ -88,3 +88,22 @@ def test_default_model_loads_from_safetensors_cache_and_renders_a_maze_turn(defa
     # A second load comes from the cache (same weights, no GGUF conversion).
     model2, _ = load_model()
     assert torch.equal(model2.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+def test_masked_grouped_query_attention_on_cpu_equals_repeated_heads(tiny, monkeypatch):
+    """load_model lets SDPA use enable_gqa with a padding mask on CPU; outputs must not change."""
+    from transformers.integrations import sdpa_attention
+
+    model, _ = tiny
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # the tiny model has GQA
+    assert getattr(sdpa_attention.use_gqa_in_sdpa, "welfare_axis_cpu", False)
+    ids = torch.randint(5, 100, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, :4] = 0  # left padding, so the mask is not None
+    mask[2, :7] = 0
+    with torch.no_grad():
+        fast = model(input_ids=ids, attention_mask=mask).logits
+        monkeypatch.setattr(sdpa_attention, "use_gqa_in_sdpa", lambda m, k, v: False)  # transformers' repeat_kv path
+        slow = model(input_ids=ids, attention_mask=mask).logits
+    keep = mask.bool()
+    assert torch.allclose(fast[keep], slow[keep], atol=1e-5)
