@@ -59,6 +59,9 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     rl_model = json.loads((run / "train_rl" / "config.json").read_text())["config"]["model"]
     assert Path(rl_model).parent.parent.parent == run / "train_sft" and "SFT training curves" in md
     assert "at l*: mold (layer" in md  # cos at each chosen layer, not a placeholder
+    fm = json.loads((run / "trained_eval" / "comparison.json").read_text())["first_move"]
+    assert fm["naive"]["n_mazes"] == fm["trained"]["n_mazes"] == 4 and "ci_low" in fm["expected_reward_diff"]
+    assert "| Gold excess (> 0: moves toward Gold) |" in md
 
     # --force redoes one stage and what depends on it, nothing upstream.
     assert main(["reproduce", "--preset", "smoke", "--out", str(run), "--no-progress", "--force", "steer_trained"]) == 0

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envs.artifacts import atomic_write_json, provenance
+from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
 
 # Stage names, in order; each writes into <run>/<name>/.
 STAGES = (
@@ -170,6 +170,7 @@ def reproduce(
             stats = _eval(evaluate_policy, base, adapter, p.eval_mazes, seed, maze, d, (trained_model, trained_tok), progress)
             naive_df = pd.read_parquet(runner.stage_dir("naive_eval") / "episodes.parquet")
             cmp = compare_evals(pd.read_parquet(d / "episodes.parquet"), naive_df, seed=seed)
+            cmp["first_move"] = _first_move(d, maze, seed, p.eval_mazes, (naive_model, naive_tok), (trained_model, trained_tok))
             atomic_write_json(d / "comparison.json", cmp)
             return {**stats, "comparison": cmp}
 
@@ -215,6 +216,20 @@ def _eval(evaluate_policy, model_id, adapter, n, seed, maze, d: Path, mt, progre
                          model_and_tokenizer=mt, progress=progress)
     return {"episodes": len(df), "golds": float(df["golds"].mean()), "molds": float(df["molds"].mean()),
             "return": float(df["return"].mean())}
+
+
+def _first_move(d: Path, maze, seed: int, n: int, naive, trained) -> dict:
+    """The exact first-move policy of both models on the held-out mazes: does the policy read the tiles?"""
+    from training.evaluate import bootstrap_diff, first_move_policy, heldout_maze_seeds, summarize_first_move
+
+    seeds = heldout_maze_seeds(n, seed)
+    out = {}
+    for name, (model, tok) in (("naive", naive), ("trained", trained)):
+        df = first_move_policy(model, tok, maze, seeds)
+        atomic_write_parquet(d / f"first_move_{name}.parquet", df, metadata=provenance(config={"maze": maze.to_dict(), "n_mazes": n}, seed=seed))
+        out[name] = {**summarize_first_move(df), "_reward": df["expected_reward"]}
+    diff = bootstrap_diff(out["trained"].pop("_reward"), out["naive"].pop("_reward"), seed=seed)
+    return {**out, "expected_reward_diff": diff}
 
 
 def _extract(extract_vectors, model, tok, p: ReproducePreset, seed, maze, d: Path, progress) -> dict:
