@@ -58,8 +58,11 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path, monkeypatch
 
 
 def test_run_folder_config_and_checkpoint_loads(tmp_path, tiny):
-    cfg = _cfg(n_steps=2)
+    cfg = _cfg(n_steps=4)
     path = train_rl(cfg, tmp_path, progress=False)
+    # every checkpoint keeps its model; only the latest keeps the resume state
+    assert [(c.name, (c / "model").is_dir(), (c / "state.pt").exists()) for c in checkpoint_dirs(tmp_path)] == [
+        ("step_000002", True, False), ("step_000004", True, True)]
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["config"]["model"] == "tiny" and saved["config"]["maze"]["size"] == 12
     assert TrainConfig.from_dict(saved["config"]) == cfg

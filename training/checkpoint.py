@@ -6,7 +6,9 @@ Run folder layout:
     checkpoints/step_000010/model/   LoRA adapter (adapter_config.json) or full weights (config.json)
     checkpoints/step_000010/state.pt optimizer, scheduler, step, RNG states, metric rows so far
 A checkpoint folder is written under a temporary name and renamed into place, so a
-folder named step_* is always complete.
+folder named step_* is always complete. Only the latest checkpoint keeps its state.pt (resume
+continues from the latest; a full fine-tune's optimizer state is ~1.1 GB on the default model);
+every checkpoint keeps its model.
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ def save_checkpoint(run_dir, step: int, model, tokenizer, optimizer, scheduler, 
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    for older in checkpoint_dirs(run_dir):
+        if older != target:
+            (older / "state.pt").unlink(missing_ok=True)
     return target
 
 
