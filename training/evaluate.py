@@ -125,6 +125,16 @@ def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: lis
     return pd.DataFrame(rows)
 
 
+def write_first_move_policy(model, tokenizer, maze_config: MazeConfig, n_mazes: int, seed: int, path: str | Path,
+                            temperature: float = 0.7, config: dict | None = None) -> pd.DataFrame:
+    """`first_move_policy` on the held-out mazes of (n_mazes, seed), written to `path` with its provenance."""
+    df = first_move_policy(model, tokenizer, maze_config, heldout_maze_seeds(n_mazes, seed), temperature)
+    meta = provenance(config={"n_mazes": n_mazes, "maze": maze_config.to_dict(), "temperature": temperature, **(config or {})},
+                      seed=seed, model=model.welfare_info.to_dict())
+    atomic_write_parquet(path, df, metadata=meta)
+    return df
+
+
 def summarize_first_move(df: pd.DataFrame) -> dict:
     out = {"n_mazes": len(df), "expected_reward": float(df["expected_reward"].mean()), "best_reward": float(df["best_reward"].mean())}
     for kind in ("gold", "mold"):

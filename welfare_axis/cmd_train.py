@@ -163,10 +163,8 @@ def _first_move_path(out: str) -> Path:
 
 def run_eval(args: argparse.Namespace) -> int:
     from envs import MazeConfig
-    from envs.artifacts import atomic_write_parquet, provenance
     from training.checkpoint import final_checkpoint
-    from training.evaluate import (bootstrap_diff, compare_evals, evaluate_policy, first_move_policy, heldout_maze_seeds,
-                                   summarize_first_move, write_summary)
+    from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy, summarize_first_move, write_first_move_policy, write_summary
     from training.models import load_model
 
     if args.n_mazes < 1:
@@ -196,10 +194,8 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     first = None
     if not args.unmasked:  # the exact policy needs single-token directions
-        first = first_move_policy(*loaded, maze_config, heldout_maze_seeds(args.n_mazes, args.seed), temperature)
-        meta = provenance(config={"n_mazes": args.n_mazes, "maze": maze, "temperature": temperature, "adapter": adapter},
-                          seed=args.seed, model=loaded[0].welfare_info.to_dict())
-        atomic_write_parquet(_first_move_path(args.out), first, metadata=meta)
+        first = write_first_move_policy(*loaded, maze_config, args.n_mazes, args.seed, _first_move_path(args.out),
+                                        temperature, config={"adapter": adapter})
         summary["first_move"] = summarize_first_move(first)
     if args.baseline:
         import pandas as pd

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
+from envs.artifacts import atomic_write_json, provenance
 
 # Stage names, in order; each writes into <run>/<name>/.
 STAGES = (
@@ -220,16 +220,12 @@ def _eval(evaluate_policy, model_id, adapter, n, seed, maze, d: Path, mt, progre
 
 def _first_move(d: Path, maze, seed: int, n: int, naive, trained) -> dict:
     """The exact first-move policy of both models on the held-out mazes: does the policy read the tiles?"""
-    from training.evaluate import bootstrap_diff, first_move_policy, heldout_maze_seeds, summarize_first_move
+    from training.evaluate import bootstrap_diff, summarize_first_move, write_first_move_policy
 
-    seeds = heldout_maze_seeds(n, seed)
-    out = {}
-    for name, (model, tok) in (("naive", naive), ("trained", trained)):
-        df = first_move_policy(model, tok, maze, seeds)
-        atomic_write_parquet(d / f"first_move_{name}.parquet", df, metadata=provenance(config={"maze": maze.to_dict(), "n_mazes": n}, seed=seed))
-        out[name] = {**summarize_first_move(df), "_reward": df["expected_reward"]}
-    diff = bootstrap_diff(out["trained"].pop("_reward"), out["naive"].pop("_reward"), seed=seed)
-    return {**out, "expected_reward_diff": diff}
+    frames = {name: write_first_move_policy(model, tok, maze, n, seed, d / f"first_move_{name}.parquet")
+              for name, (model, tok) in (("naive", naive), ("trained", trained))}
+    diff = bootstrap_diff(frames["trained"]["expected_reward"], frames["naive"]["expected_reward"], seed=seed)
+    return {**{name: summarize_first_move(df) for name, df in frames.items()}, "expected_reward_diff": diff}
 
 
 def _extract(extract_vectors, model, tok, p: ReproducePreset, seed, maze, d: Path, progress) -> dict:
