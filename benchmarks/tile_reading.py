@@ -68,7 +68,7 @@ def probe(model_name: str, cfg: MazeConfig, n: int, seed: int) -> None:
     chat = ChatTokens(tok, cfg.letters)
     data = one_gold_observations(cfg, n, np.random.default_rng(seed))
     ids = [chat.first(obs)[1] for obs, _ in data]
-    layers = list(range(model.config.num_hidden_layers))  # layer l = output of block l (probes/layers.py)
+    layers = list(range(model.config.num_hidden_layers))  # layer l = input of block l (probes/layers.py)
     x = np.zeros((len(ids), len(layers), model.config.hidden_size), dtype=np.float32)
     for idx, acts in iter_captures(model, ids, last_token_spans(ids), layers):
         x[idx] = acts.numpy()

@@ -7,10 +7,9 @@ used for the centred tile-mean cosines.
 
 llama.cpp control vectors (`export_gguf`): the format repeng writes (arch "controlvector",
 tensors "direction.{k}"). llama.cpp adds direction.k to the output of block k (0-based;
-its loader rejects k = 0 and the buffer has no slot for block 0), which is exactly our
-layer k, so our layer l is written as "direction.{l}" and layer 0 cannot be exported.
-(repeng reads its direction k from hidden_states[k] = output of block k-1 but applies it
-at block k; we write the vector of the layer where it will be applied.)
+its loader rejects k = 0), which is the input of block k + 1, i.e. our layer k + 1
+(probes/layers.py). So our layer l is written as "direction.{l - 1}", and layers 0 and 1
+cannot be exported.
 """
 
 from __future__ import annotations
@@ -97,20 +96,21 @@ class ConceptVectors:
     def export_gguf(
         self, name: str, path: str | os.PathLike, layers: list[int] | None = None, scale: float = 1.0, model_hint: str | None = None
     ) -> Path:
-        """Write vector `name` at `layers` (default: all but 0) as a llama.cpp control-vector GGUF.
+        """Write vector `name` at `layers` (default: 2..L-1) as a llama.cpp control-vector GGUF.
 
-        Tensor "direction.{l}" holds our layer l (llama.cpp applies it at block l's output);
-        layer 0 is refused (llama.cpp cannot steer block 0). `model_hint` defaults to the
+        Tensor "direction.{l - 1}" holds our layer l (llama.cpp applies direction.k at block
+        k's output = the input of block k + 1); layers 0 and 1 are refused (llama.cpp cannot
+        steer the embeddings or block 0's output). `model_hint` defaults to the
         model id in meta (llama.cpp only uses it as a hint, e.g. "llama").
         """
         import gguf
 
-        layers = list(range(1, self.n_layers)) if layers is None else list(layers)
+        layers = list(range(2, self.n_layers)) if layers is None else list(layers)
         if not layers:
             raise ValueError("no layers to export")
         for layer in layers:
-            if layer == 0:
-                raise ValueError("layer 0 cannot be exported: llama.cpp control vectors start at block 1")
+            if layer < 2:
+                raise ValueError(f"layer {layer} cannot be exported: llama.cpp control vectors start at block 1's output, our layer 2")
             self.get(name, layer)  # range check
         hint = model_hint or str((self.meta.get("model") or {}).get("model_id") or "llama")
         path = Path(path)
@@ -120,7 +120,7 @@ class ConceptVectors:
             writer.add_uint32("controlvector.layer_count", len(layers))
             for layer in layers:
                 v = (self.get(name, layer).detach().to(torch.float32).cpu() * scale).numpy()
-                writer.add_tensor(f"direction.{layer}", v)
+                writer.add_tensor(f"direction.{layer - 1}", v)
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()

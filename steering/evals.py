@@ -117,7 +117,7 @@ def _provenance(model, name: str, cfg: SweepConfig, svecs, vectors, control, **e
         vectors=[sv.info() for sv in svecs],
         vectors_meta=meta(vectors, "trained"),
         control_meta=meta(control, "control"),
-        steering="alpha * v added at the output of decoder block `layer`, at assistant-turn tokens (header included) "
+        steering="alpha * v added at the input of decoder block `layer`, at assistant-turn tokens (header included) "
         "of the prompt and every generated token",
     )
 

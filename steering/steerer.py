@@ -1,7 +1,7 @@
 """Adding alpha * v to the residual stream at assistant tokens, and steered generation.
 
-Convention (STUDY.md, "Steering"): the vector is added at the OUTPUT of decoder block
-`layer` (the same point probes read, see probes/layers.py), at every assistant-turn token
+Convention (STUDY.md, "Steering"): the vector is added at layer `layer`, the INPUT of
+decoder block `layer` (the same point probes read, see probes/layers.py), at every assistant-turn token
 of the prompt and at every generated token, never at user (or system) tokens.
 
 "Assistant-turn tokens" include the assistant header: for ChatML that is
@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import torch
 
-from probes.layers import block_hidden, decoder_layers, replace_block_hidden
+from probes.layers import decoder_layers, register_layer_hook, replace_layer_input
 from training.chat import render_chat
 from training.models import pad_token_id
 
 
 class Steerer:
-    """Context manager adding `alpha * vector` to the output of decoder block `layer`.
+    """Context manager adding `alpha * vector` to layer `layer` (the input of decoder block `layer`).
 
     `vector`: [hidden] (same for every row) or [batch, hidden] (one delta per row, so
     several steering conditions can share a batch). Hooks are removed on exit, also when
@@ -37,8 +37,8 @@ class Steerer:
     def __init__(self, model, vector: torch.Tensor | None, layer: int, alpha: float = 1.0):
         blocks = decoder_layers(model)
         if not 0 <= layer < len(blocks):
-            raise ValueError(f"layer {layer} out of range 0..{len(blocks) - 1} (layer l = output of block l)")
-        self.block = blocks[layer]
+            raise ValueError(f"layer {layer} out of range 0..{len(blocks) - 1} (layer l = input of block l)")
+        self.model = model
         self.layer = layer
         self.alpha = float(alpha)
         hidden = model.config.hidden_size
@@ -64,22 +64,21 @@ class Steerer:
             d = d[:, None, :]
         return d
 
-    def _hook(self, module, args, output):
+    def _hook(self, h, args, kwargs):
         mask, self._mask = self._mask, None  # a prefill mask applies to one forward only
-        h = block_hidden(output)
         delta = self._delta(h)
         if delta is None:
-            return output
+            return None
         if mask is not None:
             if tuple(mask.shape) != tuple(h.shape[:2]):
                 raise ValueError(f"prefill mask {tuple(mask.shape)} does not match hidden states {tuple(h.shape[:2])}")
             delta = delta * mask.to(device=h.device, dtype=h.dtype)[..., None]
-        return replace_block_hidden(output, h + delta)
+        return replace_layer_input(args, kwargs, h + delta)
 
     def __enter__(self) -> "Steerer":
         if self._handle is not None:
             raise RuntimeError("this Steerer is already active")
-        self._handle = self.block.register_forward_hook(self._hook)
+        self._handle = register_layer_hook(self.model, self.layer, self._hook)
         return self
 
     def __exit__(self, *exc) -> None:

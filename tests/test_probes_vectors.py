@@ -29,29 +29,27 @@ def extracted(tiny, tmp_path_factory):
 
 
 def _direct_last_token(model, tok, texts):
-    """Reference: one sequence at a time, full block outputs kept by plain hooks, last token read.
+    """Reference: one sequence at a time, every block's INPUT kept by plain pre-hooks, last token read.
 
-    Cross-checked against output_hidden_states: block l's output is hidden_states[l + 1] for
-    l < L - 1; transformers replaces the last entry by the final-norm output, so the last
-    block output is the one whose final norm equals hidden_states[L].
+    Cross-checked against output_hidden_states: the input of block l is hidden_states[l]
+    (hidden_states[0] = the embeddings), which is the layer convention.
     """
-    from probes.layers import block_hidden, decoder_layers
+    from probes.layers import decoder_layers
 
     rows = []
     with torch.no_grad():
         for t in texts:
             enc = tok(t, return_tensors="pt", add_special_tokens=False)
             full = []
-            handles = [b.register_forward_hook(lambda m, i, o: full.append(block_hidden(o))) for b in decoder_layers(model)]
+            pre = lambda m, args, kwargs: full.append(args[0] if args else kwargs["hidden_states"])  # noqa: E731
+            handles = [b.register_forward_pre_hook(pre, with_kwargs=True) for b in decoder_layers(model)]
             try:
                 hs = model(**enc, output_hidden_states=True).hidden_states
             finally:
                 for h in handles:
                     h.remove()
-            n = len(full)
-            for layer in range(n - 1):
-                assert torch.allclose(full[layer], hs[layer + 1])
-            assert torch.allclose(model.model.norm(full[-1]), hs[n], atol=1e-5)
+            for layer in range(len(full)):
+                assert torch.allclose(full[layer], hs[layer])
             rows.append(torch.stack([h[0, -1] for h in full]))
     return torch.stack(rows).double()  # [N, L, H]
 
@@ -69,7 +67,7 @@ def test_vectors_match_direct_diff_of_means(tiny, extracted):
         assert torch.allclose(cv.class_means[k].double(), acts[m].mean(0), atol=1e-4)
     assert cv.n_layers == model.config.num_hidden_layers and cv.hidden_size == model.config.hidden_size
     assert cv.meta["n_per_class"] == {"mold": N_PER_CLASS, "gold": N_PER_CLASS, "path": N_PER_CLASS}
-    assert "block_output" in cv.meta["layer_convention"]
+    assert "block_input" in cv.meta["layer_convention"]
 
 
 def test_saved_activations_match_and_reload(tiny, extracted):
@@ -99,7 +97,7 @@ def test_capture_batch_size_one_equals_padded_batch(tiny):
         batched = capture_texts(model, tok, texts, layers, reduce=reduce, batch_size=3)
         single = torch.cat([capture_texts(model, tok, [t], layers, reduce=reduce, batch_size=1) for t in texts])
         assert torch.allclose(batched, single, atol=1e-5), reduce
-    # and the capture equals output_hidden_states at the same (block-output) layer
+    # and the capture equals output_hidden_states at the same layer (block input)
     direct = _direct_last_token(model, tok, texts)[:, layers].float()
     assert torch.allclose(capture_texts(model, tok, texts, layers, reduce="last", batch_size=2), direct, atol=1e-5)
 
@@ -119,13 +117,15 @@ def test_export_gguf_round_trip(extracted, tmp_path):
     import gguf
 
     cv, _ = extracted
-    path = cv.export_gguf("mold", tmp_path / "mold.gguf", layers=[1, 3], scale=2.0)
+    path = cv.export_gguf("mold", tmp_path / "mold.gguf", layers=[2, 3], scale=2.0)
     reader = gguf.GGUFReader(str(path))
     assert reader.fields["general.architecture"].contents() == "controlvector"
     assert reader.fields["controlvector.layer_count"].contents() == 2
     assert reader.fields["controlvector.model_hint"].contents() == "tiny"
     tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
-    assert set(tensors) == {"direction.1", "direction.3"}
-    np.testing.assert_allclose(tensors["direction.3"].reshape(-1), 2.0 * cv.get("mold", 3).numpy(), rtol=1e-6)
-    with pytest.raises(ValueError, match="layer 0"):
-        cv.export_gguf("mold", tmp_path / "x.gguf", layers=[0])
+    # llama.cpp adds direction.k at block k's output = the input of block k + 1 = our layer k + 1
+    assert set(tensors) == {"direction.1", "direction.2"}
+    np.testing.assert_allclose(tensors["direction.2"].reshape(-1), 2.0 * cv.get("mold", 3).numpy(), rtol=1e-6)
+    for bad in (0, 1):
+        with pytest.raises(ValueError, match=f"layer {bad} cannot be exported"):
+            cv.export_gguf("mold", tmp_path / "x.gguf", layers=[bad])

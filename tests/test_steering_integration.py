@@ -20,7 +20,7 @@ def test_happy_direction_moves_sentiment():
             text = render_up_to_last_assistant(tok, [{"role": "user", "content": "How are you?"}, {"role": "assistant", "content": x}])
             ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
             with torch.no_grad():
-                acts.append(model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1][0, -1])
+                acts.append(model(input_ids=ids, output_hidden_states=True).hidden_states[layer][0, -1])
         return torch.stack(acts).mean(0)
 
     v = mean_act(["I feel wonderful, happy and full of joy.", "I love this, everything is going perfectly."]) - mean_act(

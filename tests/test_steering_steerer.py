@@ -56,32 +56,52 @@ def test_steering_changes_replies_and_alpha_zero_is_unsteered(lm, vec):
 def test_hooks_removed_even_on_exception(lm, vec):
     model, _ = lm
     block = decoder_layers(model)[LAYER]
-    before = len(block._forward_hooks)
+    before = len(block._forward_pre_hooks)
     with pytest.raises(RuntimeError, match="boom"):
         with Steerer(model, vec, LAYER, 2.0):
-            assert len(block._forward_hooks) == before + 1
+            assert len(block._forward_pre_hooks) == before + 1
             raise RuntimeError("boom")
-    assert len(block._forward_hooks) == before
+    assert len(block._forward_pre_hooks) == before
 
 
-def test_tuple_and_tensor_block_outputs(lm, vec):
+def test_steers_the_input_of_block_layer(lm, vec):
+    """Layer l is the input of block l (hidden_states[l]): block l receives it plus exactly alpha * v; earlier layers are untouched."""
+    model, tok = lm
+    ids = torch.tensor([tok("a short prompt", add_special_tokens=False)["input_ids"]])
+    seen = []
+    block = decoder_layers(model)[LAYER]
+    with torch.no_grad():
+        ref = model(input_ids=ids, output_hidden_states=True).hidden_states
+        with Steerer(model, vec, LAYER, 2.0):  # a pre-hook registered after the Steerer's sees its result
+            h = block.register_forward_pre_hook(lambda m, args, kwargs: seen.append((args[0] if args else kwargs["hidden_states"]).clone()), with_kwargs=True)
+            try:
+                out = model(input_ids=ids, output_hidden_states=True).hidden_states
+            finally:
+                h.remove()
+    assert all(torch.equal(out[i], ref[i]) for i in range(LAYER + 1))
+    assert torch.allclose(seen[0] - ref[LAYER], (2.0 * vec).expand_as(ref[LAYER]), atol=1e-5)
+    assert not torch.allclose(out[LAYER + 1], ref[LAYER + 1], atol=1e-3)
+    with pytest.raises(ValueError, match="out of range"):
+        Steerer(model, vec, model.config.num_hidden_layers, 1.0)
+
+
+def test_hook_replaces_positional_or_keyword_input(lm, vec):
     model, _ = lm
     s = Steerer(model, vec, LAYER, 2.0)
     h = torch.zeros(2, 3, 64)
-    out = s._hook(None, (), h)
-    assert isinstance(out, torch.Tensor) and torch.allclose(out[1, 2], 2.0 * vec)
-    extra = object()
-    out = s._hook(None, (), (h, extra))
-    assert isinstance(out, tuple) and out[1] is extra and torch.allclose(out[0][0, 0], 2.0 * vec)
+    args, kwargs = s._hook(h, (h, "other"), {"k": 1})
+    assert args[1] == "other" and kwargs == {"k": 1} and torch.allclose(args[0][1, 2], 2.0 * vec)
+    args, kwargs = s._hook(h, (), {"hidden_states": h})
+    assert args == () and torch.allclose(kwargs["hidden_states"][0, 0], 2.0 * vec)
     s.set_prefill_mask(torch.tensor([[False, True, True], [False, False, True]]))
-    out = s._hook(None, (), (h,))
-    assert torch.equal(out[0][0, 0], torch.zeros(64)) and torch.allclose(out[0][0, 1], 2.0 * vec)
-    assert torch.equal(out[0][1, 1], torch.zeros(64)) and torch.allclose(out[0][1, 2], 2.0 * vec)
-    out = s._hook(None, (), h)  # the mask was for one forward; now every position is steered
+    (out, *_), _ = s._hook(h, (h,), {})
+    assert torch.equal(out[0, 0], torch.zeros(64)) and torch.allclose(out[0, 1], 2.0 * vec)
+    assert torch.equal(out[1, 1], torch.zeros(64)) and torch.allclose(out[1, 2], 2.0 * vec)
+    (out, *_), _ = s._hook(h, (h,), {})  # the mask was for one forward; now every position is steered
     assert torch.allclose(out[0, 0], 2.0 * vec)
     s.set_prefill_mask(torch.ones(1, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="does not match"):
-        s._hook(None, (), h)
+        s._hook(h, (h,), {})
 
 
 def test_assistant_mask_covers_assistant_turns_and_header(lm):

@@ -42,7 +42,7 @@ def _add_vector_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vectors", required=True, help="concept-vector folder (vectors.safetensors) of the trained model, or a .pt/.safetensors tensor file")
     g.add_argument("--control", default=None, help="concept-vector folder of the maze-naive model (u_* controls, norm-matched to v_*)")
     layer = g.add_mutually_exclusive_group()
-    layer.add_argument("--layer", type=int, default=None, help="steering layer (output of block l, 0-based)")
+    layer.add_argument("--layer", type=int, default=None, help="steering layer (input of block l, 0-based; 0 = embeddings)")
     layer.add_argument("--analysis", default=None, help="probe analysis folder holding layer_choice.json (per-concept layers)")
     g.add_argument("--seed", type=int, default=0)
 
