@@ -1,11 +1,11 @@
 """Residual-stream capture at chosen token positions, in batched forward passes.
 
-Layer l is the output of decoder block l (probes/layers.py). A forward hook on each
-requested block reduces the block's hidden state [B, T, H] to one vector per sequence
+Layer l is the input of decoder block l (probes/layers.py). A forward pre-hook on each
+requested block reduces the hidden state entering it [B, T, H] to one vector per sequence
 (a weighted sum over positions: one-hot at the last token, or a mean over a span) and
-stores only that [B, H]; the full [B, T, H] of a layer never outlives its hook. After the
-deepest requested block the hook raises `_StopForward`, so the final norm and the
-full-vocabulary LM head are never computed (that is where the speed margin over a plain
+stores only that [B, H]; the full [B, T, H] of a layer never outlives its hook. At the
+deepest requested layer the hook raises `_StopForward`, so that block and the ones after
+it, the final norm and the full-vocabulary LM head are never computed (that is where the speed margin over a plain
 forward pass comes from).
 
 Batches are right-padded: with a causal mask, real tokens never attend to the padding
@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from probes.layers import block_hidden, decoder_layers
+from probes.layers import decoder_layers, register_layer_hook
 from training.models import pad_token_id
 
 
@@ -87,8 +87,7 @@ def capture_batch(
         slots.setdefault(layer, []).append(j)
 
     def make_hook(layer: int):
-        def hook(_module, _inputs, output):
-            h = block_hidden(output)
+        def hook(h, _args, _kwargs):
             # Only the reduced [B, H] is kept; the layer's [B, T, H] is freed with the graph.
             reduced = torch.einsum("bt,bth->bh", weights, h.to(torch.float32))
             for j in slots[layer]:
@@ -98,7 +97,7 @@ def capture_batch(
 
         return hook
 
-    handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in slots]
+    handles = [register_layer_hook(model, layer, make_hook(layer)) for layer in slots]
     try:
         model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
     except _StopForward:
@@ -162,3 +161,58 @@ def capture_texts(
     for idx, acts in iter_captures(model, ids, spans, layers, batch_size, pad_id, progress, desc):
         out[idx] = acts
     return out
+
+
+@torch.inference_mode()
+def channel_moments(
+    model, tokenizer, texts: Sequence[str], layers: Sequence[int], skip: int = 3, batch_size: int = 16, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, sd) [len(layers), H] float64 of each residual channel over every token of `texts` from token `skip` on.
+
+    Streams sums and sums of squares (nothing per token is kept). The first tokens are
+    skipped because they carry the attention-sink activations, thousands of times larger
+    than a normal token's, which would swamp the per-channel spread.
+    """
+    ids = tokenize_texts(tokenizer, texts)
+    spans = mean_spans(ids, skip)
+    layers = list(layers)
+    last = max(layers)
+    device = next(model.parameters()).device
+    hidden = model.config.hidden_size
+    s1 = torch.zeros((len(layers), hidden), dtype=torch.float64)
+    s2 = torch.zeros_like(s1)
+    count = 0
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(order), batch_size), desc="channel moments", disable=not progress, unit="batch"):
+        batch = order[start : start + batch_size]
+        input_ids, mask = _pad_right([ids[i] for i in batch], pad_token_id(tokenizer))
+        keep = torch.zeros(input_ids.shape, dtype=torch.bool)
+        for j, i in enumerate(batch):
+            keep[j, spans[i].start : spans[i].end] = True
+        count += int(keep.sum())
+
+        def make_hook(j: int):
+            def hook(h, _args, _kwargs):
+                x = h.to(torch.float64).cpu()[keep]  # [tokens, H]
+                s1[j] += x.sum(0)
+                s2[j] += (x * x).sum(0)
+                if layers[j] == last:
+                    raise _StopForward
+
+            return hook
+
+        handles = [register_layer_hook(model, layers[j], make_hook(j)) for j in range(len(layers))]
+        try:
+            model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+    if count < 2:
+        raise ValueError("need at least 2 tokens of text for channel moments")
+    mean = s1 / count
+    sd = (s2 / count - mean * mean).clamp(min=0).sqrt()
+    return mean, sd

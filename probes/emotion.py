@@ -145,3 +145,85 @@ def alignment(evecs: dict[str, np.ndarray], v_gold: np.ndarray, v_mold: np.ndarr
         "cos_gold_pc1": cosine(v_gold, pc1),
         "cos_mold_pc1": cosine(v_mold, pc1),
     }
+
+
+def random_pair_null(evecs: dict[str, np.ndarray], v_gold: np.ndarray, v_mold: np.ndarray, valence: dict[str, float],
+                     draws: int = 500, seed: int = 0) -> dict:
+    """What the slope and the valence alignment look like for a pair of directions with the same
+    cos(v_mold, v_gold) but a random orientation, against these emotion vectors.
+
+    Why not cos(v_mold, v_gold) as the chance slope: that holds only for isotropic emotion
+    vectors. And g^T S m / m^T S m (S = covariance of the normalised emotion vectors) is the
+    observed OLS slope itself, identically, so it cannot be a null. Rotating the pair at random
+    keeps its geometry and the emotions' own covariance and removes any alignment of the pair
+    with them. Returns the null's slopes and valence r, with percentiles.
+    """
+    names = list(evecs)
+    e = np.stack([evecs[k] / (np.linalg.norm(evecs[k]) or 1.0) for k in names])
+    val = np.array([valence.get(k, np.nan) for k in names], dtype=float)
+    g, m = v_gold / np.linalg.norm(v_gold), v_mold / np.linalg.norm(v_mold)
+    c = float(g @ m)
+    rng = np.random.default_rng(seed)
+    h = len(g)
+    slopes, rs = np.empty(draws), np.empty(draws)
+    for i in range(draws):
+        a = rng.standard_normal(h)
+        a /= np.linalg.norm(a)
+        b = rng.standard_normal(h)
+        b -= (b @ a) * a
+        b /= np.linalg.norm(b)
+        m_r, g_r = a, c * a + np.sqrt(max(0.0, 1 - c * c)) * b  # a random pair with cos(m_r, g_r) = c
+        x, y = e @ m_r, e @ g_r
+        slopes[i] = np.polyfit(x, y, 1)[0]
+        rs[i] = _valence_r(val, y - x)
+    return {"slope_mean": float(slopes.mean()), "slope_lo": float(np.percentile(slopes, 2.5)), "slope_hi": float(np.percentile(slopes, 97.5)),
+            "valence_r_mean": float(np.nanmean(rs)), "valence_r_lo": float(np.nanpercentile(rs, 2.5)),
+            "valence_r_hi": float(np.nanpercentile(rs, 97.5)), "draws": draws, "cos_pair": c,
+            "kind": "random orientation of a pair with the same cos(v_mold, v_gold), normalised emotion vectors"}
+
+
+def _valence_r(valence: np.ndarray, gap: np.ndarray) -> float:
+    ok = ~np.isnan(valence)
+    if ok.sum() < 3 or np.std(gap[ok]) == 0 or np.std(valence[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(valence[ok], gap[ok])[0, 1])
+
+
+def bootstrap_over_emotions(cos_gold: np.ndarray, cos_mold: np.ndarray, valence: np.ndarray, draws: int = 2000, seed: int = 0) -> dict:
+    """95% bootstrap CIs (resampling emotions) of the slope of cos_gold on cos_mold and of the valence r."""
+    rng = np.random.default_rng(seed)
+    n = len(cos_gold)
+    slopes, rs = [], []
+    for _ in range(draws):
+        i = rng.integers(0, n, n)
+        if np.ptp(cos_mold[i]) == 0:
+            continue
+        slopes.append(np.polyfit(cos_mold[i], cos_gold[i], 1)[0])
+        rs.append(_valence_r(valence[i], cos_gold[i] - cos_mold[i]))
+    slopes, rs = np.array(slopes), np.array(rs)
+    return {"slope_ci": [float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5))],
+            "valence_r_ci": [float(np.nanpercentile(rs, 2.5)), float(np.nanpercentile(rs, 97.5))]}
+
+
+def split_stories(stories: dict, half: str | None) -> dict:
+    """The even-indexed ("a") or odd-indexed ("b") stories of every emotion; None keeps all.
+
+    A planted valence axis is built from half a, so claim 3 can be tested on half b only."""
+    if half is None:
+        return stories
+    if half not in ("a", "b"):
+        raise ValueError(f"story half must be 'a' or 'b', got {half!r}")
+    start = 0 if half == "a" else 1
+    out = {k: {**v, "stories": v["stories"][start::2]} for k, v in stories["emotions"].items()}
+    if any(not v["stories"] for v in out.values()):
+        raise ValueError("every emotion needs at least 2 stories to split them into halves")
+    return {**stories, "emotions": out}
+
+
+def valence_direction(per_emotion: dict[str, np.ndarray], valence: dict[str, float]) -> np.ndarray:
+    """Mean story activation of the positive-valence emotions minus that of the negative ones ([H])."""
+    pos = [a for k, a in per_emotion.items() if valence.get(k, 0) > 0]
+    neg = [a for k, a in per_emotion.items() if valence.get(k, 0) < 0]
+    if not pos or not neg:
+        raise ValueError("a valence direction needs emotions of both positive and negative valence")
+    return np.concatenate(pos).mean(0) - np.concatenate(neg).mean(0)

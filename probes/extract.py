@@ -3,7 +3,7 @@
 Recipe (STUDY.md, "Concept vectors"): per class, N scripted trajectories in fresh mazes
 whose last move enters a tile of the class; rendered with the chat template up to the
 final direction letter (no end-of-turn token); residual stream read at that last token at
-every layer (block outputs, probes/layers.py). v_k = mean(class k) - mean(other classes
+every layer (block inputs, probes/layers.py). v_k = mean(class k) - mean(other classes
 pooled), unnormalised.
 
 Memory: the vectors come from float64 running class sums (O(layers x hidden)). With
@@ -105,6 +105,8 @@ def extract_vectors(
     vecs = vectors_from_sums(sums, counts)
     info = getattr(model, "welfare_info", None)
     model_dict = info.to_dict() if info is not None else {"model_id": type(model).__name__, "adapter": None}
+    if getattr(model, "welfare_plant", None):  # a planted axis (probes/plant.py) stands in for training
+        model_dict["plant"] = model.welfare_plant
     config = ExtractConfig(n_per_class=n_per_class, seed=seed, batch_size=batch_size, max_moves=max_moves)
     meta = provenance(config=config.__dict__, seed=seed, model=model_dict)
     meta.update(

@@ -7,27 +7,43 @@ from welfare_axis.document import Figure, Heading, Para, Table, to_html, to_mark
 from welfare_axis.stages import StageRunner
 
 
-def test_verdicts_follow_the_stated_thresholds():
-    assert claims.verdict_antiparallel(-0.9, -0.2) == claims.REPRODUCED
-    assert claims.verdict_antiparallel(-0.4, 0.0) == claims.NOT_REPRODUCED
-    assert claims.verdict_antiparallel(-0.9, -0.8) == claims.NOT_REPRODUCED  # control just as antiparallel
-    assert claims.verdict_antiparallel(float("nan"), -0.1) == claims.NOT_MEASURED
-    assert claims.verdict_logit_lens(["Ġcannot", " impossible", "cat"], ["never", "No", "x"]) == claims.REPRODUCED
-    assert claims.verdict_logit_lens(["cat", "dog"], ["never", "no"]) == claims.NOT_REPRODUCED
-    assert claims.verdict_logit_lens(None, ["no"]) == claims.NOT_MEASURED
-    assert claims.verdict_emotion(-0.9, -0.6, 0.7) == claims.REPRODUCED
-    assert claims.verdict_emotion(-0.9, -0.85, 0.7) == claims.NOT_REPRODUCED  # no better than chance
-    assert claims.verdict_emotion(-0.9, -0.6, 0.1) == claims.NOT_REPRODUCED  # not a valence axis
-    assert claims.verdict_emotion(0.2, -0.6, 0.7) == claims.NOT_REPRODUCED
-    frame = pd.DataFrame({"valence": [1, 0.5, -0.5, -1], "cos_gold": [0.2, 0.1, -0.1, -0.2], "cos_mold": [-0.2, -0.1, 0.1, 0.2]})
-    assert claims.valence_alignment(frame) > 0.99
-    assert claims.verdict_tracking(1.7, -1.8, 0.1, 0.05) == claims.REPRODUCED
-    assert claims.verdict_tracking(1.7, 1.8, 1.5, 0.05) == claims.NOT_REPRODUCED
-    assert claims.verdict_tracking(0.5, 1.8, 0.0, 0.0) == claims.NOT_REPRODUCED
-    assert claims.verdict_steering({"ci_hi": -0.1}, {"ci_lo": 0.2}) == claims.REPRODUCED
-    assert claims.verdict_steering({"ci_hi": 0.1}, {"ci_lo": 0.2}) == claims.NOT_REPRODUCED
-    assert claims.verdict_steering(None, {"ci_lo": 0.2}) == claims.NOT_MEASURED
-    assert claims.failure_token_count(["▁cannot", "Ġdoesn’t", "Ġdog"]) == 2
+def test_verdicts_beat_their_controls_not_zero():
+    R, N, M = claims.REPRODUCED, claims.NOT_REPRODUCED, claims.NOT_MEASURED
+    # 1: held-out half, shuffled-label band and the naive model at the same layer
+    assert claims.verdict_antiparallel(-0.9, -0.6, -0.3) == R
+    assert claims.verdict_antiparallel(-0.9, -0.6, -0.8) == N  # the naive model is just as antiparallel
+    assert claims.verdict_antiparallel(-0.9, -0.98, -0.3) == N  # inside the shuffled-label band
+    assert claims.verdict_antiparallel(-0.4, -0.3, 0.0) == N
+    assert claims.verdict_antiparallel(float("nan"), -0.5, -0.1) == M
+    # 2: failure scores against u_* and random directions
+    assert claims.verdict_logit_lens(0.8, 0.5, 0.2, 0.5, 0.3, 0.7) == R
+    assert claims.verdict_logit_lens(0.8, 0.85, 0.2, 0.5, 0.3, 0.7) == N  # u_Mold does it too
+    assert claims.verdict_logit_lens(0.65, 0.5, 0.2, 0.5, 0.3, 0.7) == N  # within the random band
+    # 3: slope, valence r with CI, random-pair null and the naive model
+    assert claims.verdict_emotion(-0.9, 0.8, 0.4, 0.6, 0.1) == R
+    assert claims.verdict_emotion(-0.9, 0.8, 0.4, 0.85, 0.1) == N  # random pairs do as well
+    assert claims.verdict_emotion(-0.9, 0.8, -0.1, 0.6, 0.1) == N  # CI includes 0
+    assert claims.verdict_emotion(-0.9, 0.8, 0.4, 0.6, 0.9) == N  # the naive u_* as aligned
+    assert claims.verdict_emotion(0.2, 0.8, 0.4, 0.6, 0.1) == N
+    # 4: signed d in the expected direction
+    assert claims.verdict_tracking(1.7, 1.8, 0.1, 0.05) == R
+    assert claims.verdict_tracking(1.7, -1.8, 0.1, 0.05) == N  # v_Mold tracks the wrong way
+    assert claims.verdict_tracking(1.7, 1.8, 1.5, 0.05) == N
+    assert claims.verdict_tracking(0.5, 1.8, 0.0, 0.0) == N
+    # 5: beats u_* and random directions with paired CIs, and only if the positive control worked
+    s = {"v_mold": -0.5, "u_mold": 0.0, "v_gold": 0.5, "u_gold": 0.0, "random_lo": -0.2, "random_hi": 0.2,
+         "diff_mold_hi": -0.1, "diff_gold_lo": 0.1, "valence": 0.6}
+    assert claims.verdict_steering(s) == R
+    assert claims.verdict_steering({**s, "v_mold": -0.1}) == N  # inside the random band
+    assert claims.verdict_steering({**s, "diff_gold_lo": -0.1}) == N  # paired CI includes 0
+    assert claims.verdict_steering({**s, "valence": 0.1}) == M  # positive control failed: could not have seen it
+    assert claims.verdict_steering(None) == M
+
+
+def test_evaluate_reads_a_summary_and_states_every_threshold():
+    results = claims.evaluate({}, None)
+    assert [r.id for r in results] == [1, 2, 3, 4, 5, 6] and all(r.verdict == claims.NOT_MEASURED for r in results)
+    assert all(r.threshold for r in results) and results[0].to_dict()["claim"].startswith("v_Mold")
 
 
 def test_stage_runner_caches_resumes_and_forces(tmp_path):

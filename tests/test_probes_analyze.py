@@ -8,7 +8,7 @@ import pytest
 
 from envs import MazeConfig
 from probes import ConceptVectors
-from probes.analyze import logit_lens, readable_token, run_analyses
+from probes.analyze import run_analyses
 from probes.extract import extract_vectors
 from probes.metrics import cosine_per_layer
 from training.models import load_model
@@ -43,56 +43,56 @@ def test_summary_keys_and_values(analysed):
     root, s = analysed
     cv = ConceptVectors.load(root / "v")
     n = cv.n_layers
-    assert s["n_layers"] == n == 4 and "block_output" in s["layer_convention"]
+    assert s["n_layers"] == n == 4 and "block_input" in s["layer_convention"] and s["verdict_space"] == "standardised"
     assert set(s["l_star"]) == {"mold", "gold", "path"} and all(0 <= v < n for v in s["l_star"].values())
+    assert s["l_star"] == s["l_star_by_space"]["standardised"]
+    raw = s["antiparallel"]["raw"]
     expected = cosine_per_layer(cv.get("mold").numpy(), cv.get("gold").numpy())
-    np.testing.assert_allclose(s["cos_mold_gold"]["per_layer"], expected, atol=1e-6)
-    assert s["cos_mold_gold"]["min"] == pytest.approx(expected.min()) and s["cos_mold_gold"]["argmin"] == int(expected.argmin())
-    assert s["control_cos_mold_gold"]["per_layer"] == s["cos_mold_gold"]["per_layer"]  # control = same folder here
+    np.testing.assert_allclose(raw["trained"]["per_layer"], expected, atol=1e-6)
+    # layer 0 is the embedding of the final letter: balanced over directions, no class signal, v = 0
+    assert np.allclose(cv.get("gold", 0).numpy(), 0, atol=1e-5) and np.isnan(expected[0])
+    assert raw["trained"]["min"] == pytest.approx(np.nanmin(expected)) and raw["trained"]["argmin"] == int(np.nanargmin(expected))
+    np.testing.assert_array_equal(raw["naive"]["per_layer"], raw["trained"]["per_layer"])  # control = same folder here
+    std = s["antiparallel"]["standardised"]
+    assert std["split"]["layer"] >= 1 and std["at_split_layer"]["trained_half_b"] == pytest.approx(std["split"]["per_layer_b"][std["split"]["layer"]])
     cosines = pd.read_parquet(root / "a" / "cosines.parquet")
-    np.testing.assert_allclose(cosines.cos_from_norms, expected, atol=1e-5)  # balanced classes: v_m + v_g + v_p = 0
-    assert all(lo <= hi for lo, hi in zip(s["perm_null_band"]["lo"], s["perm_null_band"]["hi"]))
-    assert len(s["null_band"]["lo"]) == n and all(lo < hi for lo, hi in zip(s["null_band"]["lo"], s["null_band"]["hi"]))
+    ok = np.isfinite(expected)
+    np.testing.assert_allclose(cosines.cos_from_norms[ok], expected[ok], atol=1e-5)  # balanced classes: v_m + v_g + v_p = 0
+    rel = s["split_half_reliability"]["gold"]
+    assert len(rel["raw"]) == n and all(-1 <= c <= 1 for c in rel["standardised"][1:])
+    shares = s["outlier_channels"]["top5_share"]["v_mold"]
+    assert all(0 < x <= 1 for x in shares[1:]) and len(s["outlier_channels"]["top_channels_v_mold"][1]) == 5
     assert s["tile_mean_cos_layer"] == 2 and s["tile_mean_cos"]["mold"]["mold"] == pytest.approx(1.0)
-    assert s["logit_lens"]["layer"] == 3 and len(s["logit_lens"]["mold"]["promoted"]) == 5
+    ll = s["logit_lens"]
+    assert ll["layer"] == 3 and set(ll["at_layer"]) == {"v_mold", "v_gold", "u_mold", "u_gold"} and ll["random_lo"] < ll["random_hi"]
     e = s["emotion"]
-    assert e["layer"] == 2 and e["n_emotions"] == 4 and np.isfinite(e["slope"]) and -1 <= e["r"] <= 1
-    assert e["slope_expected_by_chance"] == pytest.approx(expected[2])
-    assert e["control"] is not None and set(e["gold_pole"]) <= set(STORIES["emotions"])
-    t = s["tracking"]
-    assert np.isfinite(t["d_gold"]) and np.isfinite(t["control_d_gold"])
-    # naive model == trained model and u == v here, so the control d equals the trained d
-    assert t["control_d_gold"] == pytest.approx(t["d_gold"]) and t["naive_acts_on_v_d_mold"] == pytest.approx(t["d_mold"])
-    assert len(s["probe_cosine"]["gold"]) == n and all(-1 <= c <= 1 for c in s["probe_cosine"]["gold"])
+    assert e["layer"] == 2 and e["n_emotions"] == 4 and e["emotion_model"].startswith("maze-naive")
+    t = e["trained"]
+    assert np.isfinite(t["slope"]) and -1 <= t["valence_r"] <= 1 and t["null"]["valence_r_lo"] <= t["null"]["valence_r_hi"]
+    assert e["naive"]["slope"] == pytest.approx(t["slope"])  # u == v here
+    tr = s["tracking"]["standardised"]
+    assert np.isfinite(tr["trained_d_gold"]) and tr["naive_d_gold"] == pytest.approx(tr["trained_d_gold"])
+    assert tr["naive_acts_on_v_d_mold"] == pytest.approx(tr["trained_d_mold"])
 
 
 def test_output_files(analysed):
     root, s = analysed
     out = root / "a"
-    assert json.loads((out / "layer_choice.json").read_text())["gold"] == s["l_star"]["gold"]
+    choice = json.loads((out / "layer_choice.json").read_text())
+    assert choice["gold"] == s["l_star"]["gold"] and choice["space"] == "standardised"
     assert json.loads((out / "summary.json").read_text())["l_star"] == s["l_star"]
     metrics = pd.read_parquet(out / "layer_metrics.parquet")
-    assert set(metrics.columns) >= {"layer", "vector", "auroc", "abs_d", "overlap", "probe_auroc", "probe_cos"} and len(metrics) == 12
+    assert set(metrics.columns) >= {"space", "layer", "vector", "auroc", "abs_d", "overlap", "probe_auroc", "split_half_cos", "top5_share"}
+    assert len(metrics[metrics.model == "trained"]) == 2 * 4 * 3 and set(metrics.model) == {"trained", "naive"}
     assert len(pd.read_parquet(out / "cosines.parquet")) == 4
     emo = pd.read_parquet(out / "emotions.parquet")
     assert set(emo.model) == {"trained", "naive"} and set(emo.emotion) == set(STORIES["emotions"])
     track = pd.read_parquet(out / "tracking.parquet")
-    assert set(track.final) == {"gold", "mold"} and (track[track.model == "trained"].groupby("vector").size() == 12).all()
-    assert set(pd.read_parquet(out / "logit_lens.parquet").side) == {"promoted", "suppressed"}
-    for png in ("cosine_by_layer.png", "emotion_scatter.png", "tracking_hist.png", "layer_metrics.png"):
+    assert set(track.final) == {"gold", "mold"} and set(track.space) == {"raw", "standardised"}
+    assert (track[(track.model == "trained") & (track.space == "raw")].groupby("vector").size() == 12).all()
+    assert set(pd.read_parquet(out / "logit_lens.parquet").vector) == {"v_mold", "v_gold", "u_mold", "u_gold"}
+    for png in ("cosine_by_layer.png", "emotion_scatter.png", "tracking_hist.png", "layer_metrics.png", "logit_lens.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_logit_lens_ranks_unembedding_rows(tiny):
-    import torch
-
-    model, tok = tiny
-    w = model.get_output_embeddings().weight.detach()
-    v = w[42] / model.model.norm.weight.detach()  # after the gain, v is exactly row 42
-    res = logit_lens(model, tok, v, k=3)
-    assert res["promoted"][0] == readable_token(tok, 42)
-    assert res["promoted_logits"][0] == pytest.approx(float((w[42] * w[42]).sum()), rel=1e-4)
-    assert res["suppressed_logits"][0] == pytest.approx(float(torch.min(w @ w[42])), rel=1e-4)
 
 
 def test_cli_extract_and_errors(tmp_path, capsys):

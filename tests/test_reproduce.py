@@ -58,7 +58,9 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     assert "| training | SFT: full fine-tune, 4 steps x 4 scripted 3-move trajectories" in md and "; then RL from the SFT model: dr_grpo, LoRA r4" in md
     rl_model = json.loads((run / "train_rl" / "config.json").read_text())["config"]["model"]
     assert Path(rl_model).parent.parent.parent == run / "train_sft" and "SFT training curves" in md
-    assert "at l*: mold (layer" in md  # cos at each chosen layer, not a placeholder
+    assert "(min on half A) cos on half B" in md  # claim 1 reads a held-out half at a named layer
+    written = json.loads((run / "report" / "claims.json").read_text())
+    assert [c["id"] for c in written["claims"]] == [1, 2, 3, 4, 5, 6] and all(c["threshold"] for c in written["claims"])
     fm = json.loads((run / "trained_eval" / "comparison.json").read_text())["first_move"]
     assert fm["naive"]["n_mazes"] == fm["trained"]["n_mazes"] == 4 and "ci_low" in fm["expected_reward_diff"]
     assert "| Gold excess (> 0: moves toward Gold) |" in md

@@ -13,7 +13,7 @@ def register(sub) -> None:
         "extract",
         help="extract concept vectors v_mold/v_gold/v_path (u_* on the naive model) for all layers",
         description="Render scripted Mold/Gold/Path trajectories, read the residual stream at the final direction "
-        "letter at every layer (block outputs, 0-based), and write vectors.safetensors, class_means.safetensors, "
+        "letter at every layer (block inputs, 0-based), and write vectors.safetensors, class_means.safetensors, "
         "meta.json, examples.parquet and activations.npy (float16, for analyze) to --out.",
     )
     add_model_args(p)
@@ -86,14 +86,10 @@ def run_analyze(args: argparse.Namespace) -> int:
         top_k=args.top_k, stories=args.stories, neutral=args.neutral, generate_stories=args.generate_stories,
         n_generated=args.n_generated, progress=not args.no_progress,
     )
-    brief = {
-        "l_star": s["l_star"],
-        "cos_mold_gold_min": s["cos_mold_gold"]["min"],
-        "cos_mold_gold_mean": s["cos_mold_gold"]["mean"],
-        "control_min": (s["control_cos_mold_gold"] or {}).get("min"),
-        "emotion_slope": s["emotion"]["slope"],
-        "tracking_d": [s["tracking"]["d_gold"], s["tracking"]["d_mold"]],
-    }
+    from welfare_axis.claims import evaluate
+
+    brief = {"l_star": s["l_star"], "verdict_space": s["verdict_space"],
+             "claims": {r.id: r.verdict for r in evaluate(s, None) if r.id <= 4}}
     print(json.dumps(brief))
     print(f"wrote summary.json, tables and figures to {args.out}")
     return 0

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from envs.artifacts import atomic_write_text  # noqa: E402
+from envs.artifacts import atomic_write_json, atomic_write_text, provenance  # noqa: E402
 from welfare_axis import claims  # noqa: E402
 from welfare_axis.document import Code, Figure, Heading, Para, Table, to_html, to_markdown  # noqa: E402
 from welfare_axis.pipeline import STAGES  # noqa: E402
@@ -162,78 +162,21 @@ def _pm(x: dict, key: str) -> str:
     return f"{_fmt(x.get(key))} ± {abs(float(x.get(key + '_se', math.nan))):.2f}"
 
 
-def _at_l_star(at_l, l_star: dict) -> str:
-    """cos(v_Mold, v_Gold) at each vector's chosen layer, e.g. "at l*: mold (layer 15) -0.73, gold (layer 11) -0.86"."""
-    if not isinstance(at_l, dict) or not at_l:
-        return "at l*: —"
-    return "at l*: " + ", ".join(f"{k} (layer {l_star.get(k, '?')}) {_fmt(v)}" for k, v in at_l.items())
+def claim_results(run: Path) -> list:
+    """The claims of this run, from analyze/summary.json and the steering stage's claim inputs."""
+    steering = _json(run / "steer_naive" / "sentiment_claim.json") or None
+    return claims.evaluate(_json(run / "analyze" / "summary.json"), steering)
 
 
 def _claims(run: Path) -> list:
-    s = _json(run / "analyze" / "summary.json")
-    sent = _json(run / "steer_naive" / "sentiment_summary.json")
-    vectors = sent.get("vectors", sent)
-    rows = []
-    th = {t.claim[:2]: t for t in claims.THRESHOLDS}
-
-    cos = s.get("cos_mold_gold") or {}
-    l_star = s.get("l_star") or {}
-    at_l = cos.get("at_l_star")
-    ccos = s.get("control_cos_mold_gold") or {}
-    null = s.get("null_band") or {}
-    null_lo = min(null.get("lo", [math.nan]) or [math.nan])
-    perm = s.get("perm_null_band") or {}
-    perm_lo = min(perm.get("lo", [math.nan]) or [math.nan])
-    v1 = claims.verdict_antiparallel(cos.get("min", math.nan), ccos.get("min", math.nan))
-    rows.append((th["1."], f"min {_fmt(cos.get('min'))} at layer {cos.get('argmin', '—')}; mean {_fmt(cos.get('mean'))}; {_at_l_star(at_l, l_star)}"
-                 + (f"; 95% CI of min [{_fmt(cos.get('min_ci_lo'))}, {_fmt(cos.get('min_ci_hi'))}]" if "min_ci_lo" in cos else ""),
-                 f"naive u_*: min {_fmt(ccos.get('min'))}, mean {_fmt(ccos.get('mean'))}; random directions: 2.5th pct {_fmt(null_lo)}; shuffled labels: 2.5th pct {_fmt(perm_lo)}", v1))
-
-    ll = s.get("logit_lens") or {}
-    mp = (ll.get("mold") or {}).get("promoted")
-    gs = (ll.get("gold") or {}).get("suppressed")
-    v2 = claims.verdict_logit_lens(mp, gs)
-    rows.append((th["2."], f"layer {ll.get('layer', '—')}: v_Mold promotes {', '.join(map(repr, (mp or [])[:8]))}; v_Gold suppresses {', '.join(map(repr, (gs or [])[:8]))} "
-                 f"(failure words in top 20: {claims.failure_token_count((mp or [])[:20])} / {claims.failure_token_count((gs or [])[:20])})",
-                 "—", v2))
-
-    emo = s.get("emotion") or {}
-    ctrl = emo.get("control") or {}
-    emo_path = run / "analyze" / "emotions.parquet"
-    emo_frame = pd.read_parquet(emo_path) if emo_path.exists() else None
-    valence_r = ctrl_valence_r = math.nan
-    if emo_frame is not None and "layer" in emo_frame.columns:
-        at = emo_frame[emo_frame["layer"] == emo.get("layer")]
-        valence_r = claims.valence_alignment(at[at["model"] == "trained"])
-        ctrl_valence_r = claims.valence_alignment(at[at["model"] != "trained"])
-    v3 = claims.verdict_emotion(emo.get("slope", math.nan), emo.get("slope_expected_by_chance", math.nan), valence_r)
-    rows.append((th["3."], f"layer {emo.get('layer', '—')}: slope {_fmt(emo.get('slope'))} (chance {_fmt(emo.get('slope_expected_by_chance'))}), r {_fmt(emo.get('r'))}, valence r {_fmt(valence_r)}"
-                 + (f" (slope 95% CI [{_fmt(emo.get('slope_ci_lo'))}, {_fmt(emo.get('slope_ci_hi'))}])" if "slope_ci_lo" in emo else "")
-                 + f"; Gold pole: {', '.join((emo.get('gold_pole') or [])[:3])}; Mold pole: {', '.join((emo.get('mold_pole') or [])[:3])}",
-                 f"naive u_*: slope {_fmt(ctrl.get('slope'))} (chance {_fmt(ctrl.get('slope_expected_by_chance'))}), valence r {_fmt(ctrl_valence_r)}", v3))
-
-    tr = s.get("tracking") or {}
-    v4 = claims.verdict_tracking(tr.get("d_gold", math.nan), tr.get("d_mold", math.nan), tr.get("control_d_gold"), tr.get("control_d_mold"))
-    tl = tr.get("layer", "—")
-    tl = ", ".join(f"{k} {v}" for k, v in tl.items()) if isinstance(tl, dict) else tl
-    rows.append((th["4."], f"layers {tl}: Cohen's d on v_Gold {_fmt(tr.get('d_gold'))}, on v_Mold {_fmt(tr.get('d_mold'))}",
-                 f"naive: d {_fmt(tr.get('control_d_gold'))} / {_fmt(tr.get('control_d_mold'))}", v4))
-
-    def slope_txt(name):
-        v = vectors.get(name) or {}
-        return f"{_fmt(v.get('slope'))} [{_fmt(v.get('ci_lo'))}, {_fmt(v.get('ci_hi'))}]"
-
-    v5 = claims.verdict_steering(vectors.get("v_mold") or vectors.get("mold"), vectors.get("v_gold") or vectors.get("gold"))
-    lc = _json(run / "analyze" / "layer_choice.json")
-    layer_txt = f"v_Gold at l*={lc.get('gold', '—')}, v_Mold at l*={lc.get('mold', '—')}"
-    rows.append((th["5."], f"{layer_txt}: slope per unit alpha, v_Gold {slope_txt('v_gold')}, v_Mold {slope_txt('v_mold')}",
-                 f"u_Gold {slope_txt('u_gold')}, u_Mold {slope_txt('u_mold')}, random {slope_txt('random_mold')}", v5))
-    rows.append((th["6."], "—", "—", claims.NOT_MEASURED))
     frame = pd.DataFrame(
-        [{"claim": t.claim, "paper": t.paper, "this run (metric, layer, CI)": got, "baselines": base, "threshold (stated in advance)": t.rule, "verdict": v}
-         for t, got, base, v in rows]
+        [{"claim": f"{r.id}. {r.claim}", "paper": t.paper, "this run (metric, layer, CI)": r.measured, "controls": r.controls,
+          "threshold (stated in advance)": r.threshold, "verdict": r.verdict}
+         for r, t in zip(claim_results(run), claims.THRESHOLDS)]
     )
-    return [Heading("Claims"), Para("Each verdict is computed by `welfare_axis/claims.py` from the threshold in its row; layers are 0-based block outputs."), Table(frame)]
+    return [Heading("Claims"), Para("Each verdict is computed by `welfare_axis/claims.py` from the threshold in its row and written "
+                                    "to report/claims.json; layers are 0-based block inputs (layer 0 = embeddings; the last block's "
+                                    "output is never a layer)."), Table(frame)]
 
 
 def _figures(run: Path, stage: str, names: list[tuple[str, str]], title: str) -> list:
@@ -305,24 +248,48 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     blocks += _setup(run)
     blocks += _training(run, figdir)
     blocks += _claims(run)
-    blocks += _figures(run, "analyze", [("cosine_by_layer.png", "cos(v_Mold, v_Gold) per layer with naive control and random-direction band"),
-                                         ("layer_metrics.png", "Layer selection metrics (held-out AUROC, |d|, overlap)"),
-                                         ("emotion_scatter.png", "Emotion vectors: cos with v_Gold vs cos with v_Mold"),
+    blocks += _figures(run, "analyze", [("cosine_by_layer.png", "cos(v_Mold, v_Gold) per layer, raw and standardised, with the naive "
+                                         "control, the shuffled-label band and the layer chosen on half A (cosine on half B)"),
+                                         ("layer_metrics.png", "Layer metrics per space: held-out AUROC, |d|, overlap, split-half reliability, "
+                                          "share of ||v||^2 in the top 5 channels"),
+                                         ("logit_lens.png", "Logit lens: failure score per layer, trained vs naive vs random directions"),
+                                         ("emotion_scatter.png", "Emotion vectors (naive model): cos with v_Gold vs cos with v_Mold"),
                                          ("tracking_hist.png", "Tracking: projections of Gold-final vs Mold-final trajectories")], "Probes")
-    ll = (_json(run / "analyze" / "summary.json").get("logit_lens") or {})
-    if ll:
-        rows = [{"vector": f"v_{k}", "promoted": ", ".join(map(repr, v.get("promoted", [])[:12])), "suppressed": ", ".join(map(repr, v.get("suppressed", [])[:12]))}
-                for k, v in ll.items() if isinstance(v, dict) and "promoted" in v]
-        for k, v in (ll.get("control") or {}).items():
-            if isinstance(v, dict) and "promoted" in v:
-                rows.append({"vector": f"u_{k} (naive)", "promoted": ", ".join(map(repr, v["promoted"][:12])), "suppressed": ", ".join(map(repr, v.get("suppressed", [])[:12]))})
-        blocks.append(Table(pd.DataFrame(rows), f"Logit lens at layer {ll.get('layer')}"))
+    blocks += _probe_tables(_json(run / "analyze" / "summary.json"))
     blocks += _steering(run)
     blocks += _examples(run)
+    atomic_write_json(out / "claims.json", {"claims": [r.to_dict() for r in claim_results(run)], **provenance(config={"run": str(run)})})
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, to_markdown(blocks, out))
     atomic_write_text(html_path, to_html(blocks, "welfare-axis report"))
     return md_path, html_path
+
+
+def _probe_tables(s: dict) -> list:
+    """Reliability and outlier channels at the chosen layers, and the logit lens at the paper's layer."""
+    if not s:
+        return []
+    blocks: list = []
+    rel, share = s.get("split_half_reliability") or {}, (s.get("outlier_channels") or {}).get("top5_share") or {}
+    rows = []
+    for k, layer in (s.get("l_star") or {}).items():
+        r = rel.get(k) or {}
+        rows.append({"vector": f"v_{k}", "l* (standardised rule)": layer,
+                     "split-half cos, raw": _fmt((r.get("raw") or [math.nan] * (layer + 1))[layer]),
+                     "split-half cos, standardised": _fmt((r.get("standardised") or [math.nan] * (layer + 1))[layer]),
+                     "top-5-channel share of ||v||^2": _fmt((share.get(f"v_{k}") or [math.nan] * (layer + 1))[layer])})
+    if rows:
+        blocks.append(Table(pd.DataFrame(rows), "Reliability (cos of vectors from two halves of the mazes; >= 0.9 wanted) and outlier "
+                            f"channels at l*; verdicts use the {s.get('verdict_space')} space because {s.get('why_verdict_space')}"))
+    ll = s.get("logit_lens") or {}
+    at = ll.get("at_layer") or {}
+    if at:
+        rows = [{"vector": name, "failure score": _fmt(r.get("failure_score")), "z vs random": _fmt(r.get("z")),
+                 "promoted (by cosine)": ", ".join(map(repr, json.loads(r.get("promoted") or "[]")[:10])),
+                 "suppressed": ", ".join(map(repr, json.loads(r.get("suppressed") or "[]")[:10]))} for name, r in at.items()]
+        blocks.append(Table(pd.DataFrame(rows), f"Logit lens at layer {ll.get('layer')} (random directions 95%: "
+                            f"[{_fmt(ll.get('random_lo'))}, {_fmt(ll.get('random_hi'))}])"))
+    return blocks
 
 
 def claims_table_markdown(run_dir: str | Path) -> str:

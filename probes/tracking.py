@@ -1,0 +1,63 @@
+"""Claim 4: do projections on v_Gold / v_Mold track goal achievement on fresh trajectories?
+
+d_k = Cohen's d of projections on v_k at layer l*_k: k-final minus other-final (gold vs mold)
+trajectories, pooled SD. Signed: both d_gold and d_mold are positive when the vectors track
+in the expected direction (a large negative d is not tracking). Projections are computed in
+raw space and in channel-standardised space ((x / sd) . (v / sd), probes/channels.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from envs import MazeConfig, scripted_trajectories
+from probes.capture import capture_texts
+from probes.channels import standardise
+from probes.metrics import cohens_d
+from training.chat import render_up_to_last_assistant
+
+
+@dataclass
+class Tracking:
+    rows: pd.DataFrame  # model, vector_set, space, vector, layer, final, projection
+    d: dict[tuple[str, str, str], float]  # (vector_set, space, concept) -> signed d
+
+
+def tracking_texts(tokenizer, meta: dict, n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Fresh gold-final and mold-final trajectories (seed differs from extraction), rendered like extraction."""
+    config = MazeConfig(**meta["maze_config"]) if meta.get("maze_config") else MazeConfig()
+    texts, kinds = [], []
+    for kind in ("gold", "mold"):
+        for t in scripted_trajectories(kind, n, seed=seed, config=config, max_moves=meta.get("max_moves")):
+            texts.append(render_up_to_last_assistant(tokenizer, t.messages))
+            kinds.append(kind)
+    return texts, np.array(kinds)
+
+
+def capture_tracking(model, tokenizer, texts, layers: dict[str, int], batch_size: int, progress: bool, tag: str) -> np.ndarray:
+    """Last-token activations [N, 2, H] at (l*_gold, l*_mold)."""
+    return capture_texts(model, tokenizer, texts, [layers["gold"], layers["mold"]], "last", batch_size=batch_size,
+                         progress=progress, desc=f"tracking {tag}").numpy().astype(np.float64)
+
+
+def track(acts: np.ndarray, kinds: np.ndarray, layers: dict[str, int], vector_sets: dict[str, dict[str, np.ndarray]],
+          sd: np.ndarray, tag: str) -> Tracking:
+    """Projections of activations [N, 2, H] on each vector set ({"gold": [L, H], "mold": [L, H]}) in both spaces."""
+    rows, ds = [], {}
+    for set_name, vecs in vector_sets.items():
+        for j, k in enumerate(("gold", "mold")):
+            layer = layers[k]
+            for space in ("raw", "standardised"):
+                v = vecs[k][layer]
+                x = acts[:, j]
+                if space == "standardised":
+                    x, v = standardise(x, sd[layer]), standardise(v, sd[layer])
+                p = x @ v
+                other = "mold" if k == "gold" else "gold"
+                ds[(set_name, space, k)] = cohens_d(p[kinds == k], p[kinds == other])
+                rows.append(pd.DataFrame({"model": tag, "vector_set": set_name, "space": space, "vector": k, "layer": layer,
+                                          "final": kinds, "projection": p}))
+    return Tracking(pd.concat(rows, ignore_index=True), ds)
