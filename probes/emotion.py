@@ -220,10 +220,25 @@ def split_stories(stories: dict, half: str | None) -> dict:
     return {**stories, "emotions": out}
 
 
-def valence_direction(per_emotion: dict[str, np.ndarray], valence: dict[str, float]) -> np.ndarray:
-    """Mean story activation of the positive-valence emotions minus that of the negative ones ([H])."""
+def valence_direction(per_emotion: dict[str, np.ndarray], valence: dict[str, float], basis: np.ndarray | None = None) -> np.ndarray:
+    """Mean story activation of the positive-valence emotions minus that of the negative ones ([H]),
+    with the neutral-text `basis` projected out as the emotion vectors are (so it lives where they do)."""
     pos = [a for k, a in per_emotion.items() if valence.get(k, 0) > 0]
     neg = [a for k, a in per_emotion.items() if valence.get(k, 0) < 0]
     if not pos or not neg:
         raise ValueError("a valence direction needs emotions of both positive and negative valence")
-    return np.concatenate(pos).mean(0) - np.concatenate(neg).mean(0)
+    e = np.concatenate(pos).mean(0) - np.concatenate(neg).mean(0)
+    if basis is not None and len(basis):
+        e = e - basis.T @ (basis @ e)
+    return e
+
+
+def valence_directions(model, tokenizer, layers: list[int], half: str | None = "a", batch_size: int = 16) -> dict[int, np.ndarray]:
+    """The model's valence direction per layer from the shipped stories (half "a" by default, so that
+    claim 3, read on half "b" in planted runs, is not tested on the stories that made it)."""
+    stories = split_stories(load_stories(), half)
+    neutral = load_neutral()
+    per, neut = story_activations(model, tokenizer, stories, neutral, layers, batch_size)
+    valence = {k: v.get("valence", 0.0) for k, v in stories["emotions"].items()}
+    return {layer: valence_direction({k: a[:, j] for k, a in per.items()}, valence, denoise_basis(neut[:, j]))
+            for j, layer in enumerate(layers)}

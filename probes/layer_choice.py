@@ -1,12 +1,13 @@
 """Per-layer separation metrics, the layer rule (l*), split-half reliability and the
 shuffled-label null, in raw and channel-standardised space (probes/channels.py).
 
-* Held-out statistics: 5-fold StratifiedGroupKFold (strata: class x final direction; groups:
+* Held-out statistics: 5-fold StratifiedGroupKFold (strata: class x final direction x length; groups:
   maze seed, so no maze is on both sides); each example is projected on the class vector
   computed without its fold; AUROC / |Cohen's d| / histogram overlap are class vs rest.
 * Layer rule (STUDY.md): l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)), per space.
 * Split-half reliability: the mazes are split at random into two halves; per layer,
-  cos(v from half A, v from half B). Below ~0.9 most of ||v|| is sampling noise.
+  cos(v from half A, v from half B), each half centred within final directions (see
+  `_centre_by`). Below ~0.9 most of ||v|| is sampling noise.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ def make_folds(examples: pd.DataFrame, n_folds: int, seed: int):
     from sklearn.model_selection import StratifiedGroupKFold
 
     labels = examples["kind"].to_numpy()
-    # The scripted data are exactly balanced over final directions, a dominant nuisance cluster;
+    # The scripted data are exactly balanced over final directions and lengths, dominant nuisance clusters;
     # unstratified folds then have anti-correlated train/test compositions, which on the naive
     # model gave held-out AUROC ~0.33 at every layer ("anti-learning"); stratified it is ~0.5.
-    strata = np.char.add(labels.astype(str), examples["final_direction"].astype(str).to_numpy())
+    strata = np.char.add(labels.astype(str), nuisance_strata(examples))
+    if np.min(np.unique(strata, return_counts=True)[1]) < 2:  # too few examples for every length: directions only
+        strata = np.char.add(labels.astype(str), examples["final_direction"].astype(str).to_numpy())
     n = min(n_folds, int(np.min(np.unique(strata, return_counts=True)[1])))
     if n < 2:
         raise ValueError("too few examples per class and final direction for held-out statistics; extract with a larger -n")
@@ -64,6 +67,7 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
     labels = examples["kind"].to_numpy()
     fold_list = make_folds(examples, folds, seed)
     in_a = maze_halves(examples, seed)
+    strata = nuisance_strata(examples)
     n_layers = acts.shape[1]
     rows = []
     perm = {s: np.full((n_layers, perm_draws), np.nan) for s in SPACES}
@@ -74,12 +78,13 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
         for layer in tqdm(range(n_layers), desc="layer metrics", disable=not progress):
             raw = np.asarray(acts[:, layer, :], dtype=np.float64)
             for h, m in (("A", in_a), ("B", ~in_a)):
+                x_h = _centre_by(raw[m], strata[m])
                 for k in CONCEPTS:
-                    halves[h][k][layer] = diff_of_means(raw[m], labels[m], k)
+                    halves[h][k][layer] = diff_of_means(x_h, labels[m], k)
             for space in SPACES:
                 x = raw if space == "raw" else standardise(raw, sd[layer])
                 if np.ptp(x, axis=0).max() > 0:  # layer 0 can be constant at the read position
-                    perm[space][layer] = permutation_null_cosines(x, labels, "mold", "gold", perm_draws, seed + layer)
+                    perm[space][layer] = permutation_null_cosines(x, labels, "mold", "gold", perm_draws, seed + layer, strata)
                 for k in CONCEPTS:
                     v = diff_of_means(x, labels, k)
                     p = held_out_projections(x, labels, k, fold_list)
@@ -96,6 +101,25 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
     l_star = {space: {k: choose_layer(*(table[(table.space == space) & (table.vector == k)].sort_values("layer")[c].to_numpy()
                                         for c in ("auroc", "abs_d", "overlap"))) for k in CONCEPTS} for space in SPACES}
     return LayerChoice(table, l_star, perm, halves)
+
+
+def nuisance_strata(examples: pd.DataFrame) -> np.ndarray:
+    """Final direction x number of moves per example: the largest nuisances at the read position."""
+    n_moves = examples["n_moves"].astype(str).to_numpy() if "n_moves" in examples else np.zeros(len(examples), str)
+    return np.char.add(np.char.add(examples["final_direction"].astype(str).to_numpy(), "|"), n_moves)
+
+
+def _centre_by(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """x with each group's mean removed. Why: the classes are balanced over final directions and
+    lengths as a whole but not within a random half of the mazes, and those are the largest
+    nuisances at the read position, so the two halves' raw diffs of means carry opposite
+    imbalances (split-half cosines near -1). Centring within each stratum removes them; on the
+    balanced whole it changes nothing."""
+    out = x.copy()
+    for g in np.unique(groups):
+        m = groups == g
+        out[m] -= x[m].mean(0)
+    return out
 
 
 def _separation(p: np.ndarray, is_class: np.ndarray, bins: int) -> dict:

@@ -127,16 +127,22 @@ def null_band(norm_a: np.ndarray, norm_b: np.ndarray, hidden: int, draws: int = 
     return lo, hi, cos
 
 
-def permutation_null_cosines(x_layer: np.ndarray, labels: np.ndarray, a, b, draws: int = 100, seed: int = 0) -> np.ndarray:
+def permutation_null_cosines(x_layer: np.ndarray, labels: np.ndarray, a, b, draws: int = 100, seed: int = 0,
+                             strata: np.ndarray | None = None) -> np.ndarray:
     """cos(v_a, v_b) of diff-of-means vectors after shuffling the class labels ([draws]).
 
     The right null for this recipe: with balanced classes v_mold + v_gold + v_path = 0, so
-    three classes without any signal give cos(v_a, v_b) near -0.5, not 0.
+    three classes without any signal give cos(v_a, v_b) near -0.5, not 0. With `strata`, labels
+    are shuffled within each stratum, so the shuffled classes keep the data's balance over
+    nuisances (a plain shuffle unbalances them, and their imbalance alone gives about -1).
     """
     rng = np.random.default_rng(seed)
+    groups = [np.arange(len(labels))] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
     out = np.empty(draws)
     for i in range(draws):
-        perm = rng.permutation(labels)
+        perm = labels.copy()
+        for g in groups:
+            perm[g] = labels[g][rng.permutation(len(g))]
         out[i] = cosine(diff_of_means(x_layer, perm, a), diff_of_means(x_layer, perm, b))
     return out
 

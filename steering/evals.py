@@ -24,7 +24,7 @@ from envs import MazeConfig
 from envs.artifacts import atomic_write_json, atomic_write_parquet, atomic_write_text, provenance
 from probes.vectors import ConceptVectors
 from steering import scoring
-from steering.prompts import arithmetic_problems, refusal_requests, sentiment_prompts
+from steering.prompts import arithmetic_problems, prompt_half, refusal_requests, sentiment_prompts
 from steering.stats import UNSTEERED, summarize, summary_table, x_plot
 from steering.steerer import as_messages, generate_rows, next_token_probs
 from steering.vectors import SteeringVector, steering_set
@@ -158,12 +158,15 @@ def run_sentiment(
     temperature: float = 0.7,
     batch_size: int = 40,
     judge=None,
+    half: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Self-report sentiment over alpha: VADER score (-5..+5) per reply, OLS slope per vector with bootstrap CI."""
+    """Self-report sentiment over alpha: VADER score (-5..+5) per reply, OLS slope per vector with bootstrap CI.
+
+    `half` ("a"/"b", steering.prompts.prompt_half) restricts the prompts to one half."""
     cfg = _cfg(alphas, k, max_new_tokens, temperature, batch_size, seed)
     svecs = build_vectors(vectors, control, layer, seed)
-    prompts = sentiment_prompts(maze_config)
+    prompts = prompt_half(sentiment_prompts(maze_config), half)
     df = sweep_generate(model, tokenizer, [p.text for p in prompts], svecs, cfg, progress)
     df["prompt_id"] = [prompts[i].id for i in df["prompt_idx"]]
     df["prompt_kind"] = [prompts[i].kind for i in df["prompt_idx"]]
@@ -188,7 +191,8 @@ def run_sentiment(
         "score": "VADER compound x 5, in [-5, 5]",
         "vectors": metrics["score"],
         "metrics": metrics,
-        "provenance": _provenance(model, "sentiment", cfg, svecs, vectors, control, maze=(maze_config or MazeConfig()).tile_symbols.as_dict()),
+        "provenance": _provenance(model, "sentiment", cfg, svecs, vectors, control, maze=(maze_config or MazeConfig()).tile_symbols.as_dict(),
+                                  prompt_half=half),
     }
     table = pd.concat([summary_table(metrics[m], m) for m in metrics], ignore_index=True)
     return _write(out_dir, "sentiment", df, summary, table, metrics["score"], "sentiment score (VADER x 5)", "Self-report sentiment")

@@ -114,3 +114,15 @@ def refusal_requests(path: str | Path | None = None) -> list[dict]:
     if bad:
         raise ValueError(f"{path}: requests {bad[:5]} have no text or an unknown category (use {REFUSAL_CATEGORIES})")
     return rows
+
+
+def prompt_half(prompts: list, half: str | None) -> list:
+    """Half "a" (even positions) or "b" (odd positions) of a prompt list; None keeps all.
+
+    A layer chosen by looking at half a is reported on half b, so the reported slope carries
+    no selection bias; taking alternate positions keeps every prompt kind in both halves."""
+    if half is None:
+        return list(prompts)
+    if half not in ("a", "b"):
+        raise ValueError(f"prompt half must be 'a' or 'b', got {half!r}")
+    return list(prompts)[0 if half == "a" else 1 :: 2]

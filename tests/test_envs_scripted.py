@@ -68,3 +68,13 @@ def test_parse_action_relative():
     assert parse_action("U", "relative") == 0
     assert parse_action("left", "relative") == 3
     assert parse_action("N", "relative") is None
+
+
+def test_every_class_has_the_same_mix_of_final_directions_and_lengths():
+    from collections import Counter
+
+    from envs import MazeConfig
+
+    mixes = [Counter((t.final_direction, t.n_moves) for t in scripted_trajectories(k, 16, seed=3, config=MazeConfig(size=20), max_moves=2))
+             for k in ("mold", "gold", "path")]
+    assert mixes[0] == mixes[1] == mixes[2] and set(mixes[0].values()) == {2}

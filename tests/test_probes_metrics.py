@@ -120,3 +120,42 @@ def test_three_balanced_classes_without_signal_give_cos_near_minus_half():
     v = {k: diff_of_means(x, labels, k) for k in ("mold", "gold", "path")}
     n = {k: np.linalg.norm(v[k], keepdims=True) for k in v}
     assert cos_from_norms(n["mold"], n["gold"], n["path"])[0] == pytest.approx(cosine_per_layer(v["mold"][None], v["gold"][None])[0])
+
+
+def test_stratified_shuffle_null_is_not_fooled_by_a_nuisance():
+    """A huge nuisance (e.g. trajectory length) unbalanced by a plain shuffle drives cos(v_a, v_b) to -1;
+    shuffling within strata keeps the balance and gives the isotropic -0.5 of three signal-free classes."""
+    from probes.metrics import permutation_null_cosines
+
+    rng = np.random.default_rng(0)
+    n, h = 600, 40
+    labels = np.repeat(np.array(["mold", "gold", "path"]), n // 3)
+    nuisance = np.tile(np.repeat([0, 1], 10), n // 20)  # balanced within every class
+    x = rng.standard_normal((n, h))
+    x[:, 0] += 50.0 * nuisance
+    plain = permutation_null_cosines(x, labels, "mold", "gold", 50, seed=1)
+    strat = permutation_null_cosines(x, labels, "mold", "gold", 50, seed=1, strata=nuisance.astype(str))
+    assert np.median(plain) < -0.8
+    assert -0.7 < np.median(strat) < -0.3
+
+
+def test_split_half_vectors_centre_out_nuisance_imbalance():
+    import pandas as pd
+
+    from probes.layer_choice import layer_metrics
+
+    rng = np.random.default_rng(1)
+    n_per, h = 48, 16
+    rows, acts = [], []
+    signal = {"mold": rng.standard_normal(h), "gold": rng.standard_normal(h), "path": np.zeros(h)}
+    for k in ("mold", "gold", "path"):
+        for i in range(n_per):
+            d, moves = "NESW"[i % 4], 1 + (i // 4) % 2
+            rows.append({"kind": k, "maze_seed": 1000 * ("mgp".index(k[0])) + i, "final_direction": d, "n_moves": moves})
+            x = signal[k] + 0.3 * rng.standard_normal(h)
+            x[0] += 40.0 * moves + 20.0 * "NESW".index(d)  # nuisances far larger than the signal
+            acts.append(x)
+    acts = np.array(acts)[:, None, :]
+    lc = layer_metrics(acts, pd.DataFrame(rows), np.ones((1, h)), folds=3, perm_draws=5, probe=False)
+    rel = lc.table[(lc.table.space == "raw") & (lc.table.vector == "mold")]["split_half_cos"].iloc[0]
+    assert rel > 0.9  # without centring within strata the halves' opposite nuisance imbalances make this negative

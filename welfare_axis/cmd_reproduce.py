@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from welfare_axis.pipeline import PRESETS, STAGES, TRAININGS
+from welfare_axis.pipeline import PLANTS, PRESETS, STAGES, TRAININGS
 
 
 def register(sub) -> None:
@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--training", default=None, choices=TRAININGS,
                    help="how the trained model is made: RL, SFT on scripted good trajectories, or SFT then RL from the SFT "
                         "model (default: the preset's; cpu-small and smoke: sft+rl, paper: rl)")
+    p.add_argument("--plant", default=None, choices=PLANTS,
+                   help="skip training and plant a known axis into the naive model instead: 'valence' (a positive control: "
+                        "claims 1, 3, 4, 5 must come out reproduced) or 'random' (a negative control: 3 and 5 must not)")
     p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
                    help=f"redo this stage (and what depends on it); repeatable; one of {', '.join(STAGES)}")
     p.add_argument("--seed", type=int, default=0)
@@ -35,7 +38,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/{args.preset}")
     md, html = reproduce(
-        preset=args.preset, out=out, model=args.model, training=args.training, force=set(args.force),
+        preset=args.preset, out=out, model=args.model, training=args.training, plant=args.plant, force=set(args.force),
         seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
     )
     print(f"report: {md}\n        {html}")

@@ -17,9 +17,10 @@ from envs.artifacts import atomic_write_json, provenance
 
 # Stage names, in order; each writes into <run>/<name>/.
 STAGES = (
-    "naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "extract_trained",
+    "naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "plant", "extract_trained",
     "analyze", "steer_naive", "steer_trained", "report",
 )
+PLANTS = ("valence", "random")  # --plant: a known axis planted into the naive model instead of training
 EVALS = ("sentiment", "backtracking", "confidence", "refusal")
 TRAININGS = ("rl", "sft", "sft+rl")  # "sft+rl": RL continues from the SFT checkpoint
 
@@ -43,6 +44,15 @@ class ReproducePreset:
     steer_trained: bool
     estimates: dict[str, float] = field(default_factory=dict)
     batch_size: int = 16
+    extract_max_moves: int | None = None  # scripted trajectories of 1..this many moves (None: the maze's n_moves)
+    plant_layer: int | None = None  # --plant: layer of the planted axis (None: floor(2L/3))
+    plant_scale: float = 1.0  # --plant: ||e|| relative to the natural Gold-Mold difference, standardised units
+    screen_layers: tuple[int, ...] | None = None  # steering screen layers (None: 1..L-1)
+    screen_ratios: tuple[float, ...] = (0.25, 0.5)  # screen strengths, fractions of the mean residual norm
+    screen_prompts: int | None = None  # at most this many screen prompts per readout (None: all of half a)
+    unit_ratio: float = 0.1  # generated steering: alpha = 1 adds this fraction of the mean residual norm
+    n_random: int = 10  # random directions for the steering controls
+    steer_at_l_star: bool = True  # also run the generated eval at l* (besides the screen's best layer)
 
 
 PRESETS: dict[str, ReproducePreset] = {
@@ -90,16 +100,23 @@ def reproduce(
     out: str | Path = "runs/cpu-small",
     model: str | None = None,
     training: str | None = None,
+    plant: str | None = None,
     force: set[str] | None = None,
     seed: int = 0,
     device: str = "cpu",
     dtype: str = "float32",
     progress: bool = True,
 ) -> tuple[Path, Path]:
-    """Run (or resume) every stage of the study; returns the paths of report.md and report.html."""
+    """Run (or resume) every stage of the study; returns the paths of report.md and report.html.
+
+    With `plant` ("valence" or "random"), training is replaced by a planted axis (probes/plant.py):
+    the pipeline's positive and negative control.
+    """
     from probes import LAYER_CONVENTION, ConceptVectors
     from probes.analyze import run_analyses
     from probes.extract import extract_vectors
+    from probes.plant import PlantSpec
+    from probes.plant import plant as plant_model
     from steering import evals
     from training.checkpoint import final_checkpoint
     from training.config import config_from_preset
@@ -124,6 +141,8 @@ def reproduce(
     if training == "sft+rl" and train_cfg.sft_finetune != "full":
         raise ValueError(f"training 'sft+rl' continues RL from the SFT model, so the {p.train_preset!r} training preset "
                          "needs sft_finetune='full' (a LoRA SFT adapter is not a model to start from); use --training sft or rl")
+    if plant is not None and plant not in PLANTS:
+        raise ValueError(f"unknown plant {plant!r}; use one of {', '.join(PLANTS)}")
     unknown = set(force or ()) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use one of {', '.join(STAGES)}")
@@ -132,74 +151,101 @@ def reproduce(
     run_cfg = provenance(config={"preset": dataclasses.asdict(p), "train": train_cfg.to_dict()}, seed=seed,
                          model=naive_model.welfare_info.to_dict())
     run_cfg.update({"preset": preset, "model": model_id, "model_info": naive_model.welfare_info.to_dict(),
-                    "layer_convention": LAYER_CONVENTION, "maze": maze.to_dict(), "training": training})
+                    "layer_convention": LAYER_CONVENTION, "maze": maze.to_dict(), "training": f"plant:{plant}" if plant else training})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "run_config.json", run_cfg)
 
     skip = {"train_sft"} if "sft" not in training else set()
     skip |= {"train_rl"} if "rl" not in training else set()
     skip |= {"steer_trained"} if not p.steer_trained else set()
+    if plant:  # the plant is the "training": no policy to train or to evaluate, and nothing to steer but the naive model
+        skip |= {"naive_eval", "train_sft", "train_rl", "trained_eval", "steer_trained"}
+    else:
+        skip |= {"plant"}
     estimates = {k: v for k, v in p.estimates.items() if k not in skip}
     runner = StageRunner(out, estimates, force=force, progress=progress)
     common = {"model": model_id, "seed": seed, "maze": maze.to_dict(), "dtype": dtype}
 
     try:
-        runner.run("naive_eval", {**common, "n_mazes": p.eval_mazes}, lambda d: _eval(
-            evaluate_policy, model_id, None, p.eval_mazes, seed, maze, d, (naive_model, naive_tok), progress))
+        ext = {**common, "n": p.extract_n, "batch_size": p.batch_size, "max_moves": p.extract_max_moves}
+        if plant:
+            runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
+            runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer},
+                       lambda d: _plant(naive_model, naive_tok, plant, runner.stage_dir("extract_naive"), p, seed, maze, d),
+                       deps=("extract_naive",))
+            trained_model, trained_tok = _load(model_id, None, device, dtype)
+            plant_model(trained_model, trained_tok, PlantSpec.load(runner.stage_dir("plant")))
+            trained_stage = "plant"
+        else:
+            runner.run("naive_eval", {**common, "n_mazes": p.eval_mazes}, lambda d: _eval(
+                evaluate_policy, model_id, None, p.eval_mazes, seed, maze, d, (naive_model, naive_tok), progress))
 
-        base, adapter = model_id, None  # the trained model is `base` with `adapter` (if any) applied
-        if "sft" in training:
-            runner.run("train_sft", {"train": train_cfg.to_dict()},
-                       lambda d: {"checkpoint": str(train_sft(train_cfg, d, resume=(d / "config.json").exists(), progress=progress))})
-            adapter = final_checkpoint(runner.stage_dir("train_sft"))
-        if "rl" in training:
-            rl_cfg = train_cfg
-            if adapter is not None:  # a full fine-tune's SFT checkpoint is a whole model: RL starts from it
-                base, adapter = str(adapter), None
-                rl_cfg = train_cfg.replace(model=base)
-            runner.run("train_rl", {"train": rl_cfg.to_dict()}, lambda d: {"checkpoint": str(train_rl(
-                rl_cfg, d, resume=(d / "config.json").exists(), progress=progress))}, deps=("train_sft",) if "sft" in training else ())
-            adapter = final_checkpoint(runner.stage_dir("train_rl"))
-        trained_stage = "train_rl" if "rl" in training else "train_sft"
+            base, adapter = model_id, None  # the trained model is `base` with `adapter` (if any) applied
+            if "sft" in training:
+                runner.run("train_sft", {"train": train_cfg.to_dict()},
+                           lambda d: {"checkpoint": str(train_sft(train_cfg, d, resume=(d / "config.json").exists(), progress=progress))})
+                adapter = final_checkpoint(runner.stage_dir("train_sft"))
+            if "rl" in training:
+                rl_cfg = train_cfg
+                if adapter is not None:  # a full fine-tune's SFT checkpoint is a whole model: RL starts from it
+                    base, adapter = str(adapter), None
+                    rl_cfg = train_cfg.replace(model=base)
+                runner.run("train_rl", {"train": rl_cfg.to_dict()}, lambda d: {"checkpoint": str(train_rl(
+                    rl_cfg, d, resume=(d / "config.json").exists(), progress=progress))}, deps=("train_sft",) if "sft" in training else ())
+                adapter = final_checkpoint(runner.stage_dir("train_rl"))
+            trained_stage = "train_rl" if "rl" in training else "train_sft"
 
-        trained_model, trained_tok = _load(base, adapter, device, dtype)
+            trained_model, trained_tok = _load(base, adapter, device, dtype)
 
-        def trained_eval(d: Path) -> dict:
-            import pandas as pd
+            def trained_eval(d: Path) -> dict:
+                import pandas as pd
 
-            stats = _eval(evaluate_policy, base, adapter, p.eval_mazes, seed, maze, d, (trained_model, trained_tok), progress)
-            naive_df = pd.read_parquet(runner.stage_dir("naive_eval") / "episodes.parquet")
-            cmp = compare_evals(pd.read_parquet(d / "episodes.parquet"), naive_df, seed=seed)
-            cmp["first_move"] = _first_move(d, maze, seed, p.eval_mazes, (naive_model, naive_tok), (trained_model, trained_tok))
-            atomic_write_json(d / "comparison.json", cmp)
-            return {**stats, "comparison": cmp}
+                stats = _eval(evaluate_policy, base, adapter, p.eval_mazes, seed, maze, d, (trained_model, trained_tok), progress)
+                naive_df = pd.read_parquet(runner.stage_dir("naive_eval") / "episodes.parquet")
+                cmp = compare_evals(pd.read_parquet(d / "episodes.parquet"), naive_df, seed=seed)
+                cmp["first_move"] = _first_move(d, maze, seed, p.eval_mazes, (naive_model, naive_tok), (trained_model, trained_tok))
+                atomic_write_json(d / "comparison.json", cmp)
+                return {**stats, "comparison": cmp}
 
-        runner.run("trained_eval", {**common, "n_mazes": p.eval_mazes}, trained_eval, deps=("naive_eval", trained_stage))
+            runner.run("trained_eval", {**common, "n_mazes": p.eval_mazes}, trained_eval, deps=("naive_eval", trained_stage))
 
-        ext = {**common, "n": p.extract_n, "batch_size": p.batch_size}
-        runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
+
+            runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
         runner.run("extract_trained", ext, lambda d: _extract(extract_vectors, trained_model, trained_tok, p, seed, maze, d, progress),
                    deps=(trained_stage,))
 
+        story_half = "b" if plant else None  # a planted valence axis was built from story half "a"
         runner.run(
-            "analyze", {"seed": seed, "n_tracking": p.tracking_n},
+            "analyze", {"seed": seed, "n_tracking": p.tracking_n, "story_half": story_half},
             lambda d: _summary_keys(run_analyses(runner.stage_dir("extract_trained"), d, control_dir=runner.stage_dir("extract_naive"),
                                                  seed=seed, n_tracking=p.tracking_n, device=device, batch_size=p.batch_size,
-                                                 progress=progress)),
+                                                 story_half=story_half, progress=progress)),
             deps=("extract_naive", "extract_trained"),
         )
         layer_choice = json.loads((runner.stage_dir("analyze") / "layer_choice.json").read_text())
         vectors = ConceptVectors.load(runner.stage_dir("extract_trained"))
         control = ConceptVectors.load(runner.stage_dir("extract_naive"))
         steer_cfg = {"alphas": p.alphas, "k": p.steer_k, "max_new_tokens": p.steer_max_new_tokens, "evals": p.evals,
-                     "items": p.eval_items, "seed": seed}
-        runner.run("steer_naive", steer_cfg,
-                   lambda d: _steer(evals, naive_model, naive_tok, vectors, control, layer_choice, p, p.evals, seed, maze, d, progress),
-                   deps=("analyze",))
-        if p.steer_trained:
+                     "items": p.eval_items, "seed": seed, "screen_layers": p.screen_layers, "screen_ratios": p.screen_ratios, "screen_prompts": p.screen_prompts,
+                     "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star}
+
+        def steer_naive(d: Path) -> dict:
+            from steering.claim import run_sentiment_claim
+
+            claim = run_sentiment_claim(naive_model, naive_tok, vectors, control, layer_choice["mold"], d, screen_layers=p.screen_layers,
+                                        screen_ratios=p.screen_ratios, screen_prompts=p.screen_prompts, unit_ratio=p.unit_ratio, alphas=p.alphas, k=p.steer_k,
+                                        n_random=p.n_random, max_new_tokens=p.steer_max_new_tokens, at_l_star=p.steer_at_l_star,
+                                        maze_config=maze, seed=seed, progress=progress)
+            others = _steer(evals, naive_model, naive_tok, vectors, control, claim["best_layer"], p,
+                            [e for e in p.evals if e != "sentiment"], seed, maze, d, progress)
+            return {"sentiment": claim, **others}
+
+        runner.run("steer_naive", steer_cfg, steer_naive, deps=("analyze",))
+        if p.steer_trained:  # the trained model steered with its own vectors, at the naive model's chosen layer
+            best = json.loads((runner.stage_dir("steer_naive") / "stage.json").read_text())["summary"]["sentiment"]["best_layer"]
             runner.run("steer_trained", steer_cfg,
-                       lambda d: _steer(evals, trained_model, trained_tok, vectors, None, layer_choice, p, ("sentiment",), seed, maze, d, progress),
-                       deps=("analyze",))
+                       lambda d: _steer(evals, trained_model, trained_tok, vectors, None, best, p, ("sentiment",), seed, maze, d, progress),
+                       deps=("steer_naive",))
 
         def report(d: Path) -> dict:
             md, html = build_report(out)
@@ -229,8 +275,20 @@ def _first_move(d: Path, maze, seed: int, n: int, naive, trained) -> dict:
 
 
 def _extract(extract_vectors, model, tok, p: ReproducePreset, seed, maze, d: Path, progress) -> dict:
-    cv = extract_vectors(model, tok, p.extract_n, seed=seed, maze_config=maze, batch_size=p.batch_size, progress=progress, out_dir=d)
-    return {"n_per_class": p.extract_n, "n_layers": cv.n_layers}
+    cv = extract_vectors(model, tok, p.extract_n, seed=seed, maze_config=maze, batch_size=p.batch_size, progress=progress,
+                         max_moves=p.extract_max_moves, out_dir=d)
+    return {"n_per_class": p.extract_n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"]}
+
+
+def _plant(model, tok, kind: str, naive_dir: Path, p: ReproducePreset, seed: int, maze, d: Path) -> dict:
+    from probes import ConceptVectors
+    from probes.plant import make_plant
+
+    naive = ConceptVectors.load(naive_dir)
+    spec = make_plant(model, tok, kind, naive.class_means, maze, layer=p.plant_layer, scale=p.plant_scale, seed=seed, batch_size=p.batch_size)
+    spec.info["dir"] = str(d.resolve())  # extraction meta records it, so analyze can rebuild the planted model
+    spec.save(d)
+    return {"kind": kind, "layer": spec.layer, "norm": float(spec.direction.norm()), **spec.info}
 
 
 def _summary_keys(summary: dict) -> dict:
