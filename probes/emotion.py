@@ -233,10 +233,12 @@ def valence_direction(per_emotion: dict[str, np.ndarray], valence: dict[str, flo
     return e
 
 
-def valence_directions(model, tokenizer, layers: list[int], half: str | None = "a", batch_size: int = 16) -> dict[int, np.ndarray]:
-    """The model's valence direction per layer from the shipped stories (half "a" by default, so that
-    claim 3, read on half "b" in planted runs, is not tested on the stories that made it)."""
-    stories = split_stories(load_stories(), half)
+def valence_directions(model, tokenizer, layers: list[int], half: str | None = "a", batch_size: int = 16,
+                       stories: str | None = None) -> dict[int, np.ndarray]:
+    """The model's valence direction per layer from the stories (`stories` JSON, default the shipped set;
+    half "a" by default, so that claim 3, read on half "b" in planted runs, is not tested on the
+    stories that made it)."""
+    stories = split_stories(load_stories(stories), half)
     neutral = load_neutral()
     per, neut = story_activations(model, tokenizer, stories, neutral, layers, batch_size)
     valence = {k: v.get("valence", 0.0) for k, v in stories["emotions"].items()}

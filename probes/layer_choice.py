@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from probes.channels import standardise, top_channel_share
+from probes.channels import Spaces, top_channel_share, whitener
 from probes.metrics import choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections, permutation_null_cosines, separation
 
 CONCEPTS = ("mold", "gold", "path")
-SPACES = ("raw", "standardised")
+SPACES = Spaces.NAMES
 
 
 @dataclass
@@ -30,6 +30,7 @@ class LayerChoice:
     l_star: dict[str, dict[str, int]]  # space -> concept -> layer
     perm_cos: dict[str, np.ndarray]  # space -> [L, draws] cos(v_mold, v_gold) with shuffled labels
     halves: dict[str, dict[str, np.ndarray]]  # "A"/"B" -> concept -> [L, H] raw vectors from that half of the mazes
+    spaces: Spaces  # this model's standardisation (neutral-text SD) and whitening (within-class covariance)
 
 
 def make_folds(examples: pd.DataFrame, n_folds: int, seed: int):
@@ -72,17 +73,19 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
     rows = []
     perm = {s: np.full((n_layers, perm_draws), np.nan) for s in SPACES}
     halves = {h: {k: np.zeros((n_layers, acts.shape[2])) for k in CONCEPTS} for h in ("A", "B")}
+    spaces = Spaces(sd, np.zeros((n_layers, acts.shape[2], acts.shape[2])))
     # One BLAS thread: these are many small problems, and multi-threaded OpenBLAS on a busy
     # 2-core machine was measured 25x slower than one thread here.
     with threadpool_limits(1, user_api="blas"):
         for layer in tqdm(range(n_layers), desc="layer metrics", disable=not progress):
             raw = np.asarray(acts[:, layer, :], dtype=np.float64)
+            spaces.whiten[layer] = whitener(raw, labels, strata)
             for h, m in (("A", in_a), ("B", ~in_a)):
                 x_h = _centre_by(raw[m], strata[m])
                 for k in CONCEPTS:
                     halves[h][k][layer] = diff_of_means(x_h, labels[m], k)
             for space in SPACES:
-                x = raw if space == "raw" else standardise(raw, sd[layer])
+                x = spaces.apply(raw, layer, space)
                 if np.ptp(x, axis=0).max() > 0:  # layer 0 can be constant at the read position
                     perm[space][layer] = permutation_null_cosines(x, labels, "mold", "gold", perm_draws, seed + layer, strata)
                 for k in CONCEPTS:
@@ -92,7 +95,7 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
                     row["d"] = cohens_d(p[labels == k], p[labels != k])  # signed; the rule uses |d|
                     row["norm"] = float(np.linalg.norm(v))
                     row["top5_share"] = float(top_channel_share(v[None])[0])
-                    va, vb = (halves[h][k][layer] if space == "raw" else standardise(halves[h][k][layer], sd[layer]) for h in "AB")
+                    va, vb = (spaces.apply(halves[h][k][layer], layer, space) for h in "AB")
                     row["split_half_cos"] = cosine(va, vb)
                     if probe and space == "raw":
                         row.update(_probe(raw, labels == k, fold_list, v, seed))
@@ -100,7 +103,7 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
     table = pd.DataFrame(rows)
     l_star = {space: {k: choose_layer(*(table[(table.space == space) & (table.vector == k)].sort_values("layer")[c].to_numpy()
                                         for c in ("auroc", "abs_d", "overlap"))) for k in CONCEPTS} for space in SPACES}
-    return LayerChoice(table, l_star, perm, halves)
+    return LayerChoice(table, l_star, perm, halves, spaces)
 
 
 def nuisance_strata(examples: pd.DataFrame) -> np.ndarray:
@@ -144,17 +147,17 @@ def _probe(x: np.ndarray, y: np.ndarray, folds, v: np.ndarray, seed: int) -> dic
     return {"probe_auroc": float(roc_auc_score(y.astype(int), scores)), "probe_cos": cosine(w_raw, v)}
 
 
-def antiparallel_split(halves: dict, sd: np.ndarray | None, first_layer: int = 1) -> dict:
+def antiparallel_split(halves: dict, spaces: Spaces, space: str, first_layer: int = 1) -> dict:
     """Claim 1 without selection bias: the layer of min cos(v_mold, v_gold) is chosen on half A
     of the mazes and the cosine is reported on half B (layers from `first_layer` on; layer 0,
     the embeddings, carries no class information at the read position)."""
     def cos(h):
-        m, g = halves[h]["mold"], halves[h]["gold"]
-        if sd is not None:
-            m, g = standardise(m, sd), standardise(g, sd)
-        return cosine_per_layer(m, g)
+        return cosine_per_layer(spaces.all_layers(halves[h]["mold"], space), spaces.all_layers(halves[h]["gold"], space))
 
     a, b = cos("A"), cos("B")
+    if not np.isfinite(a[first_layer:]).any():
+        return {"layer": first_layer, "cos_half_a": float("nan"), "cos_half_b": float("nan"),
+                "per_layer_a": [float(x) for x in a], "per_layer_b": [float(x) for x in b]}
     layer = first_layer + int(np.nanargmin(a[first_layer:]))
     return {"layer": layer, "cos_half_a": float(a[layer]), "cos_half_b": float(b[layer]),
             "per_layer_a": [float(x) for x in a], "per_layer_b": [float(x) for x in b]}

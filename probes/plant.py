@@ -118,7 +118,7 @@ def plant(model, tokenizer, spec: PlantSpec):
 
 
 def make_plant(model, tokenizer, kind: str, naive_means: dict, maze: MazeConfig, layer: int | None = None, scale: float = 1.0,
-               seed: int = 0, batch_size: int = 16) -> PlantSpec:
+               seed: int = 0, batch_size: int = 16, stories: str | None = None) -> PlantSpec:
     """The planted direction e for `kind` ("valence" or "random") at `layer` (default floor(2L/3)).
 
     Norm rule: in channel-standardised units (per-channel SD on neutral text, the verdict space)
@@ -140,7 +140,7 @@ def make_plant(model, tokenizer, kind: str, naive_means: dict, maze: MazeConfig,
     inv = torch.where(sd > 1e-6, 1.0 / sd.clamp(min=1e-6), torch.zeros_like(sd))
     natural = (naive_means["gold"][layer] - naive_means["mold"][layer]).float()
     target = scale * float((natural * inv).norm())
-    valence = torch.from_numpy(valence_directions(model, tokenizer, [layer], "a", batch_size)[layer]).float()
+    valence = torch.from_numpy(valence_directions(model, tokenizer, [layer], "a", batch_size, stories)[layer]).float()
     e = valence / float((valence * inv).norm()) * target
     if kind == "random":
         g = torch.Generator().manual_seed(seed + 314159)

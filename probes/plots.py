@@ -45,8 +45,9 @@ def analysis_plots(out: Path, summary: dict, metrics: pd.DataFrame, emo: pd.Data
     cols = (("auroc", "held-out AUROC"), ("abs_d", "|Cohen's d|"), ("overlap", "histogram overlap"),
             ("split_half_cos", "split-half reliability"), ("top5_share", "share of ||v||^2 in top 5 channels"))
     trained = metrics[metrics["model"] == "trained"]
-    fig, axes = plt.subplots(2, len(cols), figsize=(3.4 * len(cols), 6.2), squeeze=False)
-    for r, space in enumerate(("raw", "standardised")):
+    spaces = list(summary["l_star_by_space"])
+    fig, axes = plt.subplots(len(spaces), len(cols), figsize=(3.4 * len(cols), 3.1 * len(spaces)), squeeze=False)
+    for r, space in enumerate(spaces):
         for ax, (col, label) in zip(axes[r], cols):
             for k, c in COLORS.items():
                 t = trained[(trained.space == space) & (trained.vector == k)].sort_values("layer")

@@ -3,7 +3,7 @@
 d_k = Cohen's d of projections on v_k at layer l*_k: k-final minus other-final (gold vs mold)
 trajectories, pooled SD. Signed: both d_gold and d_mold are positive when the vectors track
 in the expected direction (a large negative d is not tracking). Projections are computed in
-raw space and in channel-standardised space ((x / sd) . (v / sd), probes/channels.py).
+raw, channel-standardised and whitened space (probes/channels.py `Spaces`: x and v mapped alike).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 
 from envs import MazeConfig, scripted_trajectories
 from probes.capture import capture_texts
-from probes.channels import standardise
+from probes.channels import Spaces
 from probes.metrics import cohens_d
 from training.chat import render_up_to_last_assistant
 
@@ -44,18 +44,14 @@ def capture_tracking(model, tokenizer, texts, layers: dict[str, int], batch_size
 
 
 def track(acts: np.ndarray, kinds: np.ndarray, layers: dict[str, int], vector_sets: dict[str, dict[str, np.ndarray]],
-          sd: np.ndarray, tag: str) -> Tracking:
+          spaces: Spaces, tag: str) -> Tracking:
     """Projections of activations [N, 2, H] on each vector set ({"gold": [L, H], "mold": [L, H]}) in both spaces."""
     rows, ds = [], {}
     for set_name, vecs in vector_sets.items():
         for j, k in enumerate(("gold", "mold")):
             layer = layers[k]
-            for space in ("raw", "standardised"):
-                v = vecs[k][layer]
-                x = acts[:, j]
-                if space == "standardised":
-                    x, v = standardise(x, sd[layer]), standardise(v, sd[layer])
-                p = x @ v
+            for space in Spaces.NAMES:
+                p = spaces.apply(acts[:, j], layer, space) @ spaces.apply(vecs[k][layer], layer, space)
                 other = "mold" if k == "gold" else "gold"
                 ds[(set_name, space, k)] = cohens_d(p[kinds == k], p[kinds == other])
                 rows.append(pd.DataFrame({"model": tag, "vector_set": set_name, "space": space, "vector": k, "layer": layer,

@@ -81,7 +81,7 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
                         screen_layers: list[int] | None = None, screen_ratios=(0.25, 0.5), screen_prompts: int | None = None,
                         unit_ratio: float = 0.1,
                         alphas=(-4.0, 0.0, 4.0), k: int = 1, n_random: int = 10, max_new_tokens: int = 40, at_l_star: bool = True,
-                        maze_config=None, batch_size: int = 40, seed: int = 0, progress: bool = True) -> dict:
+                        maze_config=None, batch_size: int = 40, seed: int = 0, stories: str | None = None, progress: bool = True) -> dict:
     """Claim 5 end to end on the maze-naive `model`:
 
     1. screen every layer in `screen_layers` (default 1..L-1) with teacher-forced sentiment and
@@ -104,7 +104,7 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
     n_layers = vectors.n_layers
     layers = sorted(set(screen_layers or range(1, n_layers)))
     need = sorted(set(layers) | {l_star})
-    valence = {l: torch.from_numpy(d).float() for l, d in valence_directions(model, tokenizer, need, "a").items()}
+    valence = {l: torch.from_numpy(d).float() for l, d in valence_directions(model, tokenizer, need, "a", stories=stories).items()}
     rnd = random_directions(vectors.hidden_size, n_random, seed)
     dirs = {l: {"v_gold": vectors.get("gold", l), "v_mold": vectors.get("mold", l), "u_gold": control.get("gold", l),
                 "u_mold": control.get("mold", l), "valence": valence[l], **rnd} for l in layers}

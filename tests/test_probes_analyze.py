@@ -43,9 +43,9 @@ def test_summary_keys_and_values(analysed):
     root, s = analysed
     cv = ConceptVectors.load(root / "v")
     n = cv.n_layers
-    assert s["n_layers"] == n == 4 and "block_input" in s["layer_convention"] and s["verdict_space"] == "standardised"
+    assert s["n_layers"] == n == 4 and "block_input" in s["layer_convention"] and s["verdict_space"] == "whitened"
     assert set(s["l_star"]) == {"mold", "gold", "path"} and all(0 <= v < n for v in s["l_star"].values())
-    assert s["l_star"] == s["l_star_by_space"]["standardised"]
+    assert s["l_star"] == s["l_star_by_space"]["whitened"] and set(s["l_star_by_space"]) == {"raw", "standardised", "whitened"}
     raw = s["antiparallel"]["raw"]
     expected = cosine_per_layer(cv.get("mold").numpy(), cv.get("gold").numpy())
     np.testing.assert_allclose(raw["trained"]["per_layer"], expected, atol=1e-6)
@@ -70,7 +70,7 @@ def test_summary_keys_and_values(analysed):
     t = e["trained"]
     assert np.isfinite(t["slope"]) and -1 <= t["valence_r"] <= 1 and t["null"]["valence_r_lo"] <= t["null"]["valence_r_hi"]
     assert e["naive"]["slope"] == pytest.approx(t["slope"])  # u == v here
-    tr = s["tracking"]["standardised"]
+    tr = s["tracking"]["whitened"]
     assert np.isfinite(tr["trained_d_gold"]) and tr["naive_d_gold"] == pytest.approx(tr["trained_d_gold"])
     assert tr["naive_acts_on_v_d_mold"] == pytest.approx(tr["trained_d_mold"])
 
@@ -79,16 +79,16 @@ def test_output_files(analysed):
     root, s = analysed
     out = root / "a"
     choice = json.loads((out / "layer_choice.json").read_text())
-    assert choice["gold"] == s["l_star"]["gold"] and choice["space"] == "standardised"
+    assert choice["gold"] == s["l_star"]["gold"] and choice["space"] == "whitened"
     assert json.loads((out / "summary.json").read_text())["l_star"] == s["l_star"]
     metrics = pd.read_parquet(out / "layer_metrics.parquet")
     assert set(metrics.columns) >= {"space", "layer", "vector", "auroc", "abs_d", "overlap", "probe_auroc", "split_half_cos", "top5_share"}
-    assert len(metrics[metrics.model == "trained"]) == 2 * 4 * 3 and set(metrics.model) == {"trained", "naive"}
+    assert len(metrics[metrics.model == "trained"]) == 3 * 4 * 3 and set(metrics.model) == {"trained", "naive"}
     assert len(pd.read_parquet(out / "cosines.parquet")) == 4
     emo = pd.read_parquet(out / "emotions.parquet")
     assert set(emo.model) == {"trained", "naive"} and set(emo.emotion) == set(STORIES["emotions"])
     track = pd.read_parquet(out / "tracking.parquet")
-    assert set(track.final) == {"gold", "mold"} and set(track.space) == {"raw", "standardised"}
+    assert set(track.final) == {"gold", "mold"} and set(track.space) == {"raw", "standardised", "whitened"}
     assert (track[(track.model == "trained") & (track.space == "raw")].groupby("vector").size() == 12).all()
     assert set(pd.read_parquet(out / "logit_lens.parquet").vector) == {"v_mold", "v_gold", "u_mold", "u_gold"}
     for png in ("cosine_by_layer.png", "emotion_scatter.png", "tracking_hist.png", "layer_metrics.png", "logit_lens.png"):

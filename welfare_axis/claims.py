@@ -4,7 +4,7 @@ thresholds stated here (and printed in the report and claims.json) before any ru
 Every verdict compares the trained vectors with matched controls, not with zero: the
 maze-naive u_* at the same layer, a shuffled-label or random-direction null, and for
 steering a positive control (a valence direction) that must move sentiment before a
-failure to move it can count. Claims 1-4 use the channel-standardised space (see
+failure to move it can count. Claims 1 and 4 use the whitened space (see
 probes/analyze.py for why); claim 5 steers with the raw vectors, scaled to a stated
 fraction of the residual norm.
 """
@@ -35,7 +35,7 @@ class Threshold:
 THRESHOLDS = (
     Threshold(1, "v_Mold and v_Gold are nearly antiparallel",
               "min over layers of cos(v_Mold, v_Gold) in [-0.95, -0.84]; naive controls u_* only [-0.23, -0.13]; layer mean -0.21",
-              f"standardised vectors; the layer of the minimum is chosen on half A of the mazes and the cosine read on half B: "
+              f"whitened vectors; the layer of the minimum is chosen on half A of the mazes and the cosine read on half B: "
               f"reproduced if it is <= {ANTIPARALLEL_MAX}, below the shuffled-label 2.5th percentile at that layer, and at least "
               f"{NAIVE_MARGIN} below cos(u_Mold, u_Gold) of the naive model at that layer"),
     Threshold(2, "Logit lens: v_Mold promotes failure tokens, v_Gold suppresses them",
@@ -50,7 +50,7 @@ THRESHOLDS = (
               "randomly oriented pairs with the same cos(v_Mold, v_Gold), and is above the naive u_*'s r"),
     Threshold(4, "Projections track goal achievement",
               "Cohen's d > 1.6 between Gold-final and Mold-final trajectories after training, |d| < 0.12 before",
-              f"standardised projections at l*: reproduced if the signed d (expected direction) is >= {TRACKING_MIN_D} on both v_Gold "
+              f"whitened projections at l*: reproduced if the signed d (expected direction) is >= {TRACKING_MIN_D} on both v_Gold "
               f"and v_Mold and the naive model's largest |d| on u_* is at least {TRACKING_NAIVE_MARGIN} smaller"),
     Threshold(5, "Steering the naive model moves self-reported sentiment",
               "+0.71 per unit alpha for v_Gold, -0.65 for v_Mold (best layer); norm-matched controls flat",
@@ -141,7 +141,7 @@ def evaluate(analysis: dict, steering: dict | None) -> list[ClaimResult]:
     """All six claims from an analyze summary.json and the steering claim inputs (None if not run)."""
     th = {t.id: t for t in THRESHOLDS}
     out = []
-    space = analysis.get("verdict_space", "standardised")
+    space = analysis.get("verdict_space", "whitened")
 
     a = (analysis.get("antiparallel") or {}).get(space) or {}
     at = a.get("at_split_layer") or {}

@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--plant", default=None, choices=PLANTS,
                    help="skip training and plant a known axis into the naive model instead: 'valence' (a positive control: "
                         "claims 1, 3, 4, 5 must come out reproduced) or 'random' (a negative control: 3 and 5 must not)")
+    p.add_argument("--stories", default=None, help="emotion stories JSON for claim 3, the valence plant and the steering "
+                   "positive control (default: the shipped set; format of probes/data/emotion_stories.json)")
     p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
                    help=f"redo this stage (and what depends on it); repeatable; one of {', '.join(STAGES)}")
     p.add_argument("--seed", type=int, default=0)
@@ -38,7 +40,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/{args.preset}")
     md, html = reproduce(
-        preset=args.preset, out=out, model=args.model, training=args.training, plant=args.plant, force=set(args.force),
+        preset=args.preset, out=out, model=args.model, training=args.training, plant=args.plant, stories=args.stories, force=set(args.force),
         seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
     )
     print(f"report: {md}\n        {html}")

@@ -58,10 +58,12 @@ class ReproducePreset:
 PRESETS: dict[str, ReproducePreset] = {
     # Tiny random model, minutes: a first look and the test suite's end-to-end run.
     "smoke": ReproducePreset(
-        name="smoke", model="tiny", train_preset="tiny", training="sft+rl", eval_mazes=4, extract_n=8, tracking_n=8,
+        name="smoke", model="tiny", train_preset="tiny", training="sft+rl", eval_mazes=4, extract_n=48, tracking_n=24,
         steer_k=1, steer_max_new_tokens=8, alphas=(-4.0, 0.0, 4.0), evals=EVALS, eval_items=2,
-        steer_trained=True, batch_size=8,
-        estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3,
+        steer_trained=True, batch_size=8, extract_max_moves=2,
+        # a random 4-layer model has tiny natural Gold/Mold differences: a strong plant, so a correct pipeline must see it
+        plant_scale=8.0,
+        estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3, "plant": 2,
                    "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "report": 3},
     ),
     # The default model on 2 CPU cores, about an hour end to end (training: SFT ~19 min, then RL ~22 min).
@@ -101,6 +103,7 @@ def reproduce(
     model: str | None = None,
     training: str | None = None,
     plant: str | None = None,
+    stories: str | None = None,
     force: set[str] | None = None,
     seed: int = 0,
     device: str = "cpu",
@@ -110,7 +113,8 @@ def reproduce(
     """Run (or resume) every stage of the study; returns the paths of report.md and report.html.
 
     With `plant` ("valence" or "random"), training is replaced by a planted axis (probes/plant.py):
-    the pipeline's positive and negative control.
+    the pipeline's positive and negative control. `stories`: an emotion-stories JSON for claim 3,
+    the valence plant and the steering positive control (default: the shipped set).
     """
     from probes import LAYER_CONVENTION, ConceptVectors
     from probes.analyze import run_analyses
@@ -170,8 +174,8 @@ def reproduce(
         ext = {**common, "n": p.extract_n, "batch_size": p.batch_size, "max_moves": p.extract_max_moves}
         if plant:
             runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
-            runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer},
-                       lambda d: _plant(naive_model, naive_tok, plant, runner.stage_dir("extract_naive"), p, seed, maze, d),
+            runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer, "stories": stories},
+                       lambda d: _plant(naive_model, naive_tok, plant, runner.stage_dir("extract_naive"), p, seed, maze, d, stories),
                        deps=("extract_naive",))
             trained_model, trained_tok = _load(model_id, None, device, dtype)
             plant_model(trained_model, trained_tok, PlantSpec.load(runner.stage_dir("plant")))
@@ -216,10 +220,10 @@ def reproduce(
 
         story_half = "b" if plant else None  # a planted valence axis was built from story half "a"
         runner.run(
-            "analyze", {"seed": seed, "n_tracking": p.tracking_n, "story_half": story_half},
+            "analyze", {"seed": seed, "n_tracking": p.tracking_n, "story_half": story_half, "stories": stories},
             lambda d: _summary_keys(run_analyses(runner.stage_dir("extract_trained"), d, control_dir=runner.stage_dir("extract_naive"),
                                                  seed=seed, n_tracking=p.tracking_n, device=device, batch_size=p.batch_size,
-                                                 story_half=story_half, progress=progress)),
+                                                 story_half=story_half, stories=stories, progress=progress)),
             deps=("extract_naive", "extract_trained"),
         )
         layer_choice = json.loads((runner.stage_dir("analyze") / "layer_choice.json").read_text())
@@ -227,7 +231,7 @@ def reproduce(
         control = ConceptVectors.load(runner.stage_dir("extract_naive"))
         steer_cfg = {"alphas": p.alphas, "k": p.steer_k, "max_new_tokens": p.steer_max_new_tokens, "evals": p.evals,
                      "items": p.eval_items, "seed": seed, "screen_layers": p.screen_layers, "screen_ratios": p.screen_ratios, "screen_prompts": p.screen_prompts,
-                     "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star}
+                     "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star, "stories": stories}
 
         def steer_naive(d: Path) -> dict:
             from steering.claim import run_sentiment_claim
@@ -235,7 +239,7 @@ def reproduce(
             claim = run_sentiment_claim(naive_model, naive_tok, vectors, control, layer_choice["mold"], d, screen_layers=p.screen_layers,
                                         screen_ratios=p.screen_ratios, screen_prompts=p.screen_prompts, unit_ratio=p.unit_ratio, alphas=p.alphas, k=p.steer_k,
                                         n_random=p.n_random, max_new_tokens=p.steer_max_new_tokens, at_l_star=p.steer_at_l_star,
-                                        maze_config=maze, seed=seed, progress=progress)
+                                        maze_config=maze, seed=seed, stories=stories, progress=progress)
             others = _steer(evals, naive_model, naive_tok, vectors, control, claim["best_layer"], p,
                             [e for e in p.evals if e != "sentiment"], seed, maze, d, progress)
             return {"sentiment": claim, **others}
@@ -280,12 +284,13 @@ def _extract(extract_vectors, model, tok, p: ReproducePreset, seed, maze, d: Pat
     return {"n_per_class": p.extract_n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"]}
 
 
-def _plant(model, tok, kind: str, naive_dir: Path, p: ReproducePreset, seed: int, maze, d: Path) -> dict:
+def _plant(model, tok, kind: str, naive_dir: Path, p: ReproducePreset, seed: int, maze, d: Path, stories: str | None) -> dict:
     from probes import ConceptVectors
     from probes.plant import make_plant
 
     naive = ConceptVectors.load(naive_dir)
-    spec = make_plant(model, tok, kind, naive.class_means, maze, layer=p.plant_layer, scale=p.plant_scale, seed=seed, batch_size=p.batch_size)
+    spec = make_plant(model, tok, kind, naive.class_means, maze, layer=p.plant_layer, scale=p.plant_scale, seed=seed, batch_size=p.batch_size,
+                      stories=stories)
     spec.info["dir"] = str(d.resolve())  # extraction meta records it, so analyze can rebuild the planted model
     spec.save(d)
     return {"kind": kind, "layer": spec.layer, "norm": float(spec.direction.norm()), **spec.info}

@@ -248,7 +248,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     blocks += _setup(run)
     blocks += _training(run, figdir)
     blocks += _claims(run)
-    blocks += _figures(run, "analyze", [("cosine_by_layer.png", "cos(v_Mold, v_Gold) per layer, raw and standardised, with the naive "
+    blocks += _figures(run, "analyze", [("cosine_by_layer.png", "cos(v_Mold, v_Gold) per layer in each space, with the naive "
                                          "control, the shuffled-label band and the layer chosen on half A (cosine on half B)"),
                                          ("layer_metrics.png", "Layer metrics per space: held-out AUROC, |d|, overlap, split-half reliability, "
                                           "share of ||v||^2 in the top 5 channels"),
@@ -274,9 +274,8 @@ def _probe_tables(s: dict) -> list:
     rows = []
     for k, layer in (s.get("l_star") or {}).items():
         r = rel.get(k) or {}
-        rows.append({"vector": f"v_{k}", "l* (standardised rule)": layer,
-                     "split-half cos, raw": _fmt((r.get("raw") or [math.nan] * (layer + 1))[layer]),
-                     "split-half cos, standardised": _fmt((r.get("standardised") or [math.nan] * (layer + 1))[layer]),
+        rows.append({"vector": f"v_{k}", f"l* ({s.get('verdict_space')} rule)": layer,
+                     **{f"split-half cos, {sp}": _fmt((r.get(sp) or [math.nan] * (layer + 1))[layer]) for sp in r},
                      "top-5-channel share of ||v||^2": _fmt((share.get(f"v_{k}") or [math.nan] * (layer + 1))[layer])})
     if rows:
         blocks.append(Table(pd.DataFrame(rows), "Reliability (cos of vectors from two halves of the mazes; >= 0.9 wanted) and outlier "

@@ -1,0 +1,47 @@
+"""The pipeline's positive and negative controls on the tiny model: `reproduce --plant valence|random`.
+
+A random 4-layer model has no valence of its own, so these runs use small stories whose
+valence is carried by shared words (tests/data/lexical_stories.json): there the tiny model's
+story activations do have a valence axis, which the valence plant writes into the maze
+letters. Claim 5 cannot be positive on a random model (its replies are byte noise that no
+sentiment scorer reads), and the run says so: the valence positive control does not clear
+the random directions, so the verdict is "not measured", never "not reproduced".
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from welfare_axis.cli import main
+
+STORIES = str(Path(__file__).parent / "data" / "lexical_stories.json")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    out = {}
+    for kind in ("valence", "random"):
+        run = tmp_path_factory.mktemp(kind)
+        assert main(["reproduce", "--preset", "smoke", "--plant", kind, "--stories", STORIES, "--out", str(run), "--no-progress"]) == 0
+        out[kind] = (run, {c["id"]: c for c in json.loads((run / "report" / "claims.json").read_text())["claims"]})
+    return out
+
+
+def test_planted_valence_axis_is_seen(planted):
+    run, c = planted["valence"]
+    assert [c[i]["verdict"] for i in (1, 3, 4)] == ["reproduced"] * 3, {i: c[i]["measured"] for i in c}
+    assert c[5]["verdict"] == "not measured"  # a random model cannot move a sentiment scorer: the positive control fails
+    assert not (run / "train_rl").exists() and (run / "plant" / "plant.json").exists()
+    meta = json.loads((run / "extract_trained" / "meta.json").read_text())
+    assert meta["model"]["plant"]["kind"] == "valence" and meta["model"]["plant"]["stories_half"] == "a"
+    summary = json.loads((run / "analyze" / "summary.json").read_text())
+    assert summary["emotion"]["story_half"] == "b"  # claim 3 is read on the stories that did not make the plant
+
+
+def test_planted_random_axis_is_not_a_valence_axis(planted):
+    _, c = planted["random"]
+    assert c[3]["verdict"] == "not reproduced", c[3]["measured"]
+    assert c[5]["verdict"] != "reproduced"
+    # a planted random axis is still an axis: antiparallel and tracking, as it should be
+    assert c[1]["verdict"] == c[4]["verdict"] == "reproduced"
