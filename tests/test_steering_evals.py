@@ -110,3 +110,20 @@ def test_cli_steer_and_eval(setup, tmp_path, capsys):
     torch.save(torch.ones(64), tmp_path / "v.pt")  # a plain user-supplied tensor
     rc = main(["steer", "--model", "tiny", "--vectors", str(tmp_path / "v.pt"), "--alpha", "2", "--max-new-tokens", "3", "Hi"])
     assert rc == 0 and "vector user, layer 2, norm 8.000" in capsys.readouterr().out
+
+
+def test_cli_sentiment_screen_writes_the_claim_inputs(setup, tmp_path, capsys):
+    _, _, _, _, d = setup
+    out = tmp_path / "screen"
+    rc = main(["eval", "sentiment", "--screen", "--layers", "1,3", "--layer", "2", "--n-random", "3", "--model", "tiny",
+               "--vectors", str(d / "trained"), "--control", str(d / "naive"), "--alphas", "-4,0,4", "--max-new-tokens", "3",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0 and "best layer (half a)" in capsys.readouterr().out
+    claim = json.loads((out / "sentiment_claim.json").read_text())
+    assert claim["layer"] in (1, 3) and claim["n_random"] == 3 and claim["prompt_half"] == "b"
+    assert json.loads((out / "l_star" / "sentiment_claim.json").read_text())["layer"] == 2
+    screen = pd.read_parquet(out / "screen_summary.parquet")
+    assert set(screen.layer) == {1, 3} and {"v_gold", "u_mold", "valence", "random_2"} <= set(screen.direction)
+    assert (out / "screen.png").read_bytes()[:4] == b"\x89PNG"
+    rc = main(["eval", "sentiment", "--screen", "--model", "tiny", "--vectors", str(d / "trained"), "--out", str(tmp_path / "x")])
+    assert rc == 2 and "--control" in capsys.readouterr().err

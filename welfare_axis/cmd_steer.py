@@ -82,6 +82,14 @@ def register(sub) -> None:
     e.add_argument("--n-problems", type=int, default=None, help="arithmetic problems (backtracking 30, confidence 40)")
     e.add_argument("--per-category", type=int, default=None, help="refusal: use only the first N requests per category")
     e.add_argument("--no-random", action="store_true", help="skip the random-direction control")
+    e.add_argument("--screen", action="store_true",
+                   help="sentiment only, needs --control: screen --layers with teacher-forced log-odds on prompt half a (v_*, u_*, a "
+                        "valence positive control, --n-random random directions, all norm-matched to a fraction of the residual norm), "
+                        "then generate on half b at the best layer and at --layer/l*, and write sentiment_claim.json")
+    e.add_argument("--layers", default="all", help="with --screen: 'all' (1..L-1) or a comma list of layers")
+    e.add_argument("--n-random", type=int, default=10, help="with --screen: random control directions (default 10)")
+    e.add_argument("--unit-ratio", type=float, default=0.1,
+                   help="with --screen: alpha 1 adds this fraction of the mean residual norm (default 0.1)")
     e.add_argument("--judge", default=None, metavar="MODEL", help="also score replies with this local model (cached in --out)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_maze_args(e)
@@ -166,11 +174,50 @@ def run_steer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _screen_layers(text: str, n_layers: int) -> list[int]:
+    if text == "all":
+        return list(range(1, n_layers))
+    try:
+        layers = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"bad --layers {text!r}; use 'all' or a comma list like 8,12,16") from None
+    if not layers or layers[0] < 0 or layers[-1] >= n_layers:
+        raise ValueError(f"--layers must be in 0..{n_layers - 1}, got {text!r}")
+    return layers
+
+
+def run_screen(args: argparse.Namespace, alphas) -> int:
+    from steering.claim import run_sentiment_claim
+
+    if args.name != "sentiment" or args.control is None:
+        raise ValueError("--screen needs the sentiment eval and --control DIR (the naive model's u_*)")
+    if args.n_random < 2 or not args.unit_ratio > 0:
+        raise ValueError("--screen needs --n-random >= 2 and --unit-ratio > 0")
+    model, tokenizer, vectors, control = _load(args)
+    layers = _screen_layers(args.layers, vectors.n_layers)
+    at = _layers(args, vectors.n_layers)
+    at = at if isinstance(at, int) else at.get("mold")
+    res = run_sentiment_claim(model, tokenizer, vectors, control, at, args.out, screen_layers=layers, unit_ratio=args.unit_ratio,
+                              alphas=alphas, k=args.k or 1, n_random=args.n_random, max_new_tokens=args.max_new_tokens or SENTIMENT_TOKENS,
+                              maze_config=maze_config_from_args(args), batch_size=args.batch_size, seed=args.seed,
+                              progress=not args.no_progress)
+    print(f"best layer (half a): {res['best_layer']}; sentiment slopes per unit alpha on half b:")
+    for tag in ("best", "l_star"):
+        if tag in res:
+            r = res[tag]
+            print(f"  layer {r['layer']}: v_mold {r['v_mold']:+.3f} v_gold {r['v_gold']:+.3f} u_mold {r['u_mold']:+.3f} "
+                  f"u_gold {r['u_gold']:+.3f} valence {r['valence']:+.3f} random 95% [{r['random_lo']:+.3f}, {r['random_hi']:+.3f}]")
+    print(f"wrote screen.parquet, screen_summary.parquet, screen.png and sentiment_claim.json to {args.out}")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from steering.evals import EVALS
     from steering.judge import Judge
 
     alphas = parse_alphas(args.alphas)
+    if args.screen:
+        return run_screen(args, alphas)
     model, tokenizer, vectors, control = _load(args)
     layers = _layers(args, vectors.n_layers)
     if control is None:
