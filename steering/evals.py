@@ -378,4 +378,43 @@ def run_refusal(
     return _write(out_dir, "refusal", df, summary, table, metrics["refused_by_category"], "refusal rate", "Refusal")
 
 
-EVALS = {"sentiment": run_sentiment, "backtracking": run_backtracking, "confidence": run_confidence, "refusal": run_refusal}
+@dataclass(frozen=True)
+class EvalSpec:
+    """One steering eval: its runner, the name of each generic option in its signature, and its defaults."""
+
+    run: object  # run_sentiment, ...
+    items: str | None  # parameter taking the number of items (problems / requests per category)
+    tokens: str  # parameter taking the reply length
+    defaults: dict  # k, tokens, temperature, items
+    sampled: bool = True  # takes k and temperature
+    judged: bool = True  # can be scored by a judge model
+    maze: bool = False  # prompts depend on the maze's tile symbols
+
+
+EVALS = {
+    "sentiment": EvalSpec(run_sentiment, None, "max_new_tokens", {"k": 2, "tokens": 40, "temperature": 0.7}, maze=True),
+    "backtracking": EvalSpec(run_backtracking, "n_problems", "max_new_tokens", {"k": 1, "tokens": 96, "temperature": 0.0, "items": 30}),
+    "confidence": EvalSpec(run_confidence, "n_problems", "answer_tokens", {"tokens": 96, "items": 40}, sampled=False, judged=False),
+    "refusal": EvalSpec(run_refusal, "per_category", "max_new_tokens", {"k": 1, "tokens": 40, "temperature": 0.0, "items": None}),
+}
+
+
+def run_eval(name: str, model, tokenizer, vectors, control, layer, *, alphas=DEFAULT_ALPHAS, out_dir="runs/steer", seed: int = 0,
+             batch_size: int = 40, progress: bool = True, k: int | None = None, max_new_tokens: int | None = None,
+             temperature: float | None = None, items: int | None = None, maze_config: MazeConfig | None = None, judge=None) -> dict:
+    """Run the eval `name` with generic options (None = the eval's default); the one entry point for the CLI and the pipeline."""
+    if name not in EVALS:
+        raise ValueError(f"unknown eval {name!r}; use one of {', '.join(EVALS)}")
+    spec = EVALS[name]
+    kw = dict(alphas=alphas, out_dir=out_dir, seed=seed, batch_size=batch_size, progress=progress)
+    kw[spec.tokens] = max_new_tokens or spec.defaults["tokens"]
+    if spec.items is not None:
+        kw[spec.items] = items if items is not None else spec.defaults["items"]
+    if spec.sampled:
+        kw["k"] = k or spec.defaults["k"]
+        kw["temperature"] = spec.defaults["temperature"] if temperature is None else temperature
+    if spec.judged:
+        kw["judge"] = judge
+    if spec.maze:
+        kw["maze_config"] = maze_config
+    return spec.run(model, tokenizer, vectors, control, layer, **kw)

@@ -212,7 +212,7 @@ def run_screen(args: argparse.Namespace, alphas) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from steering.evals import EVALS
+    from steering.evals import run_eval
     from steering.judge import Judge
 
     alphas = parse_alphas(args.alphas)
@@ -227,26 +227,10 @@ def run_eval(args: argparse.Namespace) -> int:
     concepts = tuple(c for c in ("gold", "mold") if c in vectors.names) or tuple(vectors.names[:1])
     svecs = steering_set(vectors, control, layers, concepts=concepts, random_for=() if args.no_random else concepts[-1:], seed=args.seed)
     judge = Judge.load(args.judge, Path(args.out) / "judge_cache.json", device=args.device) if args.judge else None
-    common = dict(vectors=svecs, control=control, layer=layers, alphas=alphas, out_dir=args.out, seed=args.seed, batch_size=args.batch_size,
-                  progress=not args.no_progress)
-    if args.name == "sentiment":
-        summary = EVALS["sentiment"](
-            model, tokenizer, **common, k=args.k or SENTIMENT_K, maze_config=maze_config_from_args(args),
-            max_new_tokens=args.max_new_tokens or SENTIMENT_TOKENS,
-            temperature=0.7 if args.temperature is None else args.temperature, judge=judge,
-        )
-    elif args.name == "backtracking":
-        summary = EVALS["backtracking"](
-            model, tokenizer, **common, k=args.k or 1, n_problems=args.n_problems or 30, max_new_tokens=args.max_new_tokens or 96,
-            temperature=args.temperature or 0.0, judge=judge,
-        )
-    elif args.name == "confidence":
-        summary = EVALS["confidence"](model, tokenizer, **common, n_problems=args.n_problems or 40, answer_tokens=args.max_new_tokens or 96)
-    else:
-        summary = EVALS["refusal"](
-            model, tokenizer, **common, k=args.k or 1, max_new_tokens=args.max_new_tokens or SENTIMENT_TOKENS,
-            temperature=args.temperature or 0.0, per_category=args.per_category, judge=judge,
-        )
+    summary = run_eval(args.name, model, tokenizer, svecs, control, layers, alphas=alphas, out_dir=args.out, seed=args.seed,
+                       batch_size=args.batch_size, progress=not args.no_progress, k=args.k, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, items=args.per_category if args.name == "refusal" else args.n_problems,
+                       maze_config=maze_config_from_args(args), judge=judge)
     print(f"{args.name}: {summary['metric']} slope per unit alpha (95% bootstrap CI over prompts)")
     for v, s in summary["vectors"].items():
         means = " ".join(f"{a:+g}:{m:.2f}" for a, m in sorted(s["mean_by_alpha"].items()))

@@ -302,23 +302,11 @@ def _summary_keys(summary: dict) -> dict:
     return {"l_star": summary.get("l_star"), "cos_min": (summary.get("cos_mold_gold") or {}).get("min")}
 
 
-def _steer(evals, model, tok, vectors, control, layer_choice, p: ReproducePreset, names, seed, maze, d: Path, progress) -> dict:
-    kw = dict(alphas=p.alphas, out_dir=d, seed=seed, progress=progress)
+def _steer(evals, model, tok, vectors, control, layer, p: ReproducePreset, names, seed, maze, d: Path, progress) -> dict:
     out = {}
     for name in names:
-        if name == "sentiment":
-            s = evals.run_sentiment(model, tok, vectors, control, layer_choice, k=p.steer_k, maze_config=maze,
-                                    max_new_tokens=p.steer_max_new_tokens, **kw)
-        elif name == "backtracking":
-            s = evals.run_backtracking(model, tok, vectors, control, layer_choice, n_problems=p.eval_items,
-                                       max_new_tokens=p.steer_max_new_tokens * 2, **kw)
-        elif name == "confidence":
-            s = evals.run_confidence(model, tok, vectors, control, layer_choice, n_problems=p.eval_items,
-                                     answer_tokens=p.steer_max_new_tokens * 2, **kw)
-        elif name == "refusal":
-            s = evals.run_refusal(model, tok, vectors, control, layer_choice, per_category=p.eval_items or None,
-                                  max_new_tokens=p.steer_max_new_tokens, **kw)
-        else:
-            raise ValueError(f"unknown eval {name!r}; use one of {', '.join(EVALS)}")
+        s = evals.run_eval(name, model, tok, vectors, control, layer, alphas=p.alphas, out_dir=d, seed=seed, progress=progress,
+                           k=p.steer_k, max_new_tokens=p.steer_max_new_tokens * (2 if name in ("backtracking", "confidence") else 1),
+                           items=p.eval_items or None, maze_config=maze)
         out[name] = {k: v for k, v in s.items() if k in ("metric", "files")}
     return out
