@@ -97,15 +97,20 @@ def capture_batch(
 
         return hook
 
-    handles = [register_layer_hook(model, layer, make_hook(layer)) for layer in slots]
+    _forward_with_hooks(model, [(layer, make_hook(layer)) for layer in slots], input_ids.to(device), attention_mask.to(device))
+    return out.cpu()
+
+
+def _forward_with_hooks(model, hooks: list, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    """One forward with (layer, hook) pre-hooks attached; a hook may raise `_StopForward` to end it early. Hooks are always removed."""
+    handles = [register_layer_hook(model, layer, hook) for layer, hook in hooks]
     try:
-        model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _StopForward:
         pass
     finally:
         for h in handles:
             h.remove()
-    return out.cpu()
 
 
 def iter_captures(
@@ -203,14 +208,7 @@ def channel_moments(
 
             return hook
 
-        handles = [register_layer_hook(model, layers[j], make_hook(j)) for j in range(len(layers))]
-        try:
-            model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
-        except _StopForward:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
+        _forward_with_hooks(model, [(layers[j], make_hook(j)) for j in range(len(layers))], input_ids.to(device), mask.to(device))
     if count < 2:
         raise ValueError("need at least 2 tokens of text for channel moments")
     mean = s1 / count

@@ -129,3 +129,20 @@ def test_export_gguf_round_trip(extracted, tmp_path):
     for bad in (0, 1):
         with pytest.raises(ValueError, match=f"layer {bad} cannot be exported"):
             cv.export_gguf("mold", tmp_path / "x.gguf", layers=[bad])
+
+
+def test_channel_moments_match_hidden_states(tiny):
+    from probes.capture import channel_moments
+
+    model, tok = tiny
+    texts = ["the bus leaves at nine", "water boils at one hundred degrees today"]
+    mean, sd = channel_moments(model, tok, texts, [1, 3], skip=2, batch_size=2)
+    rows = {1: [], 3: []}
+    with torch.no_grad():
+        for t in texts:
+            hs = model(input_ids=torch.tensor([tok(t, add_special_tokens=False)["input_ids"]]), output_hidden_states=True).hidden_states
+            for layer in rows:
+                rows[layer].append(hs[layer][0, 2:].double())
+    for j, layer in enumerate((1, 3)):
+        x = torch.cat(rows[layer])
+        assert torch.allclose(mean[j], x.mean(0), atol=1e-5) and torch.allclose(sd[j], x.std(0, unbiased=False), atol=1e-5)
