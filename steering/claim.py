@@ -88,8 +88,8 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
        compliance log-odds on prompt half "a", for v_*, u_*, the valence control and the random
        directions (steering.screen);
     2. choose the layer where v_Gold raises and v_Mold lowers sentiment most (half "a" only);
-    3. generate self-reports at that layer (and at l*) on prompt half "b" and write the claim
-       inputs (sentiment_claim.json; l_star/sentiment_claim.json).
+    3. generate self-reports at that layer (and at l* when it differs) on prompt half "b" and write
+       the claim inputs (sentiment_claim.json; l_star/sentiment_claim.json).
     """
     from pathlib import Path
 
@@ -122,7 +122,7 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
     results = {"screen_layers": layers, "screen_ratios": list(screen_ratios), "best_layer": best,
                "best_layer_rule": "argmax over screened layers of effect(v_Gold) - effect(v_Mold) on the sentiment log-odds, prompt half a",
                "readout_tokens": raw.attrs.get("readout_tokens")}
-    for tag, layer, folder in [("best", best, out)] + ([("l_star", l_star, out / "l_star")] if at_l_star else []):
+    for tag, layer, folder in [("best", best, out)] + ([("l_star", l_star, out / "l_star")] if at_l_star and l_star != best else []):
         norm = float(residual_norms(model, tokenizer, half_b, [layer])[0])
         svecs = claim_directions(vectors, control, layer, valence[layer], unit_ratio * norm, n_random, seed)
         run_sentiment(model, tokenizer, svecs, None, None, alphas=alphas, k=k, out_dir=folder, seed=seed, maze_config=maze_config,
