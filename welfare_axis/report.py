@@ -193,7 +193,11 @@ def _figures(run: Path, stage: str, names: list[tuple[str, str]], title: str) ->
 
 
 def _steering(run: Path) -> list:
-    blocks = _figures(run, "steer_naive", [("sentiment.png", "Self-report sentiment vs alpha (the 'X' plot), naive model, trained vectors and controls"),
+    blocks = _figures(run, "steer_naive", [("screen.png", "Steering screen over layers (teacher-forced log-odds, prompt half a): v_*, u_*, "
+                                            "the valence positive control and the random directions' 95% band; the dotted line is the chosen layer"),
+                                           ("sentiment.png", "Self-report sentiment vs alpha (the 'X' plot) at the chosen layer, prompt half b, "
+                                            "naive model, trained vectors and controls"),
+                                           ("l_star/sentiment.png", "The same at l*"),
                                             ("backtracking.png", "Backtracking"), ("confidence.png", "Confidence P(True)"), ("refusal.png", "Refusal rate")],
                       "Steering")
     for name in ("sentiment", "backtracking", "confidence", "refusal"):
