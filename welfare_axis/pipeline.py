@@ -247,7 +247,7 @@ def reproduce(
             return {"sentiment": claim, **others}
 
         runner.run("steer_naive", steer_cfg, steer_naive, deps=("analyze",))
-        if p.steer_trained:  # the trained model steered with its own vectors, at the naive model's chosen layer
+        if p.steer_trained and not plant:  # the trained model steered with its own vectors, at the naive model's chosen layer
             best = json.loads((runner.stage_dir("steer_naive") / "stage.json").read_text())["summary"]["sentiment"]["best_layer"]
             runner.run("steer_trained", steer_cfg,
                        lambda d: _steer(evals, trained_model, trained_tok, vectors, None, best, p, ("sentiment",), seed, maze, d, progress),

@@ -79,6 +79,8 @@ def _finetune(t: dict, key: str) -> str:
 
 
 def _training_summary(t: dict, training: str = "rl") -> str:
+    if training.startswith("plant:"):
+        return f"none: a {training.split(':', 1)[1]} axis planted into the naive model (see the plant stage; the pipeline's control)"
     if not t:
         return "unknown"
     parts = []
@@ -96,6 +98,8 @@ def _training_summary(t: dict, training: str = "rl") -> str:
 
 def _trained_blocks(t: dict, n_layers: int | None, training: str = "rl") -> tuple[str, str]:
     """The trained decoder blocks, and a caveat when some cannot change."""
+    if training.startswith("plant:"):
+        return "none (no weights change; the plant adds its axis at one layer)", ""
     full = ("sft" in training and t.get("sft_finetune") == "full") or ("rl" in training and t.get("finetune") == "full")
     k = 0 if full else int(t.get("lora_top_layers") or 0)
     if not n_layers or k == 0 or k >= n_layers:
