@@ -185,7 +185,9 @@ def evaluate(analysis: dict, steering: dict | None) -> list[ClaimResult]:
 
     s = steering or {}
     out.append(ClaimResult(5, th[5].claim, verdict_steering(steering), _f(s.get("v_mold")),
-                           f"layer {s.get('layer', '—')} ({s.get('layer_rule', '—')}), sentiment slope per unit alpha: v_Mold {_fmt(s.get('v_mold'))}, "
+                           f"layer {s.get('layer', '—')} ({s.get('layer_rule', '—')}; alpha 1 = {s.get('unit_ratio', '—')} x the mean residual "
+                           f"norm {_f(s.get('residual_norm')):.1f}, alphas {sorted(map(float, s.get('alpha_in_residual_norms', {})))}), "
+                           f"sentiment slope per unit alpha: v_Mold {_fmt(s.get('v_mold'))}, "
                            f"v_Gold {_fmt(s.get('v_gold'))}; paired v-u CIs: mold [{_fmt(s.get('diff_mold_lo'))}, {_fmt(s.get('diff_mold_hi'))}], "
                            f"gold [{_fmt(s.get('diff_gold_lo'))}, {_fmt(s.get('diff_gold_hi'))}]",
                            f"u_Mold {_fmt(s.get('u_mold'))}, u_Gold {_fmt(s.get('u_gold'))}; {s.get('n_random', 0)} random: 95% "
