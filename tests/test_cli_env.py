@@ -58,3 +58,15 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "welfare-axis"
     proc = subprocess.run([str(script), "env", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "play" in proc.stdout and "sample" in proc.stdout
+
+
+def test_module_launch_forms_give_the_same_one_line_user_error(tmp_path):
+    """`python -m welfare_axis.cli` (the README's multi-GPU form) and `python -m welfare_axis` behave like the command."""
+    import subprocess
+    import sys
+
+    for module in ("welfare_axis.cli", "welfare_axis"):
+        r = subprocess.run([sys.executable, "-m", module, "train", "eval", "--model", "tiny", "--n-mazes", "0", "--out", str(tmp_path / "e.parquet")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, (module, r.stderr)
+        assert "internal error" not in r.stderr and "--n-mazes must be at least 1" in r.stderr

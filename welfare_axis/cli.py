@@ -9,6 +9,7 @@ import os
 import sys
 
 from welfare_axis import __version__
+from welfare_axis.options import UserError
 
 COMMAND_MODULES = (
     "welfare_axis.cmd_env",
@@ -17,10 +18,6 @@ COMMAND_MODULES = (
     "welfare_axis.cmd_steer",
     "welfare_axis.cmd_reproduce",
 )
-
-
-class UserError(Exception):
-    """Bad input the user can fix; the message says what is wrong and how to fix it."""
 
 
 class ArgParser(argparse.ArgumentParser):

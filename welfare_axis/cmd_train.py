@@ -24,7 +24,7 @@ from pathlib import Path
 from envs import TILE_SETS
 from envs.maze import PHRASINGS
 from envs.tiles import PERMUTATIONS
-from welfare_axis.cli import UserError
+from welfare_axis.options import UserError
 
 _MAZE_FLAGS = {  # flag -> (MazeConfig field, type, choices)
     "--size": ("size", int, None),

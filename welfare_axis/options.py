@@ -9,6 +9,14 @@ from envs.maze import PHRASINGS
 from envs.tiles import PERMUTATIONS
 
 
+class UserError(Exception):
+    """Bad input the user can fix; the message says what is wrong and how to fix it.
+
+    Defined here, not in cli.py: under `python -m welfare_axis.cli` the cli module runs as
+    __main__, so a class defined there and imported back by the commands would be a different
+    class from the one `main` catches, and a user error would become an internal error."""
+
+
 def add_maze_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("maze")
     g.add_argument("--size", type=int, default=100, help="grid side (>= 5; default 100)")
