@@ -168,7 +168,6 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
         val = np.array([valence[k] for k in ev], dtype=float)
         for tag, vs in (("trained", vec), ("naive", uvec)):
             res = emo.alignment(ev, vs["gold"][layer], vs["mold"][layer], valence)
-            res["valence_r"] = emo._valence_r(val, res["cos_gold"] - res["cos_mold"])
             res.update(emo.bootstrap_over_emotions(res["cos_gold"], res["cos_mold"], val, seed=seed))
             res["null"] = emo.random_pair_null(ev, vs["gold"][layer], vs["mold"][layer], valence, cfg.emotion_null_draws, seed)
             emotion["by_layer"].setdefault(str(layer), {})[tag] = {k: res[k] for k in (

@@ -142,6 +142,7 @@ def alignment(evecs: dict[str, np.ndarray], v_gold: np.ndarray, v_mold: np.ndarr
         "mold_pole": [names[i] for i in order[::-1][:5]],
         "pc1_explained": float(s[0] ** 2 / np.sum(s**2)),
         "pc1_valence_r": r_val,
+        "valence_r": _valence_r(val, cg - cm),  # valence vs cos(e, v_gold) - cos(e, v_mold): is the Gold pole the positive one?
         "cos_gold_pc1": cosine(v_gold, pc1),
         "cos_mold_pc1": cosine(v_mold, pc1),
     }
