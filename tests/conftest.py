@@ -29,3 +29,18 @@ def default_model():
     from training.models import load_model
 
     return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    """A fresh tiny model with larger weights (random init gives near-constant outputs), so replies and
+    log-odds depend on the prompt and on steering and equality tests can actually fail."""
+    from training.models import tiny_model
+
+    model, tok = tiny_model()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model, tok

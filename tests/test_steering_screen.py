@@ -1,6 +1,5 @@
 """The layer steering screen (steering/screen.py) on the tiny model: caching, scaling, readouts, summaries."""
 
-import copy
 
 import numpy as np
 import pandas as pd
@@ -27,19 +26,6 @@ from steering.steerer import Steerer
 
 LAYER = 2
 CFG = ScreenConfig(ratios=(0.25, 0.5), n_prompts=3)
-
-
-@pytest.fixture(scope="module")
-def lm(tiny):
-    """A copy of the tiny model with larger weights, so outputs depend on the prompt and on steering."""
-    model, tok = tiny
-    model = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model, tok
 
 
 def test_items_steer_header_and_stem_only(tiny):

@@ -5,23 +5,9 @@ import torch
 
 from probes.layers import decoder_layers
 from steering.steerer import Steerer, decode, encode_chat, left_pad, steered_generate
-from training.models import tiny_model
 
 PROMPTS = ["How are you feeling right now?", "Hi", "What is it like to be you? Tell me about the maze and the wind."]
 LAYER = 2
-
-
-@pytest.fixture(scope="module")
-def lm():
-    model, tok = tiny_model()
-    # The random init gives near-constant outputs; larger weights make replies prompt-dependent,
-    # so equality tests below can actually fail.
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    yield model, tok
 
 
 @pytest.fixture(scope="module")
