@@ -122,8 +122,10 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
     results = {"screen_layers": layers, "screen_ratios": list(screen_ratios), "best_layer": best,
                "best_layer_rule": "argmax over screened layers of effect(v_Gold) - effect(v_Mold) on the sentiment log-odds, prompt half a",
                "readout_tokens": raw.attrs.get("readout_tokens")}
-    for tag, layer, folder in [("best", best, out)] + ([("l_star", l_star, out / "l_star")] if at_l_star and l_star != best else []):
-        norm = float(residual_norms(model, tokenizer, half_b, [layer])[0])
+    runs = [("best", best, out)] + ([("l_star", l_star, out / "l_star")] if at_l_star and l_star != best else [])
+    norms = dict(zip((r[1] for r in runs), residual_norms(model, tokenizer, half_b, [r[1] for r in runs]).tolist()))
+    for tag, layer, folder in runs:
+        norm = float(norms[layer])
         svecs = claim_directions(vectors, control, layer, valence[layer], unit_ratio * norm, n_random, seed)
         run_sentiment(model, tokenizer, svecs, None, None, alphas=alphas, k=k, out_dir=folder, seed=seed, maze_config=maze_config,
                       max_new_tokens=max_new_tokens, batch_size=batch_size, half="b", progress=progress)

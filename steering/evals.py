@@ -26,7 +26,7 @@ from probes.vectors import ConceptVectors
 from steering import scoring
 from steering.prompts import arithmetic_problems, prompt_half, refusal_requests, sentiment_prompts
 from steering.stats import UNSTEERED, summarize, summary_table, x_plot
-from steering.steerer import as_messages, generate_rows, next_token_probs
+from steering.steerer import as_messages, generate_rows, next_token_id, next_token_probs
 from steering.vectors import SteeringVector, steering_set
 
 DEFAULT_ALPHAS = (-4.0, -2.0, 0.0, 2.0, 4.0)
@@ -250,12 +250,7 @@ def first_token_id(tokenizer, word: str) -> int:
     """Id of the first token the assistant would emit to start its reply with `word`."""
     from training.chat import render_chat
 
-    prefix = render_chat(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True)
-    base = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-    full = tokenizer(prefix + word, add_special_tokens=False)["input_ids"]
-    if full[: len(base)] != base or len(full) == len(base):
-        raise ValueError(f"cannot find the first token of {word!r} after the generation prompt")
-    return full[len(base)]
+    return next_token_id(tokenizer, render_chat(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True), word)
 
 
 def run_confidence(

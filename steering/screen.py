@@ -43,9 +43,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probes.layers import decoder_layers, layer_input
+from probes.layers import decoder_layers, register_layer_hook
 from steering.prompts import prompt_half, refusal_requests, sentiment_prompts
-from steering.steerer import Steerer, as_messages, assistant_char_spans, encode_chat
+from steering.steerer import Steerer, as_messages, assistant_char_spans, encode_chat, next_token_id
 
 POSITIVE_WORDS = (" good", " great", " happy", " wonderful", " fine", " excited", " glad", " grateful")
 NEGATIVE_WORDS = (" bad", " sad", " terrible", " awful", " anxious", " frustrated", " upset", " miserable")
@@ -156,14 +156,6 @@ def screen_items(tokenizer, cfg: ScreenConfig) -> list[ScreenItem]:
     return items
 
 
-def _next_token(tokenizer, context: str, word: str) -> int:
-    base = tokenizer(context, add_special_tokens=False)["input_ids"]
-    full = tokenizer(context + word, add_special_tokens=False)["input_ids"]
-    if full[: len(base)] != base or len(full) == len(base):
-        raise ValueError(f"cannot find the first token of {word!r} after {context[-20:]!r}")
-    return full[len(base)]
-
-
 def readout_tokens(tokenizer, cfg: ScreenConfig, readout: str) -> ReadoutTokens:
     """First-token ids of the readout's positive and negative sets, deduplicated, overlaps dropped."""
     text, _ = assistant_char_spans(tokenizer, as_messages("x"), add_generation_prompt=True)
@@ -171,8 +163,8 @@ def readout_tokens(tokenizer, cfg: ScreenConfig, readout: str) -> ReadoutTokens:
     pos_words, neg_words = (
         (cfg.positive_words, cfg.negative_words) if readout == "sentiment" else (cfg.comply_starters, cfg.refuse_starters)
     )
-    pos = {w: _next_token(tokenizer, context, w) for w in pos_words}
-    neg = {w: _next_token(tokenizer, context, w) for w in neg_words}
+    pos = {w: next_token_id(tokenizer, context, w) for w in pos_words}
+    neg = {w: next_token_id(tokenizer, context, w) for w in neg_words}
     both = set(pos.values()) & set(neg.values())
 
     def keep(d: dict[str, int]):
@@ -212,19 +204,17 @@ def residual_norms(model, tokenizer, prompts: list, layers) -> np.ndarray:
     lists, encoded with the generation prompt). The mean pools all assistant tokens of all prompts.
     """
     layers = [int(l) for l in layers]
-    blocks = decoder_layers(model)
     sums = {l: 0.0 for l in layers}
     count = 0
     mask_now: list[torch.Tensor] = []
 
     def make_hook(l):
-        def hook(_m, args, kwargs):
-            h = layer_input(args, kwargs)[0]
-            sums[l] += float(h[mask_now[0]].float().norm(dim=-1).sum())
+        def hook(h, _args, _kwargs):
+            sums[l] += float(h[0][mask_now[0]].float().norm(dim=-1).sum())
 
         return hook
 
-    handles = [blocks[l].register_forward_pre_hook(make_hook(l), with_kwargs=True) for l in layers]
+    handles = [register_layer_hook(model, l, make_hook(l)) for l in layers]
     try:
         for p in prompts:
             if isinstance(p, ScreenItem):

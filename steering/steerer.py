@@ -141,6 +141,15 @@ def left_pad(rows: list[list[int]], masks: list[list[bool]], pad_id: int):
     return ids, attn, steer
 
 
+def next_token_id(tokenizer, context: str, word: str) -> int:
+    """Id of the first token of `word` when it follows the text `context` (the tokenizer may merge across the seam)."""
+    base = tokenizer(context, add_special_tokens=False)["input_ids"]
+    full = tokenizer(context + word, add_special_tokens=False)["input_ids"]
+    if full[: len(base)] != base or len(full) == len(base):
+        raise ValueError(f"cannot find the first token of {word!r} after {context[-20:]!r}")
+    return full[len(base)]
+
+
 # -- generation --------------------------------------------------------------------------------------
 @torch.no_grad()
 def generate_rows(
