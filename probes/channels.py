@@ -6,7 +6,8 @@ projections measure them, not the concept. Dividing each channel by its standard
 deviation on neutral text (`probes.capture.channel_moments`) gives the standardised
 vector v_z = v / sd, the difference of means in per-channel z-score units: what a
 diagonal-covariance discriminant would use. The analyses report raw and standardised
-numbers; the verdicts use the standardised ones (see welfare_axis/claims.py).
+numbers, and whitened ones (`whitener`, below), which the verdicts of claims 1 and 4 use (see
+welfare_axis/claims.py and probes/analyze.py for why).
 """
 
 from __future__ import annotations

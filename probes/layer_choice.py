@@ -1,5 +1,5 @@
 """Per-layer separation metrics, the layer rule (l*), split-half reliability and the
-shuffled-label null, in raw and channel-standardised space (probes/channels.py).
+shuffled-label null, in the raw, channel-standardised and whitened spaces (probes/channels.py).
 
 * Held-out statistics: 5-fold StratifiedGroupKFold (strata: class x final direction x length; groups:
   maze seed, so no maze is on both sides); each example is projected on the class vector

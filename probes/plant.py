@@ -121,7 +121,7 @@ def make_plant(model, tokenizer, kind: str, naive_means: dict, maze: MazeConfig,
                seed: int = 0, batch_size: int = 16, stories: str | None = None) -> PlantSpec:
     """The planted direction e for `kind` ("valence" or "random") at `layer` (default floor(2L/3)).
 
-    Norm rule: in channel-standardised units (per-channel SD on neutral text, the verdict space)
+    Norm rule: in channel-standardised units (per-channel SD on neutral text)
     ||e|| = scale x ||mean(Gold) - mean(Mold)|| of the naive model's extraction at that layer, so
     the plant is as large as the natural Gold/Mold difference where the verdicts look. The
     valence e (probes.emotion.valence_directions: story half "a", neutral-text PCs projected out like

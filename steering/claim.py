@@ -130,7 +130,7 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
         run_sentiment(model, tokenizer, svecs, None, None, alphas=alphas, k=k, out_dir=folder, seed=seed, maze_config=maze_config,
                       max_new_tokens=max_new_tokens, batch_size=batch_size, half="b", progress=progress)
         df = pd.read_parquet(folder / "sentiment_samples.parquet")
-        rule = results["best_layer_rule"] if tag == "best" else "l* of v_Mold (standardised layer rule)"
+        rule = results["best_layer_rule"] if tag == "best" else "l* of v_Mold (the layer rule in the verdict space)"
         inputs = {**claim_inputs(df, layer, rule, unit_ratio, seed), "residual_norm": norm, "unit_norm": unit_ratio * norm,
                   "prompt_half": "b"}
         atomic_write_json(folder / "sentiment_claim.json", inputs)
