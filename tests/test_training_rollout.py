@@ -102,3 +102,20 @@ def test_incremental_tokens_real_tokenizer(default_model):
         full = tok(render_chat(tok, tr.messages), add_special_tokens=False)["input_ids"]
         assert full[: len(ep.token_ids)] == ep.token_ids
         assert "system" not in render_chat(tok, tr.messages[:1])
+
+
+def test_unmasked_rollout_is_unchanged_for_a_fixed_seed(lm):
+    """A seeded free-text rollout (valid and invalid replies, wind) plays exactly as recorded before the
+    free-text parsing moved from MazeEnv.step into the TextActions wrapper."""
+    import hashlib
+    import json
+
+    model, tok = lm
+    eps = unmasked_rollout(model, tok, MazeConfig(size=12, n_moves=4, wind_prob=0.5), [5, 7], group_size=2, seed=1,
+                           max_new_tokens=4, temperature=0.7)
+    assert [e.actions for e in eps] == [[-1, -1, -1, -1], [-1, -1, -1, -1], [2, -1, -1, -1], [-1, 0, -1, -1]]
+    assert [e.winds for e in eps] == [[None] * 4, [None, None, 1, 3], [2, None, None, 2], [None, None, 0, None]]
+    assert [e.rewards for e in eps] == [[-0.1] * 4, [-0.1, -0.1, -10.1, -10.1], [-0.1] * 4, [-0.1, -10.1, 19.9, -0.1]]
+    assert [e.invalid for e in eps] == [4, 4, 3, 3]
+    digest = hashlib.sha256(json.dumps([[e.messages, e.entered, e.neighbours] for e in eps]).encode()).hexdigest()
+    assert digest == "eb7a450557d1ad335632ac686d4db15706d694481cd98ce60012c7c405c4a250"
