@@ -77,6 +77,26 @@ def claim_inputs(df: pd.DataFrame, layer: int, layer_rule: str, unit_ratio: floa
     return out
 
 
+LAYER_RULE = ("argmax over screened layers of z(v_Gold) - z(v_Mold) on the sentiment log-odds, prompt half a "
+              "(z: the effect in SDs of the random directions' effects at that layer)")
+
+
+def choose_steering_layer(summary: pd.DataFrame, layers: list[int]) -> int:
+    """The layer where v_Gold raises and v_Mold lowers the screen's sentiment log-odds most, in random-direction SDs.
+
+    In SDs, not raw log-odds: the random directions' spread differs several-fold between layers
+    (the raw rule picked a layer where the valence positive control, and so the instrument,
+    could not beat random directions in generation), and the verdict compares with exactly
+    that spread. Reads only v_* (and the random directions); ties go to the earlier layer.
+    """
+    z = summary[summary.readout == "sentiment"].set_index(["direction", "layer"])["random_z"]
+    gap = {l: z.get(("v_gold", l), np.nan) - z.get(("v_mold", l), np.nan) for l in layers}
+    finite = [l for l in layers if np.isfinite(gap[l])]
+    if not finite:
+        raise ValueError("the steering screen has no finite v_Gold/v_Mold effects in random-direction SDs (no random directions?)")
+    return max(finite, key=lambda l: gap[l])
+
+
 def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: ConceptVectors, l_star: int, out_dir, *,
                         screen_layers: list[int] | None = None, screen_ratios=(0.25, 0.5), screen_prompts: int | None = None,
                         unit_ratio: float = 0.1,
@@ -87,7 +107,8 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
     1. screen every layer in `screen_layers` (default 1..L-1) with teacher-forced sentiment and
        compliance log-odds on prompt half "a", for v_*, u_*, the valence control and the random
        directions (steering.screen);
-    2. choose the layer where v_Gold raises and v_Mold lowers sentiment most (half "a" only);
+    2. choose the layer where v_Gold raises and v_Mold lowers sentiment most, in units of the
+       random directions' spread (`choose_steering_layer`, half "a" only);
     3. generate self-reports at that layer (and at l* when it differs) on prompt half "b" and write
        the claim inputs (sentiment_claim.json; l_star/sentiment_claim.json).
     """
@@ -113,14 +134,12 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
     summary = summarize_screen(raw, RANDOM_PREFIX, seed)
     atomic_write_parquet(out / "screen.parquet", raw)
     atomic_write_parquet(out / "screen_summary.parquet", summary)
-    sent = summary[summary.readout == "sentiment"].set_index(["direction", "layer"])["effect"]
-    gap = {l: sent.get(("v_gold", l), np.nan) - sent.get(("v_mold", l), np.nan) for l in layers}
-    best = max(layers, key=lambda l: -np.inf if not np.isfinite(gap[l]) else gap[l])
+    best = choose_steering_layer(summary, layers)
     _screen_plot(summary, out / "screen.png", best)
 
     half_b = [p_.text for p_ in prompt_half(sentiment_prompts(maze_config), "b")]
     results = {"screen_layers": layers, "screen_ratios": list(screen_ratios), "best_layer": best,
-               "best_layer_rule": "argmax over screened layers of effect(v_Gold) - effect(v_Mold) on the sentiment log-odds, prompt half a",
+               "best_layer_rule": LAYER_RULE,
                "readout_tokens": raw.attrs.get("readout_tokens")}
     runs = [("best", best, out)] + ([("l_star", l_star, out / "l_star")] if at_l_star and l_star != best else [])
     norms = dict(zip((r[1] for r in runs), residual_norms(model, tokenizer, half_b, [r[1] for r in runs]).tolist()))

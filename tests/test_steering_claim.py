@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from probes import ConceptVectors
@@ -49,3 +50,19 @@ def test_claim_directions_are_all_the_same_norm():
     assert names[:5] == ["v_gold", "u_gold", "v_mold", "u_mold", "valence"] and len(names) == 15
     assert all(abs(s.norm - 2.5) < 1e-5 for s in svecs)
     assert torch.allclose(svecs[0].vector / 2.5, v.get("gold", 1) / v.get("gold", 1).norm())
+
+
+def test_steering_layer_is_chosen_in_random_direction_sds_not_raw_log_odds():
+    from steering.claim import choose_steering_layer
+
+    # Layer 3: the largest raw gap (4 - -4 = 8) but random directions spread SD 8 there (z gap 1);
+    # layer 5: a raw gap of 2 against a random SD of 0.5 (z gap 4). The rule must take layer 5.
+    rows = []
+    for layer, v_gold, v_mold, z_gold, z_mold in ((3, 4.0, -4.0, 0.5, -0.5), (5, 1.0, -1.0, 2.0, -2.0)):
+        rows += [{"layer": layer, "direction": "v_gold", "readout": "sentiment", "effect": v_gold, "random_z": z_gold},
+                 {"layer": layer, "direction": "v_mold", "readout": "sentiment", "effect": v_mold, "random_z": z_mold},
+                 {"layer": layer, "direction": "v_gold", "readout": "compliance", "effect": 9.0, "random_z": 9.0}]
+    summary = pd.DataFrame(rows)
+    assert choose_steering_layer(summary, [3, 5]) == 5
+    with pytest.raises(ValueError, match="random"):
+        choose_steering_layer(summary.assign(random_z=np.nan), [3, 5])

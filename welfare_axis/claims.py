@@ -54,7 +54,8 @@ THRESHOLDS = (
               f"and v_Mold and the naive model's largest |d| on u_* is at least {TRACKING_NAIVE_MARGIN} smaller"),
     Threshold(5, "Steering the naive model moves self-reported sentiment",
               "+0.71 per unit alpha for v_Gold, -0.65 for v_Mold (best layer); norm-matched controls flat",
-              "generated self-reports at the steering screen's best layer (chosen on half A of the prompts, slopes on half B): "
+              "generated self-reports at the steering screen's best layer (largest z(v_Gold) - z(v_Mold), z in SDs of the random "
+              "directions at that layer, chosen on half A of the prompts; slopes on half B): "
               "reproduced if v_Mold's slope is below u_Mold's and below the 2.5th percentile of >= 10 random directions, with the paired "
               "CI of v_Mold - u_Mold below 0, and v_Gold mirrored; trusted only if the valence positive control's slope clears "
               "the random 97.5th percentile (else not measured)"),
@@ -73,6 +74,7 @@ class ClaimResult:
     measured: str  # what was measured, with metric and layer
     controls: str  # the matched controls
     threshold: str
+    caveat: str = ""  # what limits the verdict's power (e.g. vectors below the reliability target)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,6 +185,11 @@ def evaluate(analysis: dict, steering: dict | None) -> list[ClaimResult]:
                            f"on v_Mold {_fmt(ts.get('trained_d_mold'))}",
                            f"naive on u_*: {_fmt(ts.get('naive_d_gold'))} / {_fmt(ts.get('naive_d_mold'))}", th[4].rule))
 
+    caveat = reliability_caveat(analysis)
+    for r in out:
+        if r.id in (1, 4):  # the two claims read the verdict-space vectors at the chosen layers
+            r.caveat = caveat
+
     s = steering or {}
     out.append(ClaimResult(5, th[5].claim, verdict_steering(steering), _f(s.get("v_mold")),
                            f"layer {s.get('layer', '—')} ({s.get('layer_rule', '—')}; alpha 1 = {s.get('unit_ratio', '—')} x the mean residual "
@@ -195,6 +202,18 @@ def evaluate(analysis: dict, steering: dict | None) -> list[ClaimResult]:
                            th[5].rule))
     out.append(ClaimResult(6, th[6].claim, NOT_MEASURED, math.nan, "—", "—", th[6].rule))
     return out
+
+
+def reliability_caveat(analysis: dict) -> str:
+    """One line naming the vectors whose split-half reliability at l* is below the target, with the N that would reach it."""
+    rel = analysis.get("reliability_at_l_star") or {}
+    low = [(name, rel["vectors"][name]) for name in rel.get("below_target", [])]
+    if not low:
+        return ""
+    parts = [f"{name} {_f(r['split_half_cos']):.2f} at layer {r['layer']} (N {r['n_per_class']}/class; ~{r['n_per_class_for_target'] or 'inf'} "
+             f"projected for {rel['target']})" for name, r in low]
+    return (f"split-half reliability ({rel.get('space')}) below {rel.get('target')}: " + "; ".join(parts)
+            + ": a 'not reproduced' may partly be too few samples")
 
 
 def _ci(ci) -> str:
