@@ -166,3 +166,18 @@ def ols_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     slope, intercept = np.polyfit(x, y, 1)
     r = float(np.corrcoef(x, y)[0, 1])
     return float(slope), float(intercept), r
+
+
+def n_for_reliability(split_half_cos: float, n_per_class: float, target: float = 0.9) -> float:
+    """Projected N per class at which the split-half cosine of a difference of means reaches `target`.
+
+    With isotropic noise, each half's vector is s + e with ||e||^2 proportional to 1/N, so
+    cos(half A, half B) ~ 1 / (1 + r) with the noise-to-signal ratio r = (1 - cos) / cos falling
+    as 1/N: N_target = N x r / r_target. inf when the halves do not agree at all (cos <= 0).
+    """
+    if not 0 < target < 1:
+        raise ValueError(f"target must be in (0, 1), got {target}")
+    if not math.isfinite(split_half_cos) or split_half_cos <= 0:
+        return math.inf
+    r = (1 - split_half_cos) / split_half_cos
+    return float(n_per_class * r / ((1 - target) / target))

@@ -107,3 +107,13 @@ def test_report_names_the_trained_blocks_and_warns_when_lower_ones_are_frozen():
     # A full-fine-tune SFT before LoRA RL changed every block; a LoRA SFT alone only the top ones.
     assert _trained_blocks({"finetune": "lora", "sft_finetune": "full", "lora_top_layers": 6}, 30, "sft+rl") == ("all 30", "")
     assert _trained_blocks({"finetune": "full", "sft_finetune": "lora", "lora_top_layers": 6}, 30, "sft")[0].startswith("24..29")
+
+
+def test_vectors_below_the_reliability_target_caveat_the_vector_claims():
+    rel = {"space": "whitened", "target": 0.9, "below_target": ["v_mold"],
+           "vectors": {"v_mold": {"layer": 16, "split_half_cos": 0.66, "n_per_class": 300, "n_per_class_for_target": 1391},
+                       "v_gold": {"layer": 14, "split_half_cos": 0.95, "n_per_class": 300, "n_per_class_for_target": 142}}}
+    results = {r.id: r for r in claims.evaluate({"reliability_at_l_star": rel}, None)}
+    assert "v_mold 0.66 at layer 16" in results[1].caveat and "~1391" in results[4].caveat
+    assert "v_gold" not in results[1].caveat and results[2].caveat == results[5].caveat == ""
+    assert claims.evaluate({"reliability_at_l_star": {**rel, "below_target": []}}, None)[0].caveat == ""

@@ -60,6 +60,12 @@ def test_summary_keys_and_values(analysed):
     np.testing.assert_allclose(cosines.cos_from_norms[ok], expected[ok], atol=1e-5)  # balanced classes: v_m + v_g + v_p = 0
     rel = s["split_half_reliability"]["gold"]
     assert len(rel["raw"]) == n and all(-1 <= c <= 1 for c in rel["standardised"][1:])
+    ra = s["reliability_at_l_star"]
+    vm = ra["vectors"]["v_mold"]
+    assert vm["layer"] == s["l_star"]["mold"] and vm["n_per_class"] == 8 and ra["target"] == 0.9
+    assert vm["split_half_cos"] == pytest.approx(s["split_half_reliability"]["mold"]["whitened"][vm["layer"]])
+    assert ra["vectors"]["u_mold"]["split_half_cos"] == pytest.approx(vm["split_half_cos"])  # control = same folder here
+    assert set(ra["below_target"]) == {n for n, r in ra["vectors"].items() if r["split_half_cos"] < 0.9}
     shares = s["outlier_channels"]["top5_share"]["v_mold"]
     assert all(0 < x <= 1 for x in shares[1:]) and len(s["outlier_channels"]["top_channels_v_mold"][1]) == 5
     assert s["tile_mean_cos_layer"] == 2 and s["tile_mean_cos"]["mold"]["mold"] == pytest.approx(1.0)

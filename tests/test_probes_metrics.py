@@ -159,3 +159,28 @@ def test_split_half_vectors_centre_out_nuisance_imbalance():
     lc = layer_metrics(acts, pd.DataFrame(rows), np.ones((1, h)), folds=3, perm_draws=5, probe=False)
     rel = lc.table[(lc.table.space == "raw") & (lc.table.vector == "mold")]["split_half_cos"].iloc[0]
     assert rel > 0.9  # without centring within strata the halves' opposite nuisance imbalances make this negative
+
+
+def test_n_for_reliability_projects_the_one_over_n_noise_by_hand():
+    from probes.metrics import n_for_reliability
+
+    # cos 0.5 at N = 300: r = 1, and 0.9 needs r = 1/9, so N = 300 * 9 = 2700; cos 0.9 needs no more.
+    assert n_for_reliability(0.5, 300) == pytest.approx(2700)
+    assert n_for_reliability(0.9, 300) == pytest.approx(300)
+    assert n_for_reliability(-0.1, 300) == float("inf")
+
+
+def test_n_for_reliability_matches_simulated_difference_of_means():
+    from probes.metrics import cosine, n_for_reliability
+
+    rng = np.random.default_rng(0)
+    hidden, signal = 200, np.zeros(200)
+    signal[0] = 1.0
+
+    def split_half(n):  # n per class, halves of n/2; unit-variance isotropic noise
+        v = [rng.normal(0, 1, (n // 2, hidden)).mean(0) + signal - rng.normal(0, 1, (n // 2, hidden)).mean(0) for _ in "AB"]
+        return cosine(v[0], v[1])
+
+    c = np.mean([split_half(200) for _ in range(20)])
+    n9 = n_for_reliability(c, 200)
+    assert 0.85 < np.mean([split_half(int(n9)) for _ in range(20)]) < 0.95

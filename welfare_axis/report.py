@@ -175,7 +175,7 @@ def claim_results(run: Path) -> list:
 def _claims(run: Path) -> list:
     frame = pd.DataFrame(
         [{"claim": f"{r.id}. {r.claim}", "paper": t.paper, "this run (metric, layer, CI)": r.measured, "controls": r.controls,
-          "threshold (stated in advance)": r.threshold, "verdict": r.verdict}
+          "threshold (stated in advance)": r.threshold, "verdict": r.verdict + (f" ({r.caveat})" if r.caveat else "")}
          for r, t in zip(claim_results(run), claims.THRESHOLDS)]
     )
     return [Heading("Claims"), Para("Each verdict is computed by `welfare_axis/claims.py` from the threshold in its row and written "
@@ -284,7 +284,8 @@ def _probe_tables(s: dict) -> list:
         r = rel.get(k) or {}
         rows.append({"vector": f"v_{k}", f"l* ({s.get('verdict_space')} rule)": layer,
                      **{f"split-half cos, {sp}": _fmt((r.get(sp) or [math.nan] * (layer + 1))[layer]) for sp in r},
-                     "top-5-channel share of ||v||^2": _fmt((share.get(f"v_{k}") or [math.nan] * (layer + 1))[layer])})
+                     "top-5-channel share of ||v||^2": _fmt((share.get(f"v_{k}") or [math.nan] * (layer + 1))[layer]),
+                     **_projected_n(s, k)})
     if rows:
         blocks.append(Table(pd.DataFrame(rows), "Reliability (cos of vectors from two halves of the mazes; >= 0.9 wanted) and outlier "
                             f"channels at l*; verdicts use the {s.get('verdict_space')} space because {s.get('why_verdict_space')}"))
@@ -297,6 +298,18 @@ def _probe_tables(s: dict) -> list:
         blocks.append(Table(pd.DataFrame(rows), f"Logit lens at layer {ll.get('layer')} (random directions 95%: "
                             f"[{_fmt(ll.get('random_lo'))}, {_fmt(ll.get('random_hi'))}])"))
     return blocks
+
+
+def _projected_n(s: dict, k: str) -> dict:
+    """Trained and naive N per class now and projected for the reliability target (probes.metrics.n_for_reliability)."""
+    rel = s.get("reliability_at_l_star") or {}
+    out = {}
+    for prefix in ("v", "u"):
+        r = (rel.get("vectors") or {}).get(f"{prefix}_{k}")
+        if r:
+            out[f"{prefix}_{k} split-half ({rel['space']})"] = _fmt(r["split_half_cos"])
+            out[f"{prefix}_{k} N/class now -> for {rel['target']}"] = f"{r['n_per_class']} -> {r['n_per_class_for_target'] or 'inf'}"
+    return out
 
 
 def claims_table_markdown(run_dir: str | Path) -> str:
