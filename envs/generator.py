@@ -1,4 +1,4 @@
-"""The 2-D maze generator of the study (STUDY.md, "Maze").
+"""The 2-D maze generator of the study (docs/study.md, "Maze").
 
 Grid indexed grid[y, x]; north is y - 1. Outer ring is Mold; the interior starts
 all Mold and a random walk carves Path; Mold is then thinned to under half the

@@ -1,6 +1,6 @@
 """Scripted (off-policy) trajectories.
 
-* Concept-vector data (STUDY.md, "Concept vectors"): per class Mold/Gold/Path, an
+* Concept-vector data (docs/study.md, "Concept vectors"): per class Mold/Gold/Path, an
   episode of n in 1..15 moves whose first n-1 moves go over fresh Path and whose
   last move enters a tile of the class, each in its own maze, with the final
   direction balanced over N/E/S/W. Played without wind so the script is exact.

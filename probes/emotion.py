@@ -1,4 +1,4 @@
-"""Emotion vectors and their alignment with concept vectors (STUDY.md, claim 3).
+"""Emotion vectors and their alignment with concept vectors (docs/study.md, "Claim", item 3).
 
 * Activation of a story = mean of the residual stream over its tokens from token
   `skip` (3) on (the first tokens carry little about the story), at the analysis layer;

@@ -1,6 +1,6 @@
 """Extract concept vectors v_Mold, v_Gold, v_Path (or the naive model's u_*) for every layer.
 
-Recipe (STUDY.md, "Concept vectors"): per class, N scripted trajectories in fresh mazes
+Recipe (docs/study.md, "Concept vectors"): per class, N scripted trajectories in fresh mazes
 whose last move enters a tile of the class; rendered with the chat template up to the
 final direction letter (no end-of-turn token); residual stream read at that last token at
 every layer (block inputs, probes/layers.py). v_k = mean(class k) - mean(other classes

@@ -4,7 +4,7 @@ shuffled-label null, in the raw, channel-standardised and whitened spaces (probe
 * Held-out statistics: 5-fold StratifiedGroupKFold (strata: class x final direction x length; groups:
   maze seed, so no maze is on both sides); each example is projected on the class vector
   computed without its fold; AUROC / |Cohen's d| / histogram overlap are class vs rest.
-* Layer rule (STUDY.md): l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)), per space.
+* Layer rule (docs/study.md, "Concept vectors"): l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)), per space.
 * Split-half reliability: the mazes are split at random into two halves; per layer,
   cos(v from half A, v from half B), each half centred within final directions (see
   `_centre_by`). Below ~0.9 most of ||v|| is sampling noise.

@@ -1,7 +1,7 @@
 """Vector math and separation statistics for concept vectors (numpy, no model).
 
 * `diff_of_means`: v_k = mean(class k) - mean(all other examples pooled), unnormalised.
-* Layer rule (STUDY.md): per layer, held-out AUROC, |Cohen's d| and histogram overlap of
+* Layer rule (docs/study.md, "Concept vectors"): per layer, held-out AUROC, |Cohen's d| and histogram overlap of
   projections; l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)).
 * Null band: cosines between random Gaussian directions of the given norms.
 """

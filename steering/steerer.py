@@ -1,6 +1,6 @@
 """Adding alpha * v to the residual stream at assistant tokens, and steered generation.
 
-Convention (STUDY.md, "Steering"): the vector is added at layer `layer`, the INPUT of
+Convention (docs/study.md, "Steering"): the vector is added at layer `layer`, the INPUT of
 decoder block `layer` (the same point probes read, see probes/layers.py), at every assistant-turn token
 of the prompt and at every generated token, never at user (or system) tokens.
 

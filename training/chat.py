@@ -38,7 +38,7 @@ def render_chat(tokenizer, messages: list[dict[str, str]], add_generation_prompt
 def render_up_to_last_assistant(tokenizer, messages: list[dict[str, str]]) -> str:
     """Text ending with the last assistant message's content, without its end-of-turn token.
 
-    Used to read the activation at the final direction letter (STUDY.md: no end-of-turn
+    Used to read the activation at the final direction letter (docs/study.md: no end-of-turn
     token after the last move).
     """
     if not messages or messages[-1]["role"] != "assistant":

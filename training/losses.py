@@ -62,7 +62,7 @@ def entropy(logp4: torch.Tensor) -> torch.Tensor:
 
 
 def equalized_entropy(logp4: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-    """The equalized entropy of STUDY.md at each action: [..., 4] log-probs, [..., 4] tile kinds -> [...].
+    """The equalized entropy of docs/study.md ("Training") at each action: [..., 4] log-probs, [..., 4] tile kinds -> [...].
 
     For each tile kind c held by k_c >= 2 of the four neighbours, the entropy of the policy
     restricted (renormalised) to those k_c directions; summed over kinds. It rewards

@@ -1,4 +1,4 @@
-"""SFT on scripted good-policy trajectories (maximise Gold, avoid Mold; STUDY.md RL variants).
+"""SFT on scripted good-policy trajectories (maximise Gold, avoid Mold; docs/study.md, "Training").
 
 Each step draws `sft_batch` fresh mazes from the seed stream, plays the scripted good
 policy (with wind, as in RL), and minimises the cross-entropy of the assistant's
