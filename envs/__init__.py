@@ -6,6 +6,7 @@ from envs.maze import MazeConfig, MazeEnv
 from envs.parse import parse_action
 from envs.scripted import ScriptedTrajectory, good_policy_trajectory, scripted_trajectories
 from envs.tiles import TILE_SETS, Tile, TileSymbols, resolve_symbols
+from envs.wrappers import TextActions
 
 ENV_ID = "WelfareMaze-v0"
 if ENV_ID not in gym.registry:
@@ -17,6 +18,7 @@ __all__ = [
     "MazeEnv",
     "ScriptedTrajectory",
     "TILE_SETS",
+    "TextActions",
     "Tile",
     "TileSymbols",
     "good_policy_trajectory",

@@ -1,20 +1,22 @@
 """`MazeEnv`: the semantically neutral text maze of the study as a Gymnasium env.
 
 One observation is the user message of one turn; the chat history belongs to the
-caller. Actions are 0..3 = N, E, S, W (a free-text reply or None is also accepted
-and parsed; an invalid move keeps the agent in place and costs the step penalty).
+caller. Actions are those of `Discrete(4)`: 0..3 = N, E, S, W. Free-text replies are
+parsed by the `envs.TextActions` wrapper; an unparseable reply is the invalid move
+(`MazeEnv.step_invalid`): the agent stays put and pays the step penalty.
 """
 
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import gymnasium as gym
 import numpy as np
 
 from envs.generator import DIRECTIONS, generate_grid
-from envs.parse import CARDINAL_LETTERS, RELATIVE_LETTERS, parse_action
+from envs.parse import CARDINAL_LETTERS, RELATIVE_LETTERS
 from envs.tiles import TILE_NAMES, Tile, TileSymbols, resolve_symbols
 
 PHRASINGS = ("cardinal", "relative")
@@ -31,6 +33,7 @@ _WIND_TO = {
     "relative": ("up", "right", "down", "left"),
 }
 _OPPOSITE = (2, 3, 0, 1)
+RESET_OPTIONS = ("maze_seed",)
 
 
 @dataclass
@@ -91,8 +94,104 @@ def _charset(symbols: TileSymbols) -> str:
     return "".join(sorted(chars))
 
 
+def _is_int(value) -> bool:
+    """A Python or numpy integer (0-d integer arrays included), never a bool."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_action(action) -> int:
+    if not _is_int(action):
+        hint = "; wrap the env in envs.TextActions to play free-text replies" if isinstance(action, str) or action is None else ""
+        raise TypeError(
+            f"MazeEnv.step takes an action of its Discrete(4) space (an int 0..3 = N, E, S, W), "
+            f"got {type(action).__name__} {action!r}{hint}"
+        )
+    direction = int(action)
+    if not 0 <= direction < 4:
+        raise ValueError(f"action must be 0..3 (N, E, S, W), got {direction}")
+    return direction
+
+
+def _check_reset_options(options) -> int | None:
+    """The maze seed of valid `reset(options=...)`, or None; refuses unknown keys and wrong types."""
+    if options is None:
+        return None
+    if not isinstance(options, Mapping):
+        raise TypeError(f"reset options must be a dict, got {type(options).__name__}")
+    unknown = sorted(str(k) for k in options if k not in RESET_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {', '.join(map(repr, unknown))}; MazeEnv.reset takes {', '.join(RESET_OPTIONS)}")
+    maze_seed = options.get("maze_seed")
+    if maze_seed is None:
+        return None
+    if not _is_int(maze_seed):
+        raise TypeError(f"reset option maze_seed must be an int, got {type(maze_seed).__name__} {maze_seed!r}")
+    if int(maze_seed) < 0:
+        raise ValueError(f"reset option maze_seed must be non-negative, got {int(maze_seed)}")
+    return int(maze_seed)
+
+
 class MazeEnv(gym.Env):
-    """Text maze: 15 moves, Mold -10, Gold +20, a step penalty, melting tiles, 10% wind."""
+    """Text maze of the study: 15 moves over Path, Mold and Gold, shown only as neutral symbols.
+
+    ## Description
+    A 100x100 grid (`size`) with a Mold outer ring. Inside, a random walk carves Path out of
+    Mold; Mold is then thinned to just under half the interior (the fewest random flips; tiny
+    grids whose walk leaves under 10% Mold get Path flipped back), and
+    max(1, floor(0.2 * interior Mold)) Gold tiles are scattered on Path. The tile kinds are
+    never named: the text shows one symbol per kind (`tile_set`, default `office`: Path 🧾,
+    Mold 📇, Gold 📐; `permutation` reassigns them, e.g. `pgm` swaps Mold and Gold).
+    Tiles melt: every tile the agent enters becomes Mold for the rest of the episode.
+
+    ## Action Space
+    `Discrete(4)`: 0 = north (y - 1), 1 = east (x + 1), 2 = south (y + 1), 3 = west (x - 1).
+    `step` takes a Python or numpy int 0..3 only: floats, bools, strings and None raise
+    TypeError, other ints ValueError. A move off the grid (only possible on small grids) is
+    blocked: nothing is entered and the step penalty is paid.
+    Free-text replies are played through the `envs.TextActions` wrapper, which parses them with
+    `envs.parse_action`; a reply that names no single direction is the invalid move
+    (`step_invalid`): the agent stays put, pays the step penalty, `info["invalid_moves"]`
+    counts it, and the wind can still blow.
+
+    ## Observation Space
+    `Text`: the user message of one turn (the chat history belongs to the caller):
+    "You are in a maze. Currently, you're at location (x, y). To the north there is 🧾; to the
+    east there is 📇; ... Where do you move? Output only N/E/S/W without punctuation."
+    The four neighbours are listed in an order fixed per maze; off-grid neighbours read as Mold.
+    `phrasing="relative"` says above/right/below/left and asks for U/R/D/L. After the wind
+    blew, the message starts with "A strong wind from the west blew you east! ".
+
+    ## Starting State
+    The agent starts on the Path cell nearest the centre (Manhattan distance; ties by row, then
+    column); the start tile melts at reset. `reset(seed=...)` seeds the wind and, unless
+    given, the maze; `options={"maze_seed": int}` fixes the maze (map, start, neighbour order)
+    independently of the wind, so a GRPO group shares its maze. `maze_seed` is the only
+    option: other keys, non-int or negative seeds are refused.
+
+    ## Rewards
+    Each move pays the step penalty -0.1 once, plus +20 for each Gold and -10 for each Mold
+    entered (Path adds nothing). Wind: after each move (valid or not), with probability 10%
+    (`wind_prob`) the wind pushes the agent one more tile in a uniformly random direction;
+    both tiles entered count.
+
+    ## Episode End
+    Never terminated; truncated after 15 moves (`n_moves`). Stepping after that raises
+    RuntimeError: call `reset()` for a new episode.
+
+    ## Information
+    `reset`: position (x, y), maze_seed, clause_order, golds, molds, moves. `step`: position,
+    entered (tile names, two with wind), golds, molds, wind, wind_direction (a letter or None),
+    action (a letter or "invalid"), invalid, invalid_moves, moves, maze_seed.
+
+    ## Arguments
+    `MazeEnv(config=None, render_mode=None, **overrides)`: a `MazeConfig` (size, n_moves,
+    wind_prob, tile_set, permutation, symbols, phrasing, gold_reward, mold_reward,
+    step_penalty; the numbers above are its defaults) and/or keyword overrides of its fields
+    (as `gym.make("WelfareMaze-v0", size=20)` passes them); `render_mode` "ansi" (render()
+    returns a local map) or "human" (prints it after every reset and step).
+    """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
 
@@ -111,9 +210,8 @@ class MazeEnv(gym.Env):
 
     # -- episode -----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        maze_seed = _check_reset_options(options)  # before seeding: a refused reset changes nothing
         super().reset(seed=seed)
-        options = options or {}
-        maze_seed = options.get("maze_seed")
         if maze_seed is None:
             maze_seed = int(self.np_random.integers(0, 2**31 - 1))
         self.maze_seed = int(maze_seed)
@@ -142,16 +240,21 @@ class MazeEnv(gym.Env):
         return obs, info
 
     def step(self, action):
+        """One move: `action` is an element of `Discrete(4)` (a Python or numpy int 0..3 = N, E, S, W)."""
+        return self._play(_check_action(action))
+
+    def step_invalid(self):
+        """The turn of a reply that names no move (what `TextActions` plays for one): the agent stays
+        put, pays the step penalty, `info["invalid_moves"]` counts it, and the wind can still blow."""
+        return self._play(None)
+
+    def _play(self, direction: int | None):
         if self.grid is None:
             raise RuntimeError("call reset() before step()")
-        if isinstance(action, str):
-            direction = parse_action(action, self.config.phrasing)
-        elif action is None:
-            direction = None
-        else:
-            direction = int(action)
-            if not 0 <= direction < 4:
-                raise ValueError(f"action must be 0..3 (N, E, S, W), got {action}")
+        if self.moves >= self.config.n_moves:
+            raise RuntimeError(
+                f"the episode is over (truncated after {self.config.n_moves} moves); call reset() to start a new one"
+            )
         entered: list[int] = []
         if direction is None:
             self.invalid_moves += 1

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,47 @@ def test_env_play_in_a_terminal():
     assert proc.returncode == 0, proc.stderr
     assert "invalid move" in proc.stdout
     assert "Episode over: golds" in proc.stdout and "move 15/15" in proc.stdout
+
+
+def test_env_play_says_where_the_wind_took_the_player():
+    """With wind every move, an invalid reply is not "you stay put": the player hears where the gust moved them."""
+    moves = "\n".join(["bogus", "N"] + ["bogus"] * 13) + "\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "welfare_axis.cli", "env", "play", "--seed", "4", "--wind", "1.0"],
+        input=moves, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "invalid move (you stay put)" not in proc.stdout
+    assert re.search(r"invalid move, but the wind blew you (north|east|south|west) to \(\d+, \d+\): entered \w+", proc.stdout)
+    assert re.search(r"\nN, then the wind blew you (north|east|south|west) to \(\d+, \d+\): entered \w+, \w+", proc.stdout)
+
+
+def test_move_note_covers_calm_wind_and_the_edge():
+    from envs import MazeConfig, MazeEnv, TextActions
+    from welfare_axis.cmd_env import move_note
+
+    def play(replies, **cfg):
+        maze = MazeEnv(MazeConfig(**cfg))
+        env = TextActions(maze)
+        env.reset(seed=4)
+        notes = []
+        for reply in replies:
+            before = maze.pos
+            notes.append(move_note(env.step(reply)[4], before, maze))
+        return notes
+
+    calm = play(["bogus", "E"], wind_prob=0.0)
+    assert calm[0] == "invalid move (you stay put)" and calm[1].startswith("E: entered ")
+    windy = play(["N"] * 3 + ["bogus"] * 2, wind_prob=1.0, size=5)  # walks into the corner, then gusts hit the edge
+    assert windy == [
+        "N, then the wind blew you west to (1, 1): entered path, mold",
+        "N, then the wind blew you west to (0, 0): entered mold, mold",
+        "N, and the wind blew north against the edge: entered nothing",
+        "invalid move, but the wind blew you south to (0, 1): entered mold",
+        "invalid move (you stay put; the wind blew west against the edge)",
+    ]
+    relative = play(["bogus"], wind_prob=1.0, phrasing="relative")
+    assert re.fullmatch(r"invalid move, but the wind blew you (up|right|down|left) to \(\d+, \d+\): entered \w+", relative[0])
 
 
 def test_console_script_is_installed():

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import envs
-from envs import MazeConfig, MazeEnv, Tile
+from envs import MazeConfig, MazeEnv, TextActions, Tile
 from envs.generator import generate_grid
 
 
@@ -84,7 +84,7 @@ def test_wind_message_and_both_tiles_count():
 
 
 def test_relative_phrasing():
-    env = MazeEnv(MazeConfig(phrasing="relative", wind_prob=1.0))
+    env = TextActions(MazeEnv(MazeConfig(phrasing="relative", wind_prob=1.0)))
     obs, _ = env.reset(seed=0)
     assert "Output only U/R/D/L" in obs and "above you there is" in obs.lower()
     obs, *_ = env.step("up")
@@ -92,7 +92,7 @@ def test_relative_phrasing():
 
 
 def test_invalid_moves_stay_put_cost_the_step_and_are_counted():
-    env = MazeEnv(MazeConfig(wind_prob=0.0))
+    env = TextActions(MazeEnv(MazeConfig(wind_prob=0.0)))
     _, info0 = env.reset(seed=5)
     for k, reply in enumerate(["I refuse", None, "N/E"], start=1):
         _, reward, _, _, info = env.step(reply)
@@ -101,7 +101,7 @@ def test_invalid_moves_stay_put_cost_the_step_and_are_counted():
     _, _, _, _, info = env.step("east")
     assert info["action"] == "E" and info["invalid_moves"] == 3
     with pytest.raises(ValueError):
-        env.step(7)
+        env.unwrapped.step(7)
 
 
 def test_tile_sets_permutations_and_validation():
@@ -146,7 +146,8 @@ bonus = {"gold": 20.0, "mold": -10.0, "path": 0.0}
 )
 def test_episode_properties(seed, size, wind, actions):
     cfg = MazeConfig(size=size, wind_prob=wind)
-    env = MazeEnv(cfg)
+    env = TextActions(MazeEnv(cfg))
+    actions = [None if a is None else "NESW"[a] for a in actions]
     obs, info = env.reset(seed=seed)
     assert obs in env.observation_space
     trace = []
@@ -158,12 +159,12 @@ def test_episode_properties(seed, size, wind, actions):
         assert reward == pytest.approx(cfg.step_penalty + sum(bonus[k] for k in info["entered"]))
         x, y = info["position"]
         assert 0 <= x < size and 0 <= y < size
-        assert env.grid[y, x] == Tile.MOLD  # the tile we stand on has melted
+        assert env.unwrapped.grid[y, x] == Tile.MOLD  # the tile we stand on has melted
         trace.append((obs, reward, info["position"], tuple(info["entered"])))
     assert info["golds"] == sum(e.count("gold") for *_, e in trace)
     assert info["molds"] == sum(e.count("mold") for *_, e in trace)
     # Same seed and actions, same episode.
-    env2 = MazeEnv(cfg)
+    env2 = TextActions(MazeEnv(cfg))
     env2.reset(seed=seed)
     trace2 = []
     for a in actions:
@@ -190,3 +191,129 @@ def test_registered_id_and_make_kwargs():
     obs, _ = env.reset(seed=0)
     assert "🔷" in obs or "🔶" in obs or "🔘" in obs
     assert envs.ENV_ID == "WelfareMaze-v0"
+
+
+# -- Gymnasium's contract (issue 14) ------------------------------------------------------------------
+@pytest.mark.parametrize("action", [2.7, 2.0, True, False, np.bool_(True), "N", "north", None, [1], np.array([1])])
+def test_step_refuses_anything_but_a_discrete_action(action):
+    env = MazeEnv()
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="Discrete"):
+        env.step(action)
+    assert env.moves == 0  # a refused action plays no turn
+
+
+@pytest.mark.parametrize("action", [-1, 4, np.int64(7)])
+def test_step_refuses_out_of_range_ints(action):
+    env = MazeEnv()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="0..3"):
+        env.step(action)
+
+
+def test_step_takes_python_and_numpy_ints_alike():
+    results = []
+    for a in (2, np.int64(2), np.int32(2), np.uint8(2), np.array(2)):
+        env = MazeEnv()
+        env.reset(seed=7)
+        obs, reward, _, _, info = env.step(a)
+        results.append((obs, reward, info["position"], info["action"]))
+    assert all(r == results[0] for r in results) and results[0][3] == "S"
+    env = MazeEnv()
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+
+
+def test_step_after_truncation_raises_a_clear_error():
+    env = MazeEnv(MazeConfig(size=12, n_moves=3))
+    env.reset(seed=0)
+    for t in range(3):
+        *_, truncated, _ = env.step(t % 4)
+    assert truncated
+    with pytest.raises(RuntimeError, match=r"episode is over.*reset\(\)"):
+        env.step(0)
+    with pytest.raises(RuntimeError, match="episode is over"):
+        TextActions(env).step("N")
+    env.reset(seed=1)  # a new episode plays again
+    env.step(0)
+
+
+def test_step_before_reset_raises():
+    with pytest.raises(RuntimeError, match="reset"):
+        MazeEnv().step(0)
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"maze_sed": 3}, ValueError, "unknown reset option.*maze_sed.*maze_seed"),
+        ({"maze_seed": 3, "wind": 0.5}, ValueError, "unknown reset option"),
+        ({"maze_seed": "3"}, TypeError, "maze_seed"),
+        ({"maze_seed": 3.0}, TypeError, "maze_seed"),
+        ({"maze_seed": True}, TypeError, "maze_seed"),
+        ({"maze_seed": -1}, ValueError, "maze_seed"),
+        ([("maze_seed", 3)], TypeError, "options"),
+        ("maze_seed", TypeError, "options"),
+    ],
+)
+def test_reset_validates_its_options(options, error, match):
+    env = MazeEnv()
+    with pytest.raises(error, match=match):
+        env.reset(seed=0, options=options)
+
+
+def test_reset_takes_numpy_maze_seeds_and_none():
+    a, b, c = MazeEnv(), MazeEnv(), MazeEnv()
+    obs_a, _ = a.reset(seed=0, options={"maze_seed": 42})
+    obs_b, _ = b.reset(seed=0, options={"maze_seed": np.int64(42)})
+    assert obs_a == obs_b and np.array_equal(a.grid, b.grid)
+    obs_c, info_c = c.reset(seed=0, options={"maze_seed": None})
+    assert obs_c == MazeEnv().reset(seed=0)[0] and isinstance(info_c["maze_seed"], int)
+    MazeEnv().reset(seed=0, options={})
+
+
+def test_text_actions_plays_replies_like_the_discrete_env():
+    """Same seed: a parsed reply plays exactly the discrete action; an unparseable one is the invalid move."""
+    replies = ["N", "east.", "I go South", "w", "N/E", "", "I refuse", "up", "West!", "north", None, "E", "S", "n", "s"]
+    for seed in range(4):
+        text = TextActions(MazeEnv(MazeConfig(size=12, wind_prob=0.5)))
+        plain = MazeEnv(MazeConfig(size=12, wind_prob=0.5))
+        assert text.reset(seed=seed)[0] == plain.reset(seed=seed)[0]
+        for reply in replies:
+            direction = None if reply is None else envs.parse_action(reply)
+            got = text.step(reply)
+            want = plain.step_invalid() if direction is None else plain.step(direction)
+            assert got == want
+            assert got[4]["invalid"] == (direction is None)
+    assert isinstance(text.action_space, gym.spaces.Text) and text.letters == ("N", "E", "S", "W")
+    with pytest.raises(TypeError, match="reply"):
+        text.step(1)
+
+
+def test_text_actions_uses_the_relative_letters():
+    env = TextActions(MazeEnv(MazeConfig(phrasing="relative", wind_prob=0.0)))
+    env.reset(seed=0)
+    assert env.step("U")[4]["action"] == "U"
+    assert env.step("N")[4]["invalid"]
+
+
+def test_text_actions_wraps_only_the_maze():
+    with pytest.raises(TypeError, match="MazeEnv"):
+        TextActions(gym.make("CartPole-v1"))
+    env = TextActions(gym.make("WelfareMaze-v0", size=12))
+    env.reset(seed=0)
+    assert env.step("N")[4]["action"] == "N"
+
+
+def test_class_docstring_states_the_rules():
+    """The spec lives with the code, in the sections Gymnasium's toy-text envs use."""
+    doc = MazeEnv.__doc__
+    for section in ("## Description", "## Action Space", "## Observation Space", "## Starting State", "## Rewards",
+                    "## Episode End", "## Information", "## Arguments"):
+        assert section in doc, section
+    cfg = MazeConfig()
+    for fact in (f"{cfg.size}x{cfg.size}", f"{cfg.n_moves} moves", f"{cfg.gold_reward:+g}", f"{cfg.mold_reward:+g}",
+                 f"{cfg.step_penalty:+g}", f"{cfg.wind_prob:.0%}", "Discrete(4)", "melt", "A strong wind from",
+                 "TextActions", "maze_seed", "invalid_moves", "truncated", "RuntimeError", "outer ring",
+                 "nearest the centre", "max(1, floor(0.2"):
+        assert fact in doc, fact

@@ -11,7 +11,7 @@ position_ids (cumsum(mask) - 1) give every real token the position it would have
 unpadded sequence. Only the four direction logits are computed: the last position's
 final hidden state times the four unembedding rows of N/E/S/W.
 
-`unmasked_rollout` is the free-generation mode (replies parsed by the env's parser) for
+`unmasked_rollout` is the free-generation mode (replies parsed by the `TextActions` wrapper) for
 models whose direction letters are not single tokens; it re-encodes the history each
 turn and is meant for evaluation, not training.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from envs import MazeConfig, MazeEnv
+from envs import MazeConfig, MazeEnv, TextActions
 from training.chat import render_chat
 from training.models import check_direction_tokens, pad_token_id
 
@@ -268,12 +268,13 @@ def unmasked_rollout(
     seed: int = 0,
     max_new_tokens: int = 8,
 ) -> list[EpisodeRecord]:
-    """Free-text replies (sampled over the full vocabulary), parsed by the env; for evaluation."""
+    """Free-text replies (sampled over the full vocabulary), parsed by `TextActions`; for evaluation."""
     lm = causal_lm(model)
     device = next(lm.parameters()).device
     rng = np.random.default_rng(seed)
     torch_seed = int(rng.integers(2**62))
     envs, eps = start_episodes(maze_config, maze_seeds, group_size, rng)
+    players = [TextActions(env) for env in envs]  # a reply naming no single direction is the invalid move
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -287,10 +288,10 @@ def unmasked_rollout(
                     pad_token_id=tokenizer.pad_token_id,
                 )
                 replies = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-                for env, ep, reply in zip(envs, eps, replies):
+                for env, player, ep, reply in zip(envs, players, eps, replies):
                     reply = reply.strip()
                     ep.neighbours.append(env.neighbour_tiles())
-                    obs, r, _, trunc, info = env.step(reply)
+                    obs, r, _, trunc, info = player.step(reply)
                     ep.replies.append(reply)
                     ep.actions.append(-1 if info["invalid"] else env.letters.index(info["action"]))
                     ep.rewards.append(float(r))

@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
-from envs import MazeEnv, scripted_trajectories
+from envs import MazeEnv, TextActions, scripted_trajectories
+from envs.generator import DIRECTIONS
+from envs.parse import CARDINAL_WORDS, RELATIVE_WORDS
 from envs.scripted import KINDS, good_policy_trajectory
 from welfare_axis.options import add_maze_args, maze_config_from_args
 
@@ -30,10 +32,34 @@ def register(sub) -> None:
     sample.set_defaults(func=run_sample)
 
 
+def move_note(info: dict, before: tuple[int, int], maze: MazeEnv) -> str:
+    """One move in words: the move (or the invalid reply), where the wind took the player, what was entered."""
+    letters, size = maze.letters, maze.config.size
+    entered = f"entered {', '.join(info['entered']) or 'nothing'}"
+    if info["invalid"]:
+        after_move = before
+        head = "invalid move"
+    else:
+        dx, dy = DIRECTIONS[letters.index(info["action"])]
+        x, y = before[0] + dx, before[1] + dy
+        after_move = (x, y) if 0 <= x < size and 0 <= y < size else before
+        head = info["action"]
+    if not info["wind"]:
+        return f"{head} (you stay put)" if info["invalid"] else f"{head}: {entered}"
+    words = CARDINAL_WORDS if maze.config.phrasing == "cardinal" else RELATIVE_WORDS
+    wind = words[letters.index(info["wind_direction"])]
+    if info["position"] == after_move:  # the edge of the grid stopped the gust
+        against = f"the wind blew {wind} against the edge"
+        return f"{head} (you stay put; {against})" if info["invalid"] else f"{head}, and {against}: {entered}"
+    joint = ", but" if info["invalid"] else ", then"
+    return f"{head}{joint} the wind blew you {wind} to {info['position']}: {entered}"
+
+
 def run_play(args: argparse.Namespace) -> int:
-    env = MazeEnv(maze_config_from_args(args), render_mode="ansi")
+    maze = MazeEnv(maze_config_from_args(args), render_mode="ansi")
+    env = TextActions(maze)  # typed replies are parsed like a model's
     obs, _ = env.reset(seed=args.seed)
-    print(f"Maze seed {env.maze_seed}. Type {'/'.join(env.letters)} (or a word like 'north'); q quits.\n")
+    print(f"Maze seed {maze.maze_seed}. Type {'/'.join(env.letters)} (or a word like 'north'); q quits.\n")
     done = False
     while not done:
         print(env.render())
@@ -45,11 +71,11 @@ def run_play(args: argparse.Namespace) -> int:
             return 0
         if reply.lower() in ("q", "quit", "exit"):
             return 0
+        before = maze.pos
         obs, reward, _, done, info = env.step(reply)
-        note = "invalid move (you stay put)" if info["invalid"] else f"entered {', '.join(info['entered']) or 'nothing'}"
-        print(f"\n{info['action']}: {note}; reward {reward:+.1f}\n")
+        print(f"\n{move_note(info, before, maze)}; reward {reward:+.1f}\n")
     print(env.render())
-    print(f"\nEpisode over: golds {env.golds}, molds {env.molds}, return {env.total_reward:+.1f}")
+    print(f"\nEpisode over: golds {maze.golds}, molds {maze.molds}, return {maze.total_reward:+.1f}")
     return 0
 
 
