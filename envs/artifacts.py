@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -42,18 +43,41 @@ def provenance(config: dict | None = None, seed: int | None = None, model: dict 
     }
 
 
+def ordinary_permissions(path: str | os.PathLike) -> None:
+    """Give `path` (a file, or a folder and everything in it) the modes of a plain write: 0666 for
+    files and 0777 for folders and executables, less the umask (0644 and 0755 under the usual 022).
+
+    Atomic writes need it: `tempfile.mkstemp`/`mkdtemp` make 0600/0700 and safetensors writes 0600,
+    and the rename into place would keep those modes. Symlinks are left alone.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    path = Path(path)
+    if path.is_symlink():
+        return
+    entries = [path]
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            entries += [Path(root, name) for name in dirs + files]
+    for p in entries:
+        mode = p.lstat().st_mode
+        if stat.S_ISDIR(mode):
+            os.chmod(p, dir_mode)
+        elif stat.S_ISREG(mode):
+            os.chmod(p, dir_mode if mode & 0o111 else file_mode)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success rename it into place."""
+    """Yield a temporary path next to `path`; on success rename it into place (with ordinary permissions)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
     try:
         yield Path(tmp)
+        ordinary_permissions(tmp)  # after the write: some writers (safetensors) replace the file with a 0600 one
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

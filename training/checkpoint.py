@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.artifacts import atomic_write_json, provenance
+from envs.artifacts import atomic_write_json, ordinary_permissions, provenance
 from training.config import TrainConfig
 from training.models import load_model
 from training.rollout import decoder_of
@@ -127,6 +127,7 @@ def save_checkpoint(run_dir, step: int, model, tokenizer, optimizer, scheduler, 
             },
             tmp / "state.pt",
         )
+        ordinary_permissions(tmp)  # mkdtemp makes 0700 and safetensors 0600; a checkpoint is an ordinary folder
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from envs.artifacts import ordinary_permissions
 from training.chat import SYSTEM_PROMPT_POLICIES, strip_default_system_prompt
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -88,6 +89,7 @@ def converted_model_dir(name: str = DEFAULT_MODEL) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "welfare_axis_source.json").write_text(json.dumps({"gguf": str(gguf), "name": name}))
+        ordinary_permissions(tmp)  # mkdtemp makes 0700 and safetensors 0600; the cache is an ordinary folder
         try:
             os.replace(tmp, target)
         except OSError:
