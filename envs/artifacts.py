@@ -1,8 +1,9 @@
 """Writing artifacts safely and traceably (used by every stage).
 
 Every write goes to a temporary file in the target folder and is renamed into place,
-so an interrupted run never leaves a half-written artifact. `provenance` is the record
-every artifact carries: config, seed, model, package version, time.
+so an interrupted run never leaves a half-written artifact; a command that writes a set of
+files writes them into `atomic_folder`, so a failed run leaves none of the set. `provenance`
+is the record every artifact carries: config, seed, model, package version, time.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import stat
 import tempfile
 import time
@@ -82,6 +84,34 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder for a set of outputs; on success they land in `path` together.
+
+    A new `path` is the temporary folder renamed into place (one rename). Into an existing `path`
+    each entry is renamed, replacing one of the same name (renames only, no copying). On failure
+    the temporary folder is removed and `path` is as it was (not even created).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path if path.is_dir() else path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; outputs are ordinary folders
+    try:
+        yield tmp
+        if path.is_dir():
+            for entry in sorted(tmp.iterdir()):
+                dest = path / entry.name
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)  # a rename replaces only an empty folder
+                os.replace(entry, dest)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
+from envs.artifacts import atomic_folder, atomic_write_json, atomic_write_parquet, provenance
 from probes import emotion as emo
 from probes.capture import channel_moments
 from probes.channels import top_channel_share, top_channels
@@ -92,7 +92,9 @@ def _curve(c: np.ndarray) -> dict:
 
 def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str | Path | None = None, seed: int = 0,
                  n_tracking: int = 100, device: str = "cpu", **options) -> dict:
-    """All analyses of one vectors folder (and its naive control); writes the outputs and returns summary.json."""
+    """All analyses of one vectors folder (and its naive control); writes the outputs and returns summary.json.
+
+    Inputs and options are checked before any slow work, and the outputs appear in `out_dir` together at the end."""
     cfg = AnalyzeConfig(seed=seed, n_tracking=n_tracking, **options)
     out = Path(out_dir)
     cv = ConceptVectors.load(vectors_dir)
@@ -104,7 +106,9 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     neutral = emo.load_neutral(cfg.neutral)
     examples, acts = load_examples(vectors_dir)
     c_examples, c_acts = load_examples(control_dir) if control_dir is not None else (examples, acts)
-    out.mkdir(parents=True, exist_ok=True)
+    for flag, layer in (("emotion_layer", cfg.emotion_layer), ("logit_layer", cfg.logit_layer)):
+        if layer is not None and not 0 <= layer < n_layers:
+            raise ValueError(f"{flag} must be in 0..{n_layers - 1} (block inputs of a {n_layers}-layer model), got {layer}")
 
     model, tok = load_model_from_meta(cv.meta, device)
     if _same_weights(cv.meta.get("model") or {}, ctrl.meta.get("model") or {}):
@@ -158,7 +162,6 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     emotion_layer = cfg.emotion_layer if cfg.emotion_layer is not None else tile_layer
     if cfg.generate_stories:
         stories = emo.generate_stories(cmodel, ctok, stories["emotions"], cfg.n_generated, seed)
-        atomic_write_json(out / "generated_stories.json", stories)
     emo_layers = sorted({emotion_layer, l_star["gold"], l_star["mold"]})
     per, neut = emo.story_activations(cmodel, ctok, stories, neutral, emo_layers, cfg.batch_size, cfg.progress)
     valence = {k: v.get("valence", np.nan) for k, v in stories["emotions"].items()}
@@ -226,14 +229,17 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     }
     meta = {"layer_convention": LAYER_CONVENTION, "vectors_dir": str(vectors_dir), "control_dir": summary["control_dir"], "seed": seed}
     table = pd.concat([lc.table.assign(model="trained"), c_lc.table.assign(model="naive")], ignore_index=True) if c_lc is not lc else lc.table.assign(model="trained")
-    atomic_write_parquet(out / "layer_metrics.parquet", table, metadata=meta)
-    atomic_write_parquet(out / "cosines.parquet", pd.DataFrame(cos_rows), metadata=meta)
-    atomic_write_parquet(out / "logit_lens.parquet", lens_df, metadata=meta)
-    atomic_write_parquet(out / "emotions.parquet", pd.DataFrame(emo_rows), metadata=meta)
-    atomic_write_parquet(out / "tracking.parquet", track_rows, metadata=meta)
-    atomic_write_json(out / "layer_choice.json", {**l_star, "space": VERDICT_SPACE, "by_space": lc.l_star, "layer_convention": LAYER_CONVENTION})
-    analysis_plots(out, summary, table, pd.DataFrame(emo_rows), track_rows, lens_df)
-    atomic_write_json(out / "summary.json", summary)
+    with atomic_folder(out) as tmp:  # all or nothing: a failed analysis leaves no outputs (nor an empty folder)
+        if cfg.generate_stories:
+            atomic_write_json(tmp / "generated_stories.json", stories)
+        atomic_write_parquet(tmp / "layer_metrics.parquet", table, metadata=meta)
+        atomic_write_parquet(tmp / "cosines.parquet", pd.DataFrame(cos_rows), metadata=meta)
+        atomic_write_parquet(tmp / "logit_lens.parquet", lens_df, metadata=meta)
+        atomic_write_parquet(tmp / "emotions.parquet", pd.DataFrame(emo_rows), metadata=meta)
+        atomic_write_parquet(tmp / "tracking.parquet", track_rows, metadata=meta)
+        atomic_write_json(tmp / "layer_choice.json", {**l_star, "space": VERDICT_SPACE, "by_space": lc.l_star, "layer_convention": LAYER_CONVENTION})
+        analysis_plots(tmp, summary, table, pd.DataFrame(emo_rows), track_rows, lens_df)
+        atomic_write_json(tmp / "summary.json", summary)
     return summary
 
 

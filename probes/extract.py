@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from envs import MazeConfig, scripted_trajectories
-from envs.artifacts import atomic_path, atomic_write_parquet, provenance
+from envs.artifacts import atomic_folder, atomic_write_parquet, provenance
 from envs.scripted import KINDS
 from probes.capture import iter_captures, last_token_spans, tokenize_texts
 from probes.layers import LAYER_CONVENTION
@@ -65,9 +65,20 @@ def extract_vectors(
     max_moves: int | None = None,
     out_dir: str | Path | None = None,
 ) -> ConceptVectors:
-    """v_mold, v_gold, v_path for all layers; with `out_dir`, also save them plus per-example activations."""
+    """v_mold, v_gold, v_path for all layers; with `out_dir`, also save them plus per-example activations.
+
+    The files are written into a temporary folder that becomes `out_dir` at the end (all or nothing)."""
     if n_per_class < 2:
         raise ValueError(f"n_per_class must be at least 2, got {n_per_class}")
+    args = (model, tokenizer, n_per_class, seed, maze_config, batch_size, progress, max_moves)
+    if out_dir is None:
+        return _extract(*args, None)
+    with atomic_folder(out_dir) as tmp:
+        return _extract(*args, tmp)
+
+
+def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeConfig | None, batch_size: int, progress: bool,
+             max_moves: int | None, out_dir: Path | None) -> ConceptVectors:
     maze_config = maze_config or MazeConfig()
     t0 = time.time()
     texts, examples = build_examples(tokenizer, n_per_class, seed, maze_config, max_moves)
@@ -83,8 +94,7 @@ def extract_vectors(
     with contextlib.ExitStack() as stack:
         rows_file = None
         if out_dir is not None:
-            out_dir = Path(out_dir)
-            tmp = stack.enter_context(atomic_path(out_dir / "activations.npy", suffix=".npy"))
+            tmp = out_dir / "activations.npy"  # out_dir is a temporary folder: no file in it is seen before all are done
             # Header via numpy, then plain seek+write per example: unlike a live memmap, written
             # pages are not held in this process's resident memory, so RAM stays flat in N.
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(texts), n_layers, hidden))
