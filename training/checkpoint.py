@@ -160,19 +160,48 @@ def load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict:
     return state
 
 
-def prepare_run_dir(run_dir, config: TrainConfig, resume: bool, kind: str, model_info: dict | None = None) -> TrainConfig:
-    """Create the run folder and config.json; on resume return the saved config."""
+def saved_run_config(run_dir, kind: str) -> TrainConfig:
+    """The config saved in an existing `kind` ("rl" or "sft") run folder; refuses a missing run or one of the other kind."""
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"cannot resume: {cfg_path} does not exist (no run in {run_dir})")
+    saved = json.loads(cfg_path.read_text())
+    if saved.get("kind", kind) != kind:
+        raise ValueError(f"{run_dir} is a {saved['kind'].upper()} run, not {kind.upper()}: resume it with "
+                         f"'welfare-axis train {saved['kind']} --resume --out {run_dir}', or start the {kind.upper()} run in another --out")
+    return TrainConfig.from_dict(saved["config"])
+
+
+def remove_orphaned_checkpoints(run_dir) -> None:
+    """Temporary checkpoint folders (`checkpoints/.step_*`) left by a kill during a write: incomplete by construction."""
+    root = Path(run_dir) / CHECKPOINTS
+    for tmp in root.glob(".step_*") if root.exists() else ():
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_new_run_dir(run_dir) -> None:
+    """Refuse a folder that already holds a run (before any slow work)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if resume:
-        if not cfg_path.exists():
-            raise FileNotFoundError(f"cannot resume: {cfg_path} does not exist")
-        saved = json.loads(cfg_path.read_text())
-        return TrainConfig.from_dict(saved["config"])
     if checkpoint_dirs(run_dir) or (run_dir / "metrics.parquet").exists():
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out folder")
+
+
+def write_run_config(run_dir, config: TrainConfig, kind: str, model_info: dict | None = None) -> None:
+    """Create the run folder and its config.json: once everything that could fail cheaply (model, optimizer) has not."""
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg_path, {"kind": kind, "config": config.to_dict(), "provenance": provenance(config=config.to_dict(), seed=config.seed, model=model_info)})
+    atomic_write_json(run_dir / "config.json", {"kind": kind, "config": config.to_dict(),
+                                                "provenance": provenance(config=config.to_dict(), seed=config.seed, model=model_info)})
+
+
+def prepare_run_dir(run_dir, config: TrainConfig, resume: bool, kind: str, model_info: dict | None = None) -> TrainConfig:
+    """On resume: the saved config (orphaned temporary checkpoints removed). Else: a new run folder and config.json."""
+    if resume:
+        config = saved_run_config(run_dir, kind)
+        remove_orphaned_checkpoints(run_dir)
+        return config
+    check_new_run_dir(run_dir)
+    write_run_config(run_dir, config, kind, model_info)
     return config
 
 

@@ -89,6 +89,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("lr", "sft_lr", "weight_decay"):
+            if not getattr(self, name) >= 0:  # also NaN
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.algo in ("dr_grpo", "grpo") and self.group_size < 2:
             raise ValueError("group_size must be at least 2 for a group baseline")
         if not 0.0 <= self.gamma <= 1.0:

@@ -25,6 +25,7 @@ from envs.artifacts import atomic_write_parquet
 from training.checkpoint import (
     TrainingDiverged,
     build_policy,
+    check_new_run_dir,
     final_checkpoint,
     latest_checkpoint,
     load_checkpoint,
@@ -32,6 +33,7 @@ from training.checkpoint import (
     save_checkpoint,
     step_seeds,
     trainable_parameters,
+    write_run_config,
 )
 from training.config import TrainConfig
 from training.forward import check_split_forward, direction_logprobs, first_trainable_block
@@ -186,14 +188,13 @@ def train_rl(config: TrainConfig, run_dir: str | Path, resume: bool = False, pro
     run_dir = Path(run_dir)
     if resume:
         config = prepare_run_dir(run_dir, config, True, "rl")
+    else:
+        check_new_run_dir(run_dir)  # before any slow work; config.json is written once the setup below has worked
     dp = DataParallel.from_env(config.device)
     local = config
     if dp.world > 1 and config.device.startswith("cuda"):
         local = config.replace(device=f"cuda:{os.environ.get('LOCAL_RANK', dp.rank)}")
     model, tok = build_policy(local)
-    if not resume and dp.main:
-        prepare_run_dir(run_dir, config, False, "rl", model.welfare_info.to_dict())
-    dp.barrier()
     chat = ChatTokens(tok, config.maze.letters)
     pad_id = pad_token_id(tok)
     # LoRA on the top blocks only: cache the hidden state entering the first trainable block.
@@ -206,6 +207,9 @@ def train_rl(config: TrainConfig, run_dir: str | Path, resume: bool = False, pro
 
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, config.n_steps))
+    if not resume and dp.main:
+        write_run_config(run_dir, config, "rl", model.welfare_info.to_dict())
+    dp.barrier()
     step, rows, wall0 = 0, [], 0.0
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:

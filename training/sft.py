@@ -22,6 +22,7 @@ from envs.artifacts import atomic_write_parquet
 from training.checkpoint import (
     TrainingDiverged,
     build_policy,
+    check_new_run_dir,
     final_checkpoint,
     latest_checkpoint,
     load_checkpoint,
@@ -29,6 +30,7 @@ from training.checkpoint import (
     save_checkpoint,
     step_seeds,
     trainable_parameters,
+    write_run_config,
 )
 from training.config import TrainConfig
 from training.forward import direction_logprobs
@@ -62,15 +64,17 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
     run_dir = Path(run_dir)
     if resume:
         config = prepare_run_dir(run_dir, config, True, "sft")
+    else:
+        check_new_run_dir(run_dir)  # before any slow work; config.json is written once the setup below has worked
     sft = config.sft_view()
     model, tok = build_policy(sft)
-    if not resume:
-        prepare_run_dir(run_dir, config, False, "sft", model.welfare_info.to_dict())
     chat = ChatTokens(tok, sft.maze.letters)
     pad_id = pad_token_id(tok)
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.sft_lr, weight_decay=config.weight_decay)
     constant = config.sft_schedule == "constant"
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 if constant else cosine_factor(s, config.sft_steps))
+    if not resume:
+        write_run_config(run_dir, config, "sft", model.welfare_info.to_dict())
     step, rows, wall0 = 0, [], 0.0
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:

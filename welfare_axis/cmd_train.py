@@ -47,7 +47,7 @@ def _bool(s: str) -> bool:
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     from training.config import PRESETS, TrainConfig
 
-    p.add_argument("--preset", default="cpu-small", choices=list(PRESETS), help="base hyperparameters (default cpu-small)")
+    p.add_argument("--preset", default=None, choices=list(PRESETS), help="base hyperparameters (default cpu-small)")
     g = p.add_argument_group("hyperparameters (override the preset)")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -72,7 +72,7 @@ def config_from_args(args: argparse.Namespace):
     from training.config import config_from_preset
 
     overrides, maze = _given_overrides(args)
-    return config_from_preset(args.preset, **overrides, maze=maze)
+    return config_from_preset(args.preset or "cpu-small", **overrides, maze=maze)
 
 
 def register(sub) -> None:
@@ -113,7 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         overrides, maze = _given_overrides(args)
         maze_flag = {name: flag for flag, (name, _, _) in _MAZE_FLAGS.items()}
-        given = ["--" + k.replace("_", "-") for k in overrides] + [maze_flag[k] for k in maze]
+        given = ["--preset"] * (args.preset is not None) + ["--" + k.replace("_", "-") for k in overrides] + [maze_flag[k] for k in maze]
         if given:
             flags = ", ".join(given)
             raise UserError(f"--resume continues with the run's saved config.json, so {flags} would be ignored; drop them, or start a new run in another --out folder")
@@ -123,7 +123,12 @@ def run_train(args: argparse.Namespace) -> int:
             if rl_field in overrides:
                 flag = rl_field.replace("_", "-")
                 raise UserError(f"--{flag} sets RL's {rl_field}; SFT has its own: use --sft-{flag}")
-    config = config_from_args(args)
+    if args.resume:  # the run's saved config; refuses a missing run, or one of the other kind, before any slow work
+        from training.checkpoint import saved_run_config
+
+        config = saved_run_config(args.out, args.kind)
+    else:
+        config = config_from_args(args)
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
         return 0
@@ -142,9 +147,12 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_same_maze(baseline: str, maze: dict, temperature: float) -> None:
+def _check_same_maze(baseline: str, maze: dict, temperature: float, n_mazes: int, seed: int) -> None:
     """A paired comparison only means something on the same mazes, played the same way."""
+    import pandas as pd
+
     from envs.artifacts import read_parquet_metadata
+    from training.evaluate import heldout_maze_seeds
 
     if not Path(baseline).exists():
         raise UserError(f"--baseline {baseline} does not exist; run `welfare-axis train eval` for the baseline first")
@@ -155,16 +163,21 @@ def _check_same_maze(baseline: str, maze: dict, temperature: float) -> None:
         raise UserError(f"--baseline {baseline} was played on a different maze ({diff}); re-run it with the same maze flags (or --run)")
     if base_t is not None and base_t != temperature:
         raise UserError(f"--baseline {baseline} was sampled at temperature {base_t}, this eval at {temperature}; use the same --temperature")
+    played = pd.read_parquet(baseline, columns=["maze_seed", "episode"])
+    missing = set(heldout_maze_seeds(n_mazes, seed)) - set(played.loc[played["episode"] == 0, "maze_seed"])
+    if missing:
+        raise UserError(f"--baseline {baseline} did not play {len(missing)} of this eval's {n_mazes} held-out mazes; "
+                        "use the same --n-mazes and --seed (or fewer mazes)")
 
 
-def _first_move_path(out: str) -> Path:
+def _first_move_path(out: str | Path) -> Path:
     return Path(out).with_name(Path(out).stem + "_first_move.parquet")
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from envs import MazeConfig
+    from envs.artifacts import atomic_folder
     from training.checkpoint import final_checkpoint
-    from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy, summarize_first_move, write_first_move_policy, write_summary
     from training.models import load_model
 
     if args.n_mazes < 1:
@@ -179,10 +192,20 @@ def run_eval(args: argparse.Namespace) -> int:
     maze.update({k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None})
     maze_config = MazeConfig(**maze)
     if args.baseline:  # before the (slow) eval, so a mismatch fails at once
-        _check_same_maze(args.baseline, maze_config.to_dict(), temperature)
+        _check_same_maze(args.baseline, maze_config.to_dict(), temperature, args.n_mazes, args.seed)
     loaded = load_model(model, adapter=adapter)
+    out = Path(args.out)
+    with atomic_folder(out.parent) as tmp:  # the episodes, first-move table and summary appear together or not at all
+        summary = _eval_outputs(args, model, adapter, maze, maze_config, temperature, loaded, tmp / out.name)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _eval_outputs(args, model, adapter, maze: dict, maze_config, temperature: float, loaded, out: Path) -> dict:
+    from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy, summarize_first_move, write_first_move_policy, write_summary
+
     df = evaluate_policy(
-        model, adapter, args.n_mazes, args.seed, maze_config, args.out,
+        model, adapter, args.n_mazes, args.seed, maze_config, out,
         temperature=temperature, batch_mazes=args.batch_mazes,
         masked=not args.unmasked, progress=not args.no_progress, model_and_tokenizer=loaded,
     )
@@ -194,7 +217,7 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     first = None
     if not args.unmasked:  # the exact policy needs single-token directions
-        first = write_first_move_policy(*loaded, maze_config, args.n_mazes, args.seed, _first_move_path(args.out),
+        first = write_first_move_policy(*loaded, maze_config, args.n_mazes, args.seed, _first_move_path(out),
                                         temperature, config={"adapter": adapter})
         summary["first_move"] = summarize_first_move(first)
     if args.baseline:
@@ -206,6 +229,5 @@ def run_eval(args: argparse.Namespace) -> int:
             b = pd.read_parquet(base_first)
             if list(b["maze_seed"]) == list(first["maze_seed"]):
                 summary["vs_baseline"]["first_move_expected_reward"] = bootstrap_diff(first["expected_reward"], b["expected_reward"])
-    write_summary(Path(args.out).with_suffix(".json"), summary)
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
-    return 0
+    write_summary(out.with_suffix(".json"), summary)
+    return summary
