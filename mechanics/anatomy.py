@@ -1,0 +1,137 @@
+"""Update anatomy (H3 depth, H4 low rank): what the weight delta between two models looks like.
+
+Per weight matrix of the two state dicts (start, trained; a LoRA adapter is compared merged,
+so its delta is scale * B A up to float32 rounding): the relative change ||dW|| / ||W||,
+update sparsity (share of entries with |dW| <= tol, in float32, at several tolerances),
+the entropy effective rank of dW (Roy & Vetterli 2007) and the principal angles between the
+top-k singular subspaces of W before and after. Per layer: the relative change of the whole
+block, and `depth_spread`, the effective number of layers carrying the update over L.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+
+DEFAULT_TOLERANCES = (0.0, 1e-7, 1e-6, 1e-5)
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def relative_change(w0: torch.Tensor, w1: torch.Tensor) -> float:
+    """||w1 - w0||_F / ||w0||_F (inf when w0 is zero and w1 is not; 0 for two zero tensors)."""
+    d = float((w1.double() - w0.double()).norm())
+    n = float(w0.double().norm())
+    return d / n if n > 0 else (0.0 if d == 0 else math.inf)
+
+
+def sparsity(delta: torch.Tensor, tolerances=DEFAULT_TOLERANCES) -> dict[float, float]:
+    """{tol: share of entries with |delta| <= tol}; delta is cast to float32 first (the training precision question)."""
+    a = delta.float().abs()
+    return {float(t): float((a <= t).float().mean()) for t in tolerances}
+
+
+def effective_rank(matrix_or_singular_values: torch.Tensor) -> float:
+    """Entropy effective rank exp(H(p)), p_i = s_i / sum s (Roy & Vetterli 2007); 0 for a zero matrix.
+
+    Accepts a matrix [m, n] or its singular values [k]. A rank-r matrix with equal singular
+    values has effective rank r; unequal ones give less.
+    """
+    x = matrix_or_singular_values.double()
+    s = torch.linalg.svdvals(x) if x.dim() == 2 else x.abs()
+    total = float(s.sum())
+    if total == 0:
+        return 0.0
+    p = s[s > 0] / total
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, ascending) between the column spaces of a [n, k1] and b [n, k2]: min(k1, k2) angles."""
+    qa, _ = torch.linalg.qr(a.double())
+    qb, _ = torch.linalg.qr(b.double())
+    cos = torch.linalg.svdvals(qa.T @ qb).clamp(-1.0, 1.0)
+    return torch.arccos(cos).sort().values
+
+
+def top_subspace_rotation(w0: torch.Tensor, w1: torch.Tensor, k: int = 8) -> dict[str, float]:
+    """Largest principal angle (degrees) between the top-k left, and right, singular subspaces of w0 and w1."""
+    k = min(k, *w0.shape)
+    u0, _, v0 = torch.linalg.svd(w0.double(), full_matrices=False)
+    u1, _, v1 = torch.linalg.svd(w1.double(), full_matrices=False)
+    left = principal_angles(u0[:, :k], u1[:, :k])
+    right = principal_angles(v0[:k].T, v1[:k].T)
+    return {"left_max_deg": float(left.max().rad2deg()), "right_max_deg": float(right.max().rad2deg())}
+
+
+def layer_of(name: str) -> int | None:
+    """Decoder block index in a parameter name ("model.layers.3.mlp.up_proj.weight" -> 3), None outside the blocks."""
+    m = _LAYER.search(name)
+    return int(m.group(1)) if m else None
+
+
+def depth_spread(layer_mass) -> float:
+    """Effective number of layers carrying the update, over their count: exp(H(p)) / L, p = mass share per layer.
+
+    1 when every layer carries the same mass, 1/L when one layer carries all of it.
+    """
+    m = np.asarray(layer_mass, dtype=float)
+    if m.size == 0 or m.sum() <= 0:
+        return float("nan")
+    p = m[m > 0] / m.sum()
+    return float(np.exp(-(p * np.log(p)).sum()) / m.size)
+
+
+def matrix_table(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor], top_k: int = 8,
+                 tolerances=DEFAULT_TOLERANCES, svd_max_dim: int = 8192) -> pd.DataFrame:
+    """One row per weight tensor present in both state dicts: name, layer, shape, norms, relative change, sparsity.
+
+    2-D tensors whose sides are at most `svd_max_dim` (not the embeddings) also get the effective
+    rank of the delta (and its ratio to the full rank min(m, n)) and the top-k subspace rotation.
+    """
+    missing = sorted(set(start) ^ set(trained))
+    if missing:
+        raise ValueError(f"the two models have different parameters (e.g. {missing[0]}); compare models of one architecture")
+    rows = []
+    for name, w0 in start.items():
+        w1 = trained[name]
+        if w0.shape != w1.shape:
+            raise ValueError(f"{name}: shapes differ ({tuple(w0.shape)} vs {tuple(w1.shape)})")
+        delta = w1.float() - w0.float()
+        row = {"name": name, "layer": layer_of(name), "shape": "x".join(map(str, w0.shape)), "numel": w0.numel(),
+               "norm": float(w0.double().norm()), "delta_norm": float(delta.double().norm()),
+               "relative_change": relative_change(w0, w1)}
+        row.update({f"sparsity@{t:g}": v for t, v in sparsity(delta, tolerances).items()})
+        if w0.dim() == 2 and max(w0.shape) <= svd_max_dim:
+            er = effective_rank(delta)
+            row.update({"effective_rank": er, "effective_rank_fraction": er / min(w0.shape), **top_subspace_rotation(w0, w1, top_k)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def anatomy_summary(table: pd.DataFrame) -> dict:
+    """Per layer relative change and delta mass; depth spread; median effective-rank fraction; overall relative change."""
+    blocks = table.dropna(subset=["layer"]).assign(layer=lambda d: d["layer"].astype(int))
+    per_layer = blocks.groupby("layer").apply(
+        lambda g: pd.Series({"delta_sq": float((g["delta_norm"] ** 2).sum()), "norm_sq": float((g["norm"] ** 2).sum())}),
+        include_groups=False)
+    per_layer["relative_change"] = np.sqrt(per_layer["delta_sq"] / per_layer["norm_sq"])
+    sparsity_cols = [c for c in table.columns if c.startswith("sparsity@")]
+    total = table["numel"].sum()
+    er = table["effective_rank_fraction"].dropna() if "effective_rank_fraction" in table else pd.Series(dtype=float)
+    return {
+        "relative_change": float(np.sqrt((table["delta_norm"] ** 2).sum() / (table["norm"] ** 2).sum())),
+        "relative_change_by_layer": {int(k): float(v) for k, v in per_layer["relative_change"].items()},
+        "depth_spread": depth_spread(per_layer["delta_sq"].to_numpy()),
+        "sparsity": {c.split("@", 1)[1]: float((table[c] * table["numel"]).sum() / total) for c in sparsity_cols},
+        "median_effective_rank_fraction": float(er.median()) if len(er) else float("nan"),
+        "median_effective_rank": float(table["effective_rank"].median()) if "effective_rank" in table else float("nan"),
+    }
+
+
+def state_dict_float32(model) -> dict[str, torch.Tensor]:
+    """The model's parameters as float32 CPU tensors, tied weights once (by name)."""
+    return {n: p.detach().float().cpu() for n, p in model.named_parameters()}

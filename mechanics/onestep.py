@@ -1,0 +1,256 @@
+"""One-step probe (H1, and the gradients H2 reads): one RL and one SFT update from the same model.
+
+Per batch: the model plays `n_mazes` x `group_size` episodes of its own (masked sampling at the
+training temperature) and gets Dr. GRPO advantages; the SFT batch is the same episodes, so the
+same maze states, labelled with the scripted good policy's move at each state (replayed from
+the recorded seeds). Each gives an ascent direction g (full parameters, float32; the RL loss is
+training's policy_loss without the entropy bonus, the SFT loss training's sft_loss).
+
+The common on-target currency is T = the mean log-probability of the scripted move over the four
+directions (temperature 1) at the batch's states. Each step theta + eta g is scaled so T rises
+by `delta` nats: eta = delta / <grad T, g> to first order, then `refine` secant corrections on
+the measured change. A direction that does not raise T to first order, or a step that misses delta
+by more than MATCH_TOLERANCE, gets no KL (NaN; the batch drops out of H1's paired ratio). SFT
+is the steepest ascent of T, so it reaches delta with the shortest step: if SFT still moves the
+off-target distributions more, that is not for lack of a longer step. The off-target effect is
+KL(theta || theta + eta g) on each set (mechanics/drift.py). Only summed gradients are kept
+(no per-example gradients): the RL direction, the SFT direction (= grad T, up to the
+normaliser) and the parameters' copy for exact restores.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+
+from envs import MazeConfig, MazeEnv
+from envs.scripted import good_policy_action
+from mechanics.drift import kl_table
+from mechanics.examples import ON_TARGET, Example
+from mechanics.gating import GateRecorder
+from mechanics.stats import mean_ci, ratio_of_means_ci
+from training.checkpoint import step_seeds
+from training.forward import direction_logprobs
+from training.losses import policy_loss
+from training.models import pad_token_id
+from training.rl import compute_advantages, episode_tensors
+from training.rollout import ChatTokens, EpisodeRecord, rollout
+from training.sft import sft_loss
+
+PROBE_STREAM = 3  # maze seeds of the probe batches: not training's (0), evaluation's (1) or SFT's (2)
+KINDS = ("rl", "sft")
+MATCH_TOLERANCE = 0.25  # off-target KL grows ~ quadratically with the step: 25% off in the change is ~50% in KL
+
+
+def scripted_labels(episodes: list[EpisodeRecord], maze_config: MazeConfig, depth: int = 3, seed: int = 0) -> torch.Tensor:
+    """[n_episodes, n_moves] the scripted good policy's move at each state the episodes visited.
+
+    Each episode is replayed from its maze and wind seeds with its own actions; the replayed
+    neighbours must equal the recorded ones (else the states would not be the same).
+    """
+    out = []
+    for ep in episodes:
+        env = MazeEnv(maze_config)
+        env.reset(seed=ep.env_seed, options={"maze_seed": ep.maze_seed})
+        rng = np.random.default_rng([seed, ep.maze_seed, ep.env_seed])
+        labels = []
+        for t, a in enumerate(ep.actions):
+            if tuple(env.neighbour_tiles()) != tuple(ep.neighbours[t]):
+                raise RuntimeError(f"replaying maze {ep.maze_seed} diverged at move {t}; the episode's seeds do not reproduce it")
+            labels.append(good_policy_action(env, rng, depth))
+            env.step(a)
+        out.append(labels)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """[n_params] float32: the parameters' .grad concatenated (zeros where a parameter got none)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().float().reshape(-1) for p in params])
+
+
+@contextmanager
+def shifted(params: list[torch.nn.Parameter], direction: torch.Tensor, eta: float):
+    """Temporarily theta <- theta + eta * direction; restored exactly (from a copy) afterwards."""
+    saved = [p.detach().clone() for p in params]
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.add_(direction[offset : offset + n].view_as(p).to(p.dtype), alpha=eta)
+            offset += n
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+
+
+def _ascent(model, params, loss_fn, episodes: list[EpisodeRecord], micro_batch: int) -> torch.Tensor:
+    """-grad of sum over micro-batches of loss_fn(micro-batch indices) (an ascent direction)."""
+    for p in params:
+        p.grad = None
+    for lo in range(0, len(episodes), micro_batch):
+        loss_fn(slice(lo, min(lo + micro_batch, len(episodes)))).backward()
+    g = -flat_grad(params)
+    for p in params:
+        p.grad = None
+    return g
+
+
+def rl_direction(model, params, episodes, dir_ids, group_size: int, temperature: float, pad_id: int, micro_batch: int = 8, algo: str = "dr_grpo") -> torch.Tensor:
+    """Ascent direction of training's RL objective on these episodes (entropy bonus off: the probe isolates reinforcement)."""
+    t = episode_tensors(episodes, group_size)
+    adv = compute_advantages(algo, t)
+    norm = float(t["actions"].numel())
+
+    def loss(idx):
+        logp4 = direction_logprobs(model, episodes[idx], dir_ids, temperature, 0, pad_id)
+        return policy_loss(logp4, t["actions"][idx], t["old_logp"][idx], adv[idx], t["neighbours"][idx], algo=algo, norm=norm, beta=0.0)[0]
+
+    return _ascent(model, params, loss, episodes, micro_batch)
+
+
+def sft_direction(model, params, episodes, labels: torch.Tensor, dir_ids, pad_id: int, micro_batch: int = 8) -> torch.Tensor:
+    """Ascent direction of training's SFT objective (= grad of T, the mean log-prob of the labels)."""
+    norm = float(labels.numel())
+    return _ascent(model, params, lambda idx: sft_loss(direction_logprobs(model, episodes[idx], dir_ids, 1.0, 0, pad_id), labels[idx], norm),
+                   episodes, micro_batch)
+
+
+@torch.no_grad()
+def target_value(model, episodes, labels: torch.Tensor, dir_ids, pad_id: int, micro_batch: int = 8) -> float:
+    """T: mean log-probability (four directions, temperature 1) of the labels at the episodes' states."""
+    total = 0.0
+    for lo in range(0, len(episodes), micro_batch):
+        logp4 = direction_logprobs(model, episodes[lo : lo + micro_batch], dir_ids, 1.0, 0, pad_id)
+        total += float(logp4.gather(-1, labels[lo : lo + micro_batch].unsqueeze(-1)).sum())
+    return total / labels.numel()
+
+
+def matched_eta(eta0: float, delta: float, measure, refine: int = 1) -> tuple[float, float]:
+    """(eta, achieved change): the first-order step eta0 and up to `refine` secant corrections, keeping
+    whichever measured change came closest to `delta`.
+
+    `measure(eta)` returns the actual on-target change at step size eta. A correction is tried
+    only from a change of the predicted sign; keeping the closest guards against a secant
+    step that overshoots where the objective is far from linear.
+    """
+    if not np.isfinite(eta0) or eta0 <= 0:
+        return float("nan"), float("nan")
+    tried = [(eta0, measure(eta0))]
+    for _ in range(refine):
+        eta, achieved = tried[-1]
+        if not achieved > 0:
+            break
+        eta = eta * delta / achieved
+        tried.append((eta, measure(eta)))
+    eta, achieved = min(tried, key=lambda t: abs(t[1] - delta) if np.isfinite(t[1]) else np.inf)
+    return float(eta), float(achieved)
+
+
+def is_matched(achieved: float, delta: float, tolerance: float = MATCH_TOLERANCE) -> bool:
+    """The step reached the common on-target change within `tolerance` (relative): only then is its KL compared."""
+    return bool(np.isfinite(achieved) and abs(achieved / delta - 1.0) <= tolerance)
+
+
+def probe_batch(model, ref_model, params, tokenizer, chat: ChatTokens, maze_config: MazeConfig, sets: dict[str, list[Example]],
+                maze_seeds: list[int], group_size: int, temperature: float, rollout_seed: int, delta: float, refine: int = 1,
+                micro_batch: int = 8, batch_size: int = 8, label_seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(step rows, gating rows) for one batch: per kind the matched step and the KL it causes, per layer the gate shares."""
+    pad_id = pad_token_id(tokenizer)
+    model.eval()
+    episodes = rollout(model, tokenizer, maze_config, maze_seeds, group_size, temperature, seed=rollout_seed, chat=chat)
+    labels = scripted_labels(episodes, maze_config, seed=label_seed)
+    base = target_value(model, episodes, labels, chat.dir_ids, pad_id, micro_batch)
+    directions, gating = {}, []
+    for kind in KINDS:
+        with GateRecorder(model) as rec:
+            if kind == "rl":
+                directions[kind] = rl_direction(model, params, episodes, chat.dir_ids, group_size, temperature, pad_id, micro_batch)
+            else:
+                directions[kind] = sft_direction(model, params, episodes, labels, chat.dir_ids, pad_id, micro_batch)
+        shares = rec.shares()
+        for layer in range(len(rec.mlps)):
+            gating.append({"kind": kind, "layer": layer, **{k: float(v[layer]) for k, v in rec.sums.items()},
+                           **{k: float(v[layer]) for k, v in shares.items()}})
+    grad_t = directions["sft"]  # T = -sft_loss (normalised by the number of states): its gradient is the SFT direction
+    rows = []
+    for kind in KINDS:
+        g = directions[kind]
+        dot = float(grad_t.double() @ g.double())
+
+        def measure(eta, g=g):
+            with shifted(params, g, eta):
+                return target_value(model, episodes, labels, chat.dir_ids, pad_id, micro_batch) - base
+
+        eta, achieved = matched_eta(delta / dot if dot > 0 else float("nan"), delta, measure, refine)
+        matched = is_matched(achieved, delta)
+        row = {"kind": kind, "dot_grad_target": dot, "grad_norm": float(g.norm()), "eta": eta, "target_change": achieved, "matched": matched,
+               "step_norm": eta * float(g.norm()) if np.isfinite(eta) else float("nan"),
+               "mean_return": float(np.mean([ep.total_reward for ep in episodes])), "label_agreement": float((labels == torch.tensor([ep.actions for ep in episodes])).float().mean())}
+        row.update({f"kl_{name}": float("nan") for name in [*sets, "off"]})
+        if matched:
+            with shifted(params, g, eta):
+                table = kl_table(ref_model, model, sets, pad_id, batch_size)
+            means = table.groupby("set")["kl"].mean()
+            row.update({f"kl_{name}": float(means[name]) for name in sets})
+            off = [means[name] for name in sets if name != ON_TARGET]
+            row["kl_off"] = float(np.mean(off)) if off else float("nan")
+        rows.append(row)
+    return rows, gating
+
+
+def one_step_probe(model, tokenizer, sets: dict[str, list[Example]], maze_config: MazeConfig | None = None, n_batches: int = 4,
+                   n_mazes: int = 2, group_size: int = 4, n_moves: int = 3, temperature: float = 0.7, delta: float = 0.02,
+                   refine: int = 1, seed: int = 0, micro_batch: int = 8, batch_size: int = 8, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(step table, gating table) over `n_batches` batches; the model is left as it was (float32, every parameter trained)."""
+    from tqdm.auto import tqdm
+
+    if next(model.parameters()).dtype != torch.float32:
+        raise ValueError("the one-step probe works in float32; load the model with dtype float32")
+    config = MazeConfig(**{**(maze_config or MazeConfig()).to_dict(), "n_moves": n_moves})
+    chat = ChatTokens(tokenizer, config.letters)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    steps, gates = [], []
+    for b in tqdm(range(n_batches), desc="one-step probe", disable=not progress):
+        maze_seeds, rseed = step_seeds(seed, b, n_mazes, PROBE_STREAM)
+        rows, gating = probe_batch(model, ref_model, params, tokenizer, chat, config, sets, maze_seeds, group_size, temperature,
+                                   rseed, delta, refine, micro_batch, batch_size, label_seed=seed)
+        steps += [{"batch": b, **r} for r in rows]
+        gates += [{"batch": b, **r} for r in gating]
+    return pd.DataFrame(steps), pd.DataFrame(gates)
+
+
+def probe_summary(steps: pd.DataFrame, gates: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
+    """H1's ratio (SFT over RL off-target KL at matched on-target change, paired over batches) and H2's gating ratios.
+
+    Gating per batch and kind pools every layer (sums, then shares); its CIs resample batches.
+    `rl_minus_sft_gating` is the paired difference of the RL and the SFT gating ratios.
+    """
+    from mechanics.gating import SUMS, gate_shares
+
+    by = {k: steps[steps["kind"] == k].set_index("batch") for k in KINDS}
+    common = by["rl"].index.intersection(by["sft"].index)
+    kl = {k: by[k].reindex(common).get("kl_off", pd.Series(np.nan, index=common)).to_numpy(dtype=float) for k in KINDS}
+    out = {"n_batches": int(len(common)),
+           "sft_to_rl_off_target_kl": ratio_of_means_ci(kl["sft"], kl["rl"], n_boot, seed, paired=True),
+           "off_target_kl": {k: mean_ci(kl[k], n_boot, seed) for k in KINDS},
+           "target_change": {k: mean_ci(by[k]["target_change"], n_boot, seed) for k in KINDS},
+           "gating": {}}
+    pooled = {}
+    for kind in KINDS:
+        g = gates[gates["kind"] == kind].groupby("batch")[list(SUMS)].sum()
+        shares = gate_shares({k: g[k].to_numpy() for k in SUMS})
+        pooled[kind] = pd.Series(shares["gating_ratio"], index=g.index)
+        out["gating"][kind] = {name: mean_ci(shares[name], n_boot, seed) for name in ("gating_ratio", "slope_ratio", "unit_share", "mass_share")}
+    both = pooled["rl"].index.intersection(pooled["sft"].index)
+    out["rl_minus_sft_gating"] = mean_ci(pooled["rl"][both].to_numpy() - pooled["sft"][both].to_numpy(), n_boot, seed)
+    return out

@@ -1,0 +1,127 @@
+"""Pure statistics of the mechanics package against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mechanics import anatomy, claims, gating, recruitment, stats
+
+
+def test_kl_rows_hand_values_and_identity():
+    p = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]], dtype=torch.float64))
+    q = torch.log(torch.tensor([[0.25, 0.75], [0.9, 0.1]], dtype=torch.float64))
+    kl = stats.kl_rows(p, q)
+    assert kl[0].item() == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3), abs=1e-12)
+    assert kl[1].item() == 0.0
+    logits = torch.randn(3, 50)
+    assert torch.allclose(stats.kl_rows(logits, logits + 7.0), torch.zeros(3, dtype=torch.float64), atol=1e-12)  # a shift is irrelevant
+
+
+def test_mean_and_ratio_cis():
+    m = stats.mean_ci([2.0, 2.0, 2.0], n_boot=50)
+    assert (m["value"], m["ci_lo"], m["ci_hi"]) == (2.0, 2.0, 2.0)
+    r = stats.ratio_of_means_ci([2.0, 4.0, 6.0], [1.0, 2.0, 3.0], n_boot=200, paired=True)
+    assert r["value"] == pytest.approx(2.0) and r["ci_lo"] == pytest.approx(2.0) and r["ci_hi"] == pytest.approx(2.0)
+    u = stats.ratio_of_means_ci([1.0, 3.0], [1.0, 1.0, 1.0], n_boot=500)
+    assert u["value"] == pytest.approx(2.0) and 1.0 <= u["ci_lo"] <= 2.0 <= u["ci_hi"] <= 3.0
+    assert math.isnan(stats.ratio_of_means_ci([], [1.0])["value"])
+    with pytest.raises(ValueError):
+        stats.ratio_of_means_ci([1.0], [1.0, 2.0], paired=True)
+
+
+def test_effective_rank():
+    u, v = torch.randn(6, 1), torch.randn(1, 4)
+    assert anatomy.effective_rank(u @ v) == pytest.approx(1.0)
+    assert anatomy.effective_rank(torch.eye(5)) == pytest.approx(5.0)
+    assert anatomy.effective_rank(torch.tensor([3.0, 3.0, 0.0])) == pytest.approx(2.0)
+    assert anatomy.effective_rank(torch.zeros(3, 3)) == 0.0
+    assert 1.0 < anatomy.effective_rank(torch.tensor([2.0, 1.0])) < 2.0  # unequal values: less than the rank
+
+
+def test_principal_angles():
+    a = torch.randn(8, 3)
+    assert torch.allclose(anatomy.principal_angles(a, a @ torch.randn(3, 3)), torch.zeros(3, dtype=torch.float64), atol=1e-6)  # same span
+    e = torch.eye(3)
+    assert torch.allclose(anatomy.principal_angles(e[:, :1], e[:, 1:2]), torch.tensor([math.pi / 2], dtype=torch.float64))
+    diag = torch.tensor([[1.0], [1.0], [0.0]])
+    assert anatomy.principal_angles(e[:, :1], diag).item() == pytest.approx(math.pi / 4)
+    w = torch.randn(10, 6)
+    rot = anatomy.top_subspace_rotation(w, w.clone(), k=3)
+    assert rot["left_max_deg"] == pytest.approx(0.0, abs=1e-4) and rot["right_max_deg"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_relative_change_sparsity_depth_spread_layer_names():
+    assert anatomy.relative_change(torch.eye(2), 2 * torch.eye(2)) == pytest.approx(1.0)
+    assert anatomy.relative_change(torch.zeros(2), torch.zeros(2)) == 0.0
+    d = torch.tensor([0.0, 1e-6, 1e-3, 0.0])
+    assert anatomy.sparsity(d, (0.0, 1e-5)) == {0.0: 0.5, 1e-5: 0.75}
+    assert anatomy.depth_spread([1.0, 1.0, 1.0, 1.0]) == pytest.approx(1.0)
+    assert anatomy.depth_spread([0.0, 5.0, 0.0, 0.0]) == pytest.approx(0.25)
+    assert math.isnan(anatomy.depth_spread([0.0, 0.0]))
+    assert anatomy.layer_of("model.layers.12.mlp.up_proj.weight") == 12
+    assert anatomy.layer_of("model.embed_tokens.weight") is None
+
+
+def test_linear_cka_identity_and_invariances():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6))
+    assert recruitment.linear_cka(x, x) == pytest.approx(1.0)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    assert recruitment.linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)  # orthogonal transform and isotropic scale
+    assert recruitment.linear_cka(x, x + 5.0) == pytest.approx(1.0)  # centred
+    y = rng.normal(size=(40, 6))
+    assert recruitment.linear_cka(x, y) < 0.5
+    assert recruitment.linear_cka(x, x * np.array([10.0, 1, 1, 1, 1, 1])) < 1.0  # not invariant to anisotropic scaling
+    with pytest.raises(ValueError):
+        recruitment.linear_cka(x, x[:10])
+
+
+def test_vector_cosines_per_layer():
+    v = {"mold": np.array([[1.0, 0.0], [0.0, 1.0]]), "gold": np.array([[1.0, 1.0], [1.0, 0.0]])}
+    u = {"mold": np.array([[2.0, 0.0], [1.0, 0.0]]), "gold": np.array([[-1.0, -1.0], [1.0, 0.0]])}
+    t = recruitment.vector_cosines(v, u).set_index(["vector", "layer"])["cos"]
+    assert t[("mold", 0)] == pytest.approx(1.0) and t[("mold", 1)] == pytest.approx(0.0)
+    assert t[("gold", 0)] == pytest.approx(-1.0) and t[("gold", 1)] == pytest.approx(1.0)
+    s = recruitment.recruitment_summary(recruitment.vector_cosines(v, u), n_boot=50)
+    assert s["min_mean_cos"]["value"] == pytest.approx(0.0)  # layer 1 only: mold 0, gold 1
+
+
+def test_unit_masses_and_gate_shares_hand_values():
+    dz, du = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 0.0]])
+    x_norm = torch.tensor([2.0])
+    assert torch.equal(gating.input_mass(dz, du, x_norm), torch.tensor([[3.0, 4.0]]))
+    assert torch.equal(gating.output_mass(torch.tensor([[-1.0, 3.0]]), torch.tensor([0.5])), torch.tensor([[0.5, 1.5]]))
+    sums = {"units": 4, "units_closed": 2, "slope": 2.0, "slope_closed": 0.5, "mass_in": 6.0, "mass_in_closed": 1.0,
+            "mass_out": 4.0, "mass_out_closed": 0.0}
+    s = gating.gate_shares(sums)
+    assert s["unit_share"] == 0.5 and s["slope_share"] == 0.25 and s["mass_share"] == pytest.approx(0.1)
+    assert s["gating_ratio"] == pytest.approx(0.2) and s["slope_ratio"] == pytest.approx(0.4)
+
+
+def test_hypothesis_verdict_rule():
+    S, C, I, M = claims.SUPPORTED, claims.CONTRADICTED, claims.INCONCLUSIVE, claims.NOT_MEASURED
+    assert claims.verdict(1.2, 1.5, 1.0, claims.ABOVE) == S
+    assert claims.verdict(0.5, 0.9, 1.0, claims.ABOVE) == C
+    assert claims.verdict(0.9, 1.1, 1.0, claims.ABOVE) == I
+    assert claims.verdict(1.0, 1.1, 1.0, claims.ABOVE) == I  # touching the threshold is not excluding it
+    assert claims.verdict(0.1, 0.3, 0.5, claims.BELOW) == S
+    assert claims.verdict(0.6, 0.7, 0.5, claims.BELOW) == C
+    assert claims.verdict(float("nan"), 0.7, 0.5, claims.BELOW) == M
+    assert claims.verdict(0.7, 0.7, 0.5, claims.ABOVE) == S  # a point (no CI) is never inconclusive
+    with pytest.raises(ValueError):
+        claims.verdict(0, 1, 0, "sideways")
+
+
+def test_hypotheses_evaluate_reads_summaries():
+    ids = [h.id for h in claims.HYPOTHESES]
+    assert len(ids) == len(set(ids)) and {"H1", "H2", "H3", "H4"} <= set(ids)
+    summaries = {"probe": {"sft_to_rl_off_target_kl": {"value": 3.0, "ci_lo": 2.0, "ci_hi": 4.0}},
+                 "anatomy": {"depth_spread": 0.3, "median_effective_rank_fraction": 0.02}}
+    got = {r.id: r for r in claims.evaluate(summaries)}
+    assert got["H1"].verdict == claims.SUPPORTED and got["H1"].value == 3.0
+    assert got["H3"].verdict == claims.CONTRADICTED and got["H3"].ci_lo == got["H3"].ci_hi == 0.3
+    assert got["H4"].verdict == claims.SUPPORTED
+    assert got["H2"].verdict == claims.NOT_MEASURED and got["H4b"].verdict == claims.NOT_MEASURED
+    assert set(got["H1"].to_dict()) >= {"prediction", "measurement", "threshold", "verdict"}
