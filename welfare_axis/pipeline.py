@@ -120,20 +120,10 @@ def reproduce(
     With `plant` ("valence" or "random"), training is replaced by a planted axis (probes/plant.py):
     the pipeline's positive and negative control. `stories`: an emotion-stories JSON for claim 3,
     the valence plant and the steering positive control (default: the shipped set).
+    Everything cheap is checked before any slow work; one process at a time runs in `out` (a lock).
     """
-    from probes import LAYER_CONVENTION, ConceptVectors
-    from probes.analyze import run_analyses
-    from probes.extract import extract_vectors
-    from probes.plant import PlantSpec
-    from probes.plant import plant as plant_model
-    from steering import evals
-    from training.checkpoint import final_checkpoint
     from training.config import config_from_preset
-    from training.evaluate import compare_evals, evaluate_policy
-    from training.rl import train_rl
-    from training.sft import train_sft
-    from welfare_axis.report import build_report
-    from welfare_axis.stages import StageRunner
+    from welfare_axis.stages import lock_run
 
     p = get_preset(preset)
     model_id = model or p.model
@@ -146,7 +136,6 @@ def reproduce(
         raise ValueError(f"unknown training {training!r}; use one of {', '.join(TRAININGS)}")
     out = Path(out)
     train_cfg = config_from_preset(p.train_preset, model=model_id, seed=seed, device=device, dtype=dtype)
-    maze = train_cfg.maze
     if training == "sft+rl" and train_cfg.sft_finetune != "full":
         raise ValueError(f"training 'sft+rl' continues RL from the SFT model, so the {p.train_preset!r} training preset "
                          "needs sft_finetune='full' (a LoRA SFT adapter is not a model to start from); use --training sft or rl")
@@ -155,7 +144,40 @@ def reproduce(
     unknown = set(force or ()) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use one of {', '.join(STAGES)}")
+    stories_key = _stories_key(stories)
 
+    with lock_run(out):
+        return _run_stages(p, preset, out, model_id, training, plant, stories, stories_key, force, seed, device, dtype, progress, train_cfg)
+
+
+def _stories_key(stories: str | None) -> str | None:
+    """A --stories file as stage keys see it: its content (checked here, before any slow work), not its path."""
+    if stories is None:
+        return None
+    import hashlib
+
+    from probes.emotion import load_stories
+
+    load_stories(stories)
+    return "sha256:" + hashlib.sha256(Path(stories).read_bytes()).hexdigest()
+
+
+def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, training: str, plant: str | None, stories: str | None,
+                stories_key: str | None, force: set[str] | None, seed: int, device: str, dtype: str, progress: bool, train_cfg):
+    from probes import LAYER_CONVENTION, ConceptVectors
+    from probes.analyze import run_analyses
+    from probes.extract import extract_vectors
+    from probes.plant import PlantSpec
+    from probes.plant import plant as plant_model
+    from steering import evals
+    from training.checkpoint import final_checkpoint
+    from training.evaluate import compare_evals, evaluate_policy
+    from training.rl import train_rl
+    from training.sft import train_sft
+    from welfare_axis.report import build_report
+    from welfare_axis.stages import StageRunner
+
+    maze = train_cfg.maze
     naive_model, naive_tok = _load(model_id, None, device, dtype)
     run_cfg = provenance(config={"preset": dataclasses.asdict(p), "train": train_cfg.to_dict()}, seed=seed,
                          model=naive_model.welfare_info.to_dict())
@@ -179,7 +201,7 @@ def reproduce(
         ext = {**common, "n": p.extract_n, "batch_size": p.batch_size, "max_moves": p.extract_max_moves}
         if plant:
             runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
-            runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer, "stories": stories},
+            runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer, "stories": stories_key},
                        lambda d: _plant(naive_model, naive_tok, plant, runner.stage_dir("extract_naive"), p, seed, maze, d, stories),
                        deps=("extract_naive",))
             trained_model, trained_tok = _load(model_id, None, device, dtype)
@@ -225,7 +247,7 @@ def reproduce(
 
         story_half = "b" if plant else None  # a planted valence axis was built from story half "a"
         runner.run(
-            "analyze", {"seed": seed, "n_tracking": p.tracking_n, "story_half": story_half, "stories": stories},
+            "analyze", {"seed": seed, "n_tracking": p.tracking_n, "story_half": story_half, "stories": stories_key},
             lambda d: _summary_keys(run_analyses(runner.stage_dir("extract_trained"), d, control_dir=runner.stage_dir("extract_naive"),
                                                  seed=seed, n_tracking=p.tracking_n, device=device, batch_size=p.batch_size,
                                                  story_half=story_half, stories=stories, progress=progress)),
@@ -236,7 +258,7 @@ def reproduce(
         control = ConceptVectors.load(runner.stage_dir("extract_naive"))
         steer_cfg = {"alphas": p.alphas, "k": p.steer_k, "max_new_tokens": p.steer_max_new_tokens, "evals": p.evals,
                      "items": p.eval_items, "seed": seed, "screen_layers": p.screen_layers, "screen_ratios": p.screen_ratios, "screen_prompts": p.screen_prompts,
-                     "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star, "stories": stories}
+                     "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star, "stories": stories_key}
 
         def steer_naive(d: Path) -> dict:
             from steering.claim import run_sentiment_claim

@@ -2,32 +2,102 @@
 
 A stage writes into `<run>/<name>/` and, when it finishes, a `stage.json` marker holding
 its key (a hash of its config and of the keys of the stages it depends on), wall time and
-summary. Re-running skips a stage whose marker has the same key; an interrupted stage has
-no marker and runs again in its folder (stages that can resume, like training, pick up
-their own checkpoints); `force` clears and redoes a stage (and so every stage after it
-whose key depends on it).
+summary. Re-running skips a stage whose marker has the same key and was made from the
+finished stages it depends on as they are now; `force` clears and redoes a stage (and so
+every stage after it whose key depends on it).
+
+A stage that starts writes `stage.started.json` (its key and the runs of its dependencies)
+first. An interrupted stage (no marker) continues in its folder only when that record matches
+(stages that can resume, like training, pick up their own checkpoints); otherwise its folder is
+cleared and it starts again, so a run never mixes outputs made from two configs.
+
+Keys are on content, not on how the run folder is spelled: a config's paths inside the run are
+replaced by run-relative ones (`run_relative`) before keying and storing. Markers written before
+that (no `key_version`) keyed the paths as spelled; such a marker whose config, made
+run-relative, equals today's, and which was written after its dependencies, is accepted once and
+rewritten with today's key.
+
+One process at a time works in a run folder (`lock_run`, a file lock on `<run>/.lock`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
 from envs.artifacts import atomic_write_json, provenance
 
 MARKER = "stage.json"
+STARTED = "stage.started.json"
+LOCK = ".lock"
+KEY_VERSION = 2  # 2: paths inside the run are keyed run-relative
 
 
 def stage_key(config: dict, dep_keys: list[str]) -> str:
     blob = json.dumps({"config": config, "deps": dep_keys}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_relative(obj, run_dir: Path):
+    """`obj` (a config or summary) with every string naming an existing path inside `run_dir` made relative to it.
+
+    Relative strings are read from the current directory, as the command that wrote them did."""
+    root = Path(run_dir).resolve()
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v) for v in x]
+        if isinstance(x, str) and x and "\n" not in x:
+            try:
+                p = Path(x).resolve()
+                if p != root and p.is_relative_to(root) and p.exists():
+                    return p.relative_to(root).as_posix()
+            except (OSError, ValueError):
+                pass
+        return x
+
+    return json.loads(json.dumps(walk(obj), default=str))  # tuples as lists, as a marker reads back
+
+
+@contextmanager
+def lock_run(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold `<run>/.lock` while a process works in the run folder; a second process is refused at once."""
+    from filelock import FileLock, Timeout
+
+    from welfare_axis.options import UserError
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"another process is already running in {run_dir} (it holds {run_dir / LOCK}); "
+                        "wait for it to finish or use another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -37,6 +107,8 @@ class StageRecord:
     skipped: bool
     wall_time: float
     summary: dict = field(default_factory=dict)
+    run_id: str | None = None  # this stage's finished run (None: a marker older than run ids)
+    created: str = ""
 
 
 class StageRunner:
@@ -61,37 +133,72 @@ class StageRunner:
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
 
+    def relative(self, path: str | os.PathLike) -> str:
+        """`path` (inside the run) relative to the run folder, as stored in markers."""
+        return Path(path).resolve().relative_to(self.run_dir.resolve()).as_posix()
+
     def run(self, name: str, config: dict, fn: Callable[[Path], dict | None], deps: tuple[str, ...] = ()) -> StageRecord:
         missing = [d for d in deps if d not in self.keys]
         if missing:
             raise RuntimeError(f"stage {name} depends on {missing}, which have not run")
+        config = run_relative(config, self.run_dir)
         key = stage_key(config, [self.keys[d] for d in deps])
         self.keys[name] = key
+        after = {d: self.records[d].run_id for d in deps}  # the dependencies' finished runs this stage is made from
         folder = self.stage_dir(name)
         marker = folder / MARKER
-        upstream_redone = any(not self.records[d].skipped for d in deps)
-        if marker.exists():
-            done = json.loads(marker.read_text())
-            if done.get("key") == key and name not in self.force and not upstream_redone:
-                rec = StageRecord(name, key, True, done.get("wall_time", 0.0), done.get("summary", {}))
-                self.records[name] = rec
-                self._advance(name, skipped=True)
-                return rec
-        if folder.exists() and (marker.exists() or name in self.force):
-            shutil.rmtree(folder)  # a finished stage with another key, or forced: start clean
+        fresh = name not in self.force and not any(not self.records[d].skipped for d in deps)
+        done = _read(marker) if marker.exists() else None
+        if done is not None and fresh and self._still_valid(done, key, config, deps, after):
+            if done.get("key") != key:  # a marker keyed the old way: today's key, once
+                done.update(key=key, key_version=KEY_VERSION, run_id=uuid.uuid4().hex, after=after, config=config,
+                            migrated={"from_key": done.get("key"), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                atomic_write_json(marker, done)
+            rec = StageRecord(name, key, True, done.get("wall_time", 0.0), done.get("summary", {}), done.get("run_id"), done.get("created", ""))
+            self.records[name] = rec
+            self._advance(name, skipped=True)
+            return rec
+        started = _read(folder / STARTED) if done is None else None
+        resume = fresh and started is not None and started.get("key") == key and started.get("after") == after
+        if folder.exists() and not resume:
+            if done is None and any(p.name != STARTED for p in folder.iterdir()):
+                self._log(f"stage {name}: its unfinished output in {folder} was started with another config or from other "
+                          "inputs (or cannot tell); starting it again")
+            shutil.rmtree(folder)  # a finished stage with another key, forced, or unfinished output of another config
         folder.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_json(folder / STARTED, {"name": name, "key": key, "after": after, "config": config,
+                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self._bar.set_postfix_str(f"stage {name}")
         t0 = time.time()
-        summary = fn(folder) or {}
+        summary = run_relative(fn(folder) or {}, self.run_dir)
         wall = time.time() - t0
-        atomic_write_json(
-            marker,
-            {"name": name, "key": key, "deps": list(deps), "wall_time": wall, "summary": summary, **provenance(config=config)},
-        )
-        rec = StageRecord(name, key, False, wall, summary)
+        run_id = uuid.uuid4().hex
+        record = {"name": name, "key": key, "key_version": KEY_VERSION, "run_id": run_id, "deps": list(deps), "after": after,
+                  "wall_time": wall, "summary": summary, **provenance(config=config)}
+        atomic_write_json(marker, record)
+        (folder / STARTED).unlink(missing_ok=True)
+        rec = StageRecord(name, key, False, wall, summary, run_id, record["created"])
         self.records[name] = rec
         self._advance(name, skipped=False)
         return rec
+
+    def _still_valid(self, done: dict, key: str, config: dict, deps: tuple[str, ...], after: dict) -> bool:
+        """A finished stage is kept when made with this key from its dependencies' current runs."""
+        if done.get("key_version") is not None:
+            return done.get("key") == key and done.get("after") == after
+        if done.get("key") == key:  # an older marker with today's key (nothing in its config was a path)
+            return True
+        # An older marker keyed on paths as spelled: the same config made run-relative, the same
+        # dependencies, and written after each of them (not left over from before one was redone).
+        return (
+            run_relative(done.get("config"), self.run_dir) == config
+            and done.get("deps", []) == list(deps)
+            and all(done.get("created", "") >= self.records[d].created for d in deps)
+        )
+
+    def _log(self, message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
 
     def _advance(self, name: str, skipped: bool) -> None:
         self._bar.update(round(self.estimates.get(name, 0)))
