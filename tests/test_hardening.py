@@ -323,3 +323,24 @@ def test_failed_analyze_leaves_no_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(an, "analysis_plots", lambda *a: (_ for _ in ()).throw(ValueError("no display")))
     assert main(["analyze", "--vectors", str(tmp_path / "v"), "--out", str(out), "--n-tracking", "4", "--no-probe", "--no-progress"]) == 2
     assert not out.exists()
+
+
+def test_stories_are_keyed_on_content_and_checked_before_any_slow_work(tmp_path):
+    from welfare_axis.pipeline import _stories_key
+
+    shipped = Path(__file__).resolve().parents[1] / "probes" / "data" / "emotion_stories.json"
+    a, b = tmp_path / "a.json", tmp_path / "sub" / "b.json"
+    b.parent.mkdir()
+    a.write_bytes(shipped.read_bytes())
+    b.write_bytes(shipped.read_bytes())
+    assert _stories_key(None) is None
+    assert _stories_key(str(a)) == _stories_key(str(b)) is not None  # two paths, one content: one key
+    data = json.loads(a.read_text())
+    data["emotions"].popitem()
+    b.write_text(json.dumps(data))
+    assert _stories_key(str(a)) != _stories_key(str(b))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"emotions": {}}')
+    with pytest.raises(ValueError):
+        reproduce(preset="smoke", out=tmp_path / "run", stories=str(bad), progress=False)
+    assert not (tmp_path / "run").exists()
