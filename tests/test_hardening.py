@@ -184,6 +184,15 @@ def test_stage_config_paths_are_run_relative_and_old_markers_are_migrated_once(t
     migrated = json.loads((run / "b" / MARKER).read_text())
     assert migrated["key"] == rec.key != old_key and migrated["migrated"]["from_key"] == old_key
     assert migrated["created"] == "2999-01-01T00:00:00Z"  # the time of the original run is kept
+    # the same old marker, re-run from another directory (its relative path then names nothing from there)
+    legacy = {k: v for k, v in migrated.items() if k not in ("key_version", "run_id", "after", "migrated")}
+    (run / "b" / MARKER).write_text(json.dumps({**legacy, "key": old_key, "config": cfg}))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    r = StageRunner(tmp_path / run, {}, progress=False)
+    r.run("a", {"x": 1}, _write("a"))
+    assert r.run("b", {**cfg, "model": str(tmp_path / model)}, lambda d: calls.append(1) or {}, deps=("a",)).skipped and not calls
+    monkeypatch.chdir(tmp_path)
     # an old marker written before its dependency's current run is stale, not migrated
     migrated.pop("key_version")
     migrated.update(key=old_key, created="2000-01-01T00:00:00Z")

@@ -93,6 +93,27 @@ def lock_run(run_dir: str | os.PathLike) -> Iterator[None]:
         lock.release()
 
 
+def _legacy_relative(obj, run_dir: Path):
+    """`run_relative` for a config written before keys were run-relative, whose relative paths may have been
+    spelled from another directory: `<...>/<run name>/<rest>` is also read as `<rest>` when that exists in the run."""
+    run_dir = Path(run_dir)
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        if isinstance(x, str) and "/" in x and "\n" not in x:
+            parts = Path(x).parts
+            for i in range(len(parts) - 2, -1, -1):
+                rest = Path(*parts[i + 1:])
+                if parts[i] == run_dir.name and (run_dir / rest).exists():
+                    return rest.as_posix()
+        return x
+
+    return walk(run_relative(obj, run_dir))
+
+
 def _read(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -192,7 +213,7 @@ class StageRunner:
         # An older marker keyed on paths as spelled: the same config made run-relative, the same
         # dependencies, and written after each of them (not left over from before one was redone).
         return (
-            run_relative(done.get("config"), self.run_dir) == config
+            _legacy_relative(done.get("config"), self.run_dir) == config
             and done.get("deps", []) == list(deps)
             and all(done.get("created", "") >= self.records[d].created for d in deps)
         )
