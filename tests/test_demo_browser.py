@@ -6,7 +6,6 @@ model with the shipped vectors and writes the README's screenshot there.
 """
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -66,10 +65,13 @@ def _send(page, service, alpha: float, n_tokens: int) -> tuple[dict, list, list]
     page.locator("#send").click()
     expected = service.steer(service.request(page.locator("#prompt textarea").input_value(), [("v_mold", alpha)],
                                              service.default_layer, 0.0, 0, n_tokens))
-    want = (len(expected["unsteered"]["tokens"]), len(expected["steered"]["tokens"]))
+    want = [expected["unsteered"]["projections"], expected["steered"]["projections"]]
+    # wait for these replies, not just for as many tokens (the previous replies may have as many)
     page.wait_for_function(
-        "want => document.querySelectorAll('#meter-unsteered .tok').length === want[0] && "
-        "document.querySelectorAll('#meter-steered .tok').length === want[1]", arg=list(want), timeout=60_000)
+        """want => ['unsteered', 'steered'].every((pane, k) => {
+            const got = [...document.querySelectorAll(`#meter-${pane} .tok`)].map(e => parseFloat(e.dataset.proj));
+            return got.length === want[k].length && got.every((p, i) => Math.abs(p - want[k][i]) < 1e-3);
+        })""", arg=want, timeout=120_000)
     page.wait_for_timeout(300)  # the last yield's chat panes render with the meters
     return expected, _meter(page, "unsteered"), _meter(page, "steered")
 
@@ -115,8 +117,10 @@ def test_demo_in_a_real_browser(demo, tmp_path):
         steered_text = page.locator("#pane-steered").inner_text()
         assert "How are you feeling" in steered_text
         page.screenshot(path=str(tmp_path / "demo.png"), full_page=False)
-        if SCREENSHOT:
-            shutil.copy(tmp_path / "demo.png", SCREENSHOT)
+        if SCREENSHOT:  # a palette PNG keeps the committed screenshot small
+            from PIL import Image
+
+            Image.open(tmp_path / "demo.png").convert("RGB").quantize(96).save(SCREENSHOT, optimize=True)
 
         # alpha = 0: identical panes, identical colours
         expected, (pu, cu), (ps, cs) = _send(page, service, 0.0, n_tokens)

@@ -318,7 +318,9 @@ def stream_pair(model, tokenizer, prompt, delta: torch.Tensor, layer: int, axis:
     seen: list[torch.Tensor] = []
 
     def meter(h, _args, _kwargs):  # runs after the Steerer's hook: sees what the block sees
-        seen[:] = [h[:, -1].float() @ axis]
+        # one dot per row: a batched [2, H] @ [H] may round the two rows differently, and at
+        # alpha = 0 the panes' meters must be bit-identical like their tokens
+        seen[:] = [[float(h[i, -1].float() @ axis) for i in range(h.shape[0])]]
 
     with Steerer(model, deltas, layer, 1.0) as steerer:
         handle = register_layer_hook(model, layer, meter)
