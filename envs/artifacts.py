@@ -114,6 +114,13 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_orphaned_folders(folder: str | os.PathLike) -> None:
+    """Remove the temporary folders `atomic_folder` left in `folder` when its process was killed mid-write."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

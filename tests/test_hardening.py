@@ -141,12 +141,14 @@ def test_unfinished_stage_resumes_only_from_output_of_the_same_key_and_inputs(tm
 
     with pytest.raises(KeyboardInterrupt):
         r.run("b", {"seed": 0}, die, deps=("a",))
-    # same key, same inputs: the stage continues in its folder
+    # same key, same inputs: the stage continues in its folder, less an output set a kill left half-written
+    (tmp_path / "b" / ".out.x1y2.tmp").mkdir()
     seen = []
     r = runner()
     r.run("a", {"x": 1}, _write("a"))
     with pytest.raises(KeyboardInterrupt):
-        r.run("b", {"seed": 0}, lambda d: seen.append((d / "partial").exists()) or die(d), deps=("a",))
+        r.run("b", {"seed": 0}, lambda d: seen.append((d / "partial").exists() and not (d / ".out.x1y2.tmp").exists()) or die(d),
+              deps=("a",))
     assert seen == [True]
     # another config: the old partial output is cleared first, with one line saying so
     capsys.readouterr()

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
-from envs.artifacts import atomic_write_json, provenance
+from envs.artifacts import atomic_write_json, provenance, remove_orphaned_folders
 
 MARKER = "stage.json"
 STARTED = "stage.started.json"
@@ -187,7 +187,9 @@ class StageRunner:
                           "inputs (or cannot tell); starting it again")
             shutil.rmtree(folder)  # a finished stage with another key, forced, or unfinished output of another config
         folder.mkdir(parents=True, exist_ok=True)
-        if not resume:
+        if resume:
+            remove_orphaned_folders(folder)  # output sets a kill interrupted mid-write
+        else:
             atomic_write_json(folder / STARTED, {"name": name, "key": key, "after": after, "config": config,
                                                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self._bar.set_postfix_str(f"stage {name}")
