@@ -112,8 +112,10 @@ def matrix_table(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor
     return pd.DataFrame(rows)
 
 
-def anatomy_summary(table: pd.DataFrame) -> dict:
-    """Per layer relative change and delta mass; depth spread; median effective-rank fraction; overall relative change."""
+def anatomy_summary(table: pd.DataFrame, low_rank_by_construction: bool = False) -> dict:
+    """Per layer relative change; depth spread; sparsity; overall relative change; the median effective-rank
+    fraction over changed matrices. `low_rank_test` (what H4 reads) is that median, or None when the delta
+    is low-rank by construction (a LoRA adapter), where it would test the adapter's r, not training."""
     blocks = table.dropna(subset=["layer"]).assign(layer=lambda d: d["layer"].astype(int))
     per_layer = blocks.groupby("layer").apply(
         lambda g: pd.Series({"delta_sq": float((g["delta_norm"] ** 2).sum()), "norm_sq": float((g["norm"] ** 2).sum())}),
@@ -121,15 +123,19 @@ def anatomy_summary(table: pd.DataFrame) -> dict:
     per_layer["relative_change"] = np.sqrt(per_layer["delta_sq"] / per_layer["norm_sq"])
     sparsity_cols = [c for c in table.columns if c.startswith("sparsity@")]
     total = table["numel"].sum()
-    er = table["effective_rank_fraction"].dropna() if "effective_rank_fraction" in table else pd.Series(dtype=float)
-    return {
+    changed = table[table["delta_norm"] > 0]  # untrained matrices (frozen, or outside LoRA's targets) say nothing about rank
+    er = changed["effective_rank_fraction"].dropna() if "effective_rank_fraction" in table else pd.Series(dtype=float)
+    out = {
         "relative_change": float(np.sqrt((table["delta_norm"] ** 2).sum() / (table["norm"] ** 2).sum())),
         "relative_change_by_layer": {int(k): float(v) for k, v in per_layer["relative_change"].items()},
         "depth_spread": depth_spread(per_layer["delta_sq"].to_numpy()),
         "sparsity": {c.split("@", 1)[1]: float((table[c] * table["numel"]).sum() / total) for c in sparsity_cols},
         "median_effective_rank_fraction": float(er.median()) if len(er) else float("nan"),
-        "median_effective_rank": float(table["effective_rank"].median()) if "effective_rank" in table else float("nan"),
+        "median_effective_rank": float(changed["effective_rank"].median()) if "effective_rank" in table else float("nan"),
+        "n_changed_matrices": int(len(changed)),
     }
+    out["low_rank_test"] = None if low_rank_by_construction else out["median_effective_rank_fraction"]
+    return out
 
 
 def state_dict_float32(model) -> dict[str, torch.Tensor]:

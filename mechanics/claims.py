@@ -44,9 +44,9 @@ HYPOTHESES = (
                "shares) over the number of blocks; one delta, no CI (read as a point)",
                "anatomy.depth_spread", 0.5, ABOVE),
     Hypothesis("H4", "reweighting, not writing: the update is low-rank",
-               "anatomy: median over weight matrices of the entropy effective rank of dW over min(m, n); read on a full fine-tune "
-               "(a LoRA delta has rank <= r by construction); one delta, no CI (read as a point)",
-               "anatomy.median_effective_rank_fraction", 0.1, BELOW),
+               "anatomy: median over changed weight matrices of the entropy effective rank of dW over min(m, n); full fine-tunes "
+               "only (a LoRA delta has rank <= r by construction: not measured); one delta, no CI (read as a point)",
+               "anatomy.low_rank_test", 0.1, BELOW),
     Hypothesis("H4b", "reweighting, not writing: the trained concept vectors lie along the naive model's",
                "recruitment: mean over layers 1..L-1 of cos(v_k, u_k), the smaller of k = mold and k = gold; bootstrap CI over layers",
                "recruitment.min_mean_cos", 0.5, ABOVE),

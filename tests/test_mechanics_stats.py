@@ -118,7 +118,7 @@ def test_hypotheses_evaluate_reads_summaries():
     ids = [h.id for h in claims.HYPOTHESES]
     assert len(ids) == len(set(ids)) and {"H1", "H2", "H3", "H4"} <= set(ids)
     summaries = {"probe": {"sft_to_rl_off_target_kl": {"value": 3.0, "ci_lo": 2.0, "ci_hi": 4.0}},
-                 "anatomy": {"depth_spread": 0.3, "median_effective_rank_fraction": 0.02}}
+                 "anatomy": {"depth_spread": 0.3, "low_rank_test": 0.02}}
     got = {r.id: r for r in claims.evaluate(summaries)}
     assert got["H1"].verdict == claims.SUPPORTED and got["H1"].value == 3.0
     assert got["H3"].verdict == claims.CONTRADICTED and got["H3"].ci_lo == got["H3"].ci_hi == 0.3
