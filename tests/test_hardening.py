@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 import training.rl as rl
 from envs.artifacts import atomic_folder
@@ -55,7 +54,7 @@ def test_smoke_rl_interrupted_then_rerun_with_another_seed_restarts_rl_from_the_
     real_save = rl.save_checkpoint
 
     def save_then_die(run_dir, step, *args, **kw):
-        out = real_save(run_dir, step, *args, **kw)
+        real_save(run_dir, step, *args, **kw)
         raise KeyboardInterrupt  # killed during RL, right after its first checkpoint
 
     monkeypatch.setattr(rl, "save_checkpoint", save_then_die)

@@ -154,10 +154,6 @@ class StageRunner:
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
 
-    def relative(self, path: str | os.PathLike) -> str:
-        """`path` (inside the run) relative to the run folder, as stored in markers."""
-        return Path(path).resolve().relative_to(self.run_dir.resolve()).as_posix()
-
     def run(self, name: str, config: dict, fn: Callable[[Path], dict | None], deps: tuple[str, ...] = ()) -> StageRecord:
         missing = [d for d in deps if d not in self.keys]
         if missing:
