@@ -175,7 +175,7 @@ def claim_results(run: Path) -> list:
 def _claims(run: Path) -> list:
     frame = pd.DataFrame(
         [{"claim": f"{r.id}. {r.claim}", "paper": t.paper, "this run (metric, layer, CI)": r.measured, "controls": r.controls,
-          "threshold (stated in advance)": r.threshold, "verdict": r.verdict + (f" ({r.caveat})" if r.caveat else "")}
+          "threshold (stated in advance)": r.threshold, "verdict": r.verdict, "caveat": r.caveat or "—"}
          for r, t in zip(claim_results(run), claims.THRESHOLDS)]
     )
     return [Heading("Claims"), Para("Each verdict is computed by `welfare_axis/claims.py` from the threshold in its row and written "
