@@ -97,11 +97,9 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path if path.is_dir() else path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; outputs are ordinary folders
     try:
         yield tmp
+        ordinary_permissions(tmp)  # mkdtemp makes 0700 and safetensors writes 0600; outputs are ordinary files
         if path.is_dir():
             for entry in sorted(tmp.iterdir()):
                 dest = path / entry.name

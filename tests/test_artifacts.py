@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from envs.artifacts import atomic_path, atomic_write_json, atomic_write_parquet, ordinary_permissions
+from envs.artifacts import atomic_folder, atomic_path, atomic_write_json, atomic_write_parquet, ordinary_permissions
 
 
 @pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])
@@ -76,3 +76,13 @@ def test_checkpoint_folders_have_ordinary_permissions(tmp_path, umask):
         for name, mode in modes.items():
             want = 0o777 & ~umask if (ckpt / name).is_dir() else 0o666 & ~umask
             assert mode == want, (finetune, name, oct(mode))
+
+
+def test_atomic_folder_outputs_are_ordinary_files(tmp_path, umask):
+    (tmp_path / "existing").mkdir()
+    for out in (tmp_path / "new", tmp_path / "existing"):  # one rename, and entry by entry into a folder
+        with atomic_folder(out) as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp / "v.safetensors"))  # safetensors itself writes 0600
+            (tmp / "sub").mkdir(mode=0o700)
+        modes = _modes(out)
+        assert modes["v.safetensors"] == 0o666 & ~umask and modes["sub"] == 0o777 & ~umask
