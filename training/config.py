@@ -21,52 +21,92 @@ SFT_SCHEDULES = ("cosine", "constant")
 
 @dataclass
 class TrainConfig:
+    """Every hyperparameter of RL and SFT training. Each field's docstring is its `--help`."""
+
     # -- model --
     model: str = "smollm2-135m-instruct"
+    """built-in name, local folder or cached Hugging Face id of the model to train"""
     device: str = "cpu"
+    """torch device (cpu, cuda, cuda:1, ...)"""
     dtype: str = "float32"
-    finetune: str = "lora"  # "lora" (peft) or "full"
+    """weights and compute dtype: float32 (CPU default), bfloat16 or float16"""
+    finetune: str = "lora"
+    """RL fine-tuning mode: lora (peft adapter) or full (every weight; checkpoints are whole models)"""
     lora_r: int = 32
+    """LoRA rank (the paper: 32)"""
     lora_alpha: int = 64
+    """LoRA scaling alpha (the paper: 64)"""
     lora_dropout: float = 0.0
-    lora_targets: str = "all-linear"  # "all-linear" or comma-separated module names (q_proj,v_proj,...)
-    # LoRA only on the top K decoder blocks (0 = all). The frozen lower blocks then need no
-    # backward pass, and their output is cached during the rollout, so an update runs only K blocks.
+    """LoRA dropout"""
+    lora_targets: str = "all-linear"
+    """LoRA target modules: all-linear, or comma-separated module names (q_proj,v_proj,...)"""
     lora_top_layers: int = 0
+    """LoRA only on the top K decoder blocks (0 = all): the frozen lower blocks then need no backward
+    pass and their output is cached during the rollout, so an update runs only K blocks"""
     # -- RL --
-    algo: str = "dr_grpo"  # dr_grpo | grpo (std-normalised) | reinforce (token-level, returns-to-go)
+    algo: str = "dr_grpo"
+    """dr_grpo, grpo (std-normalised advantages) or reinforce (token-level, returns-to-go)"""
     n_steps: int = 95
+    """RL steps (rollout batch + update); the paper: about 95"""
     mazes_per_step: int = 8
-    group_size: int = 64  # episodes per maze (a GRPO group)
+    """mazes per RL step (the paper: 8)"""
+    group_size: int = 64
+    """episodes per maze, a GRPO group sharing one maze (the paper: 64)"""
     temperature: float = 0.7
-    lr: float = 3e-6  # peak LR; multiplied by the same cosine that anneals the entropy bonus
+    """sampling temperature of the rollouts (the paper: 0.7)"""
+    lr: float = 3e-6
+    """peak learning rate, multiplied by the same cosine that anneals the entropy bonus"""
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    clip_eps: float = 0.2  # PPO clip
-    dual_clip: float = 3.0  # dual-clip constant c for negative advantages
-    entropy_beta: float = 0.01  # beta0 of the equalized entropy bonus, cosine-annealed to 0
-    gamma: float = 1.0  # REINFORCE only: discount of returns-to-go (1 = the paper's undiscounted)
-    kl_coef: float = 0.0  # KL to the reference (initial) model; the paper used 0
-    updates_per_step: int = 1  # optimizer updates per rollout batch (1 = on-policy, ratio 1)
-    loss_norm: float = 0.0  # Dr. GRPO constant divisor; 0 means n_episodes * n_moves
-    micro_batch: int = 8  # episodes per forward/backward in the update (memory knob)
-    masked: bool = True  # sample only the four direction tokens; False = free generation (eval only)
-    max_new_tokens: int = 8  # unmasked mode: tokens generated per turn
+    """AdamW weight decay"""
+    max_grad_norm: float = 1.0
+    """gradient-norm clip (0 disables clipping)"""
+    clip_eps: float = 0.2
+    """PPO clip epsilon"""
+    dual_clip: float = 3.0
+    """dual-clip constant c for negative advantages"""
+    entropy_beta: float = 0.01
+    """beta0 of the equalized entropy bonus, cosine-annealed to 0"""
+    gamma: float = 1.0
+    """REINFORCE only: discount of the returns-to-go (1 = the paper's undiscounted)"""
+    kl_coef: float = 0.0
+    """KL penalty to the initial model (the paper: 0)"""
+    updates_per_step: int = 1
+    """optimizer updates per rollout batch (1 = on-policy, ratio 1)"""
+    loss_norm: float = 0.0
+    """Dr. GRPO's constant loss divisor; 0 means n_episodes x n_moves"""
+    micro_batch: int = 8
+    """episodes per forward/backward in the update (a memory knob; the result does not depend on it)"""
+    masked: bool = True
+    """sample only the four direction tokens; false = free generation parsed by the env (evaluation only)"""
+    max_new_tokens: int = 8
+    """unmasked mode: tokens generated per turn"""
     # -- SFT on scripted good-policy trajectories (its own fine-tuning mode, episode length and
     # schedule, so a preset can SFT one way and then run RL another way from the SFT checkpoint) --
-    sft_steps: int = 782  # 782 x 64 ~ the paper's 50k trajectories
+    sft_steps: int = 782
+    """SFT steps (782 x 64 is about the paper's 50k trajectories)"""
     sft_batch: int = 64
+    """scripted trajectories per SFT step"""
     sft_lr: float = 2e-5
-    sft_schedule: str = "cosine"  # "cosine" to 0 over sft_steps, or "constant"
-    sft_finetune: str = "lora"  # "lora" or "full" (a full fine-tune's checkpoints are whole models)
-    sft_n_moves: int = 0  # moves per SFT trajectory; 0 = the maze's n_moves
+    """SFT peak learning rate (the paper: 2e-5)"""
+    sft_schedule: str = "cosine"
+    """SFT learning-rate schedule: cosine (to 0 over sft_steps) or constant"""
+    sft_finetune: str = "lora"
+    """SFT fine-tuning mode: lora or full (a full fine-tune's checkpoints are whole models)"""
+    sft_n_moves: int = 0
+    """moves per SFT trajectory; 0 = the maze's n_moves"""
     sft_lookahead: int = 3
+    """search depth of the scripted good policy that writes the SFT targets (maximise Gold, avoid Mold)"""
     sft_checkpoint_every: int = 10
+    """SFT steps between checkpoints"""
     # -- run --
     seed: int = 0
+    """seed of every random stream (mazes, sampling, initialisation); same seed, same run on CPU"""
     checkpoint_every: int = 10
+    """RL steps between checkpoints (resume starts from the last one)"""
     maze: MazeConfig = field(default_factory=MazeConfig)
+    """the maze (size, tiles, wind, moves per episode); set with the maze flags"""
     notes: str = ""
+    """free text stored with the run's config"""
 
     def __post_init__(self) -> None:
         if isinstance(self.maze, dict):
@@ -175,3 +215,23 @@ def config_from_preset(preset: str = "cpu-small", **overrides) -> TrainConfig:
     base = dict(PRESETS[preset])
     maze = {**base.pop("maze", {}), **(overrides.pop("maze", None) or {})}
     return TrainConfig().replace(**{**base, **overrides}, maze=maze)
+
+
+def field_docs(cls=None) -> dict[str, str]:
+    """{field name: its attribute docstring} of a dataclass (TrainConfig by default), for `--help`.
+
+    The docstrings are read from the source, as tyro and CleanRL do, so the doc lives on the
+    field and cannot drift from a separate table.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    cls = cls or TrainConfig
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
