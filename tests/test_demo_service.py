@@ -44,9 +44,13 @@ def test_alpha_zero_is_bit_identical_to_unsteered(service, lm):
 def test_steering_changes_the_reply_and_the_meter(service):
     out = service.steer(service.request(PROMPT, [("v_mold", 8.0)], 2, 0.0, 0, 16))
     assert out["steered"]["text"] != out["unsteered"]["text"]
-    # the first token's state already carries the delta along the meter axis
-    assert out["steered"]["projections"][0] != pytest.approx(out["unsteered"]["projections"][0])
-    assert len(out["steered"]["projections"]) == len(out["steered"]["tokens"])
+    # the meter reads the residual before the add: the first token is predicted from the same
+    # unsteered state in both panes; once the replies part, what they said moves the meter
+    s, u = out["steered"], out["unsteered"]
+    assert s["projections"][0] == u["projections"][0]
+    first = next(i for i, (a, b) in enumerate(zip(s["tokens"], u["tokens"])) if a != b)
+    assert s["projections"][first + 1:] != pytest.approx(u["projections"][first + 1:len(s["projections"])])
+    assert len(s["projections"]) == len(s["tokens"])
 
 
 @pytest.mark.parametrize("specs", [[("v_mold", 6.0)], [("v_gold", -4.0), ("random", 3.0)]])

@@ -18,7 +18,9 @@ RNG (the rows would get different draws) and we need the residual at every step 
 
 The welfare meter: token t is scored by the projection, onto the unit welfare axis, of the
 residual entering block `layer` at the position that predicted it (the state the model chose
-t from), as the block sees it, i.e. after the steering add in the steered pane.
+t from), read before the steering add: blocks below `layer` are never steered, so the steered
+pane's meter moves only through what the steered reply has said so far, not by the constant
+alpha * (v . axis) that the add itself contributes.
 """
 
 from __future__ import annotations
@@ -317,14 +319,16 @@ def stream_pair(model, tokenizer, prompt, delta: torch.Tensor, layer: int, axis:
     replies = (Reply(), Reply())
     seen: list[torch.Tensor] = []
 
-    def meter(h, _args, _kwargs):  # runs after the Steerer's hook: sees what the block sees
+    def meter(h, _args, _kwargs):
         # one dot per row: a batched [2, H] @ [H] may round the two rows differently, and at
         # alpha = 0 the panes' meters must be bit-identical like their tokens
         seen[:] = [[float(h[i, -1].float() @ axis) for i in range(h.shape[0])]]
 
-    with Steerer(model, deltas, layer, 1.0) as steerer:
-        handle = register_layer_hook(model, layer, meter)
-        try:
+    # Registered before the Steerer's hook, so it runs first and reads the residual before the add:
+    # after it, the steered pane would only show the added alpha * (v . axis), a constant offset.
+    handle = register_layer_hook(model, layer, meter)
+    try:
+        with Steerer(model, deltas, layer, 1.0) as steerer:
             steerer.set_prefill_mask(steer_mask)
             kw = _cache_kw(model)  # `cache` in recent transformers v5 (`past_key_values` is deprecated there)
             cache = DynamicCache(config=model.config) if use_cache else None
@@ -359,8 +363,8 @@ def stream_pair(model, tokenizer, prompt, delta: torch.Tensor, layer: int, axis:
                     steer_mask = torch.cat([steer_mask, torch.ones_like(steer_mask[:, :1])], dim=1)
                     steerer.set_prefill_mask(steer_mask)
                     out = model(input_ids=seq, use_cache=False, logits_to_keep=1)
-        finally:
-            handle.remove()
+    finally:
+        handle.remove()
     for r in replies:
         r.done = True
     yield replies
