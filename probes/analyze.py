@@ -104,17 +104,19 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     n_layers, hidden = cv.n_layers, cv.hidden_size
     stories = emo.split_stories(emo.load_stories(cfg.stories), cfg.story_half)
     neutral = emo.load_neutral(cfg.neutral)
-    examples, acts = load_examples(vectors_dir)
-    c_examples, c_acts = load_examples(control_dir) if control_dir is not None else (examples, acts)
+    examples, acts = load_examples(vectors_dir, (n_layers, hidden))
+    c_examples, c_acts = load_examples(control_dir, (n_layers, hidden)) if control_dir is not None else (examples, acts)
     for flag, layer in (("emotion_layer", cfg.emotion_layer), ("logit_layer", cfg.logit_layer)):
         if layer is not None and not 0 <= layer < n_layers:
             raise ValueError(f"{flag} must be in 0..{n_layers - 1} (block inputs of a {n_layers}-layer model), got {layer}")
 
     model, tok = load_model_from_meta(cv.meta, device)
+    cv.check_model(model)  # meta.json's model must be the one the vectors came from
     if _same_weights(cv.meta.get("model") or {}, ctrl.meta.get("model") or {}):
         cmodel, ctok = model, tok
     else:
         cmodel, ctok = load_model_from_meta(ctrl.meta, device)
+        ctrl.check_model(cmodel)
     layers = list(range(n_layers))
     sd = channel_moments(model, tok, neutral, layers, batch_size=cfg.batch_size, progress=cfg.progress)[1].numpy()
     c_sd = sd if cmodel is model else channel_moments(cmodel, ctok, neutral, layers, batch_size=cfg.batch_size, progress=cfg.progress)[1].numpy()

@@ -22,6 +22,7 @@ import torch
 
 from probes.capture import capture_texts
 from probes.metrics import cosine, ols_line
+from probes.vectors import read_json
 
 STORY_SKIP_TOKENS = 3
 STORY_PROMPT = (
@@ -33,7 +34,10 @@ STORY_PROMPT = (
 def _read_json(path: str | Path | None, shipped: str, flag: str) -> dict:
     """JSON from `path`, or the file `shipped` of probes/data when no path is given."""
     if path is not None:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = read_json(path, f"fix the file or pass another {flag} (format of probes/data/{shipped})")
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object; use the format of probes/data/{shipped}")
+        return data
     ref = resources.files("probes") / "data" / shipped
     if not ref.is_file():
         raise FileNotFoundError(f"probes/data/{shipped} is missing; pass {flag} FILE")
@@ -44,16 +48,21 @@ def load_stories(path: str | Path | None = None) -> dict:
     """{"emotions": {name: {"valence", "arousal", "stories"}}} from `path` or the shipped set."""
     data = _read_json(path, "emotion_stories.json", "--stories")
     emotions = data.get("emotions") or {}
-    if len(emotions) < 3 or any(not e.get("stories") for e in emotions.values()):
-        raise ValueError("emotion stories need at least 3 emotions, each with stories")
+    where = f"{path}: " if path is not None else ""
+    if not isinstance(emotions, dict) or len(emotions) < 3 or any(
+        not isinstance(e, dict) or not isinstance(e.get("stories"), list) or not e["stories"]
+        or not all(isinstance(t, str) for t in e["stories"]) for e in emotions.values()
+    ):
+        raise ValueError(f"{where}emotion stories need at least 3 emotions, each with a list of stories (format of probes/data/emotion_stories.json)")
     return data
 
 
 def load_neutral(path: str | Path | None = None) -> list[str]:
     data = _read_json(path, "neutral_texts.json", "--neutral")
     texts = data.get("texts") or []
-    if len(texts) < 2:
-        raise ValueError("neutral texts need at least 2 texts")
+    if not isinstance(texts, list) or len(texts) < 2 or not all(isinstance(t, str) for t in texts):
+        where = f"{path}: " if path is not None else ""
+        raise ValueError(f"{where}neutral texts need a list of at least 2 texts under \"texts\" (format of probes/data/neutral_texts.json)")
     return texts
 
 

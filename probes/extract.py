@@ -149,12 +149,27 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
     return cv
 
 
-def load_examples(vectors_dir: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """(examples table, activations memmap [N, L, H] float16) saved by `extract_vectors(out_dir=...)`."""
+def load_examples(vectors_dir: str | Path, shape: tuple[int, int] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """(examples table, activations memmap [N, L, H] float16) saved by `extract_vectors(out_dir=...)`.
+
+    ValueError naming the file if either is unreadable (truncated, garbage) or they disagree with
+    each other (N) or with `shape` (L, H: the folder's vectors)."""
     d = Path(vectors_dir)
     if not (d / "activations.npy").exists() or not (d / "examples.parquet").exists():
         raise FileNotFoundError(
             f"{d} has no activations.npy/examples.parquet; run 'welfare-axis extract --out {d}' "
             "(or extract_vectors(..., out_dir=...)) to save them"
         )
-    return pd.read_parquet(d / "examples.parquet"), np.load(d / "activations.npy", mmap_mode="r")
+    fix = f"re-run 'welfare-axis extract --out {d}'"
+    try:
+        examples = pd.read_parquet(d / "examples.parquet")
+    except Exception as e:  # ArrowInvalid, OSError
+        raise ValueError(f"{d / 'examples.parquet'} is not a readable parquet file ({(str(e).strip().splitlines() or [type(e).__name__])[0]}); {fix}") from None
+    try:
+        acts = np.load(d / "activations.npy", mmap_mode="r")
+    except Exception as e:  # truncated ("mmap length is greater than file size"), bad header, garbage
+        raise ValueError(f"{d / 'activations.npy'} is not a readable .npy file ({(str(e).strip().splitlines() or [type(e).__name__])[0]}); {fix}") from None
+    if acts.ndim != 3 or acts.shape[0] != len(examples) or (shape is not None and tuple(acts.shape[1:]) != tuple(shape)):
+        want = f"[{len(examples)}, {', '.join(map(str, shape)) if shape else 'L, H'}]"
+        raise ValueError(f"{d / 'activations.npy'} has shape {list(acts.shape)}, expected {want} (examples.parquet and the vectors); {fix}")
+    return examples, acts

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,78 @@ from safetensors.torch import load_file, save_file
 
 from envs.artifacts import atomic_path, atomic_write_json
 from probes.layers import LAYER_CONVENTION
+
+
+def read_json(path: str | os.PathLike, fix: str):
+    """The parsed JSON of `path`; FileNotFoundError/ValueError naming the file and how to fix it otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path} ({getattr(e, 'strerror', None) or e}); {fix}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); {fix}") from None
+
+
+def _read_safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, each finite; ValueError naming the file otherwise."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # SafetensorError (empty, truncated, garbage), OSError
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path} is not a readable safetensors file ({reason}); {fix}") from None
+    if not tensors:
+        raise ValueError(f"{path} holds no tensors; {fix}")
+    _check_finite(tensors, path, fix)
+    return tensors
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], path: Path, fix: str) -> None:
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{path}: tensor {name!r} is {str(t.dtype).removeprefix('torch.')}, not floating point; {fix}")
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            where = sorted({int(i) for i in bad.nonzero()[:, 0]})[:5] if t.dim() > 1 else None
+            at = f" (layers {', '.join(map(str, where))})" if where is not None else ""
+            raise ValueError(f"{path}: tensor {name!r} has NaN or infinite values{at}; {fix}")
+
+
+def load_tensor_file(path: str | os.PathLike) -> torch.Tensor:
+    """One steering vector from a .pt or .safetensors file: [hidden] or [n_layers, hidden], finite, float32.
+
+    ValueError (one line: the file, what is wrong, how to fix it) for an empty, garbage or truncated
+    file, a dict or other object instead of a tensor, several tensors, the wrong rank, or NaN/inf."""
+    path = Path(path)
+    fix = "save one tensor of shape [hidden] or [n_layers, hidden] (torch.save(v, path) or safetensors), or pass a vectors folder"
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is an empty file; {fix}")
+    if path.suffix == ".pt":
+        try:
+            with warnings.catch_warnings():  # torch's notes on odd pickles would be extra lines before the error
+                warnings.simplefilter("ignore")
+                t = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # EOFError (empty), UnpicklingError / RuntimeError (garbage, truncated)
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{path} is not a readable torch file ({type(e).__name__}: {reason[:120]}); {fix}") from None
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{path} holds a {type(t).__name__}, not a tensor; {fix}")
+        tensors = {"tensor": t}
+    elif path.suffix == ".safetensors":
+        tensors = _read_safetensors(path, fix)
+        if len(tensors) != 1:
+            raise ValueError(f"{path} holds {len(tensors)} tensors ({', '.join(list(tensors)[:5])}); {fix}")
+    else:
+        raise ValueError(f"{path}: unknown vector file type {path.suffix or '(none)'!r}; use a .pt or .safetensors file, or a vectors folder")
+    (name, t), = tensors.items()
+    if t.dim() not in (1, 2) or t.numel() == 0:
+        raise ValueError(f"{path}: tensor {name!r} has shape {tuple(t.shape)}; {fix}")
+    _check_finite({name: t}, path, fix)
+    return t.detach().to(torch.float32).clone()
 
 
 @dataclass
@@ -85,13 +158,31 @@ class ConceptVectors:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "ConceptVectors":
+        """A folder written by `save` (or 'welfare-axis extract'), validated: readable files, one
+        [n_layers, hidden] shape, finite values, and meta.json agreeing with the tensors' shape.
+        FileNotFoundError/ValueError (one line naming the file and how to fix it) otherwise."""
         d = Path(directory)
         if not (d / "vectors.safetensors").exists():
             raise FileNotFoundError(f"{d} has no vectors.safetensors; run 'welfare-axis extract --out {d}' first")
-        meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+        fix = f"re-run 'welfare-axis extract --out {d}'"
+        meta = read_json(d / "meta.json", fix) if (d / "meta.json").exists() else {}
+        if not isinstance(meta, dict) or not isinstance(meta.get("model") or {}, dict):
+            raise ValueError(f"{d / 'meta.json'} is not a vectors meta.json (expected an object with a 'model' object); {fix}")
+        vectors = _read_safetensors(d / "vectors.safetensors", fix)
+        shapes = {tuple(v.shape) for v in vectors.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2 or 0 in next(iter(shapes)):
+            raise ValueError(f"{d / 'vectors.safetensors'}: vectors must all be [n_layers, hidden], got shapes {sorted(shapes)}; {fix}")
+        n_layers, hidden = next(iter(shapes))
+        for where, src in (("", meta), ("model.", meta.get("model") or {})):
+            for key, actual in (("n_layers", n_layers), ("hidden_size", hidden)):
+                if key in src and src[key] != actual:
+                    raise ValueError(f"{d / 'meta.json'} says {where}{key} = {src[key]!r} but vectors.safetensors is "
+                                     f"{n_layers} layers x {hidden}; the folder is inconsistent: {fix}")
         means_file = d / "class_means.safetensors"
-        means = load_file(str(means_file)) if means_file.exists() else None
-        return cls(vectors=load_file(str(d / "vectors.safetensors")), meta=meta, class_means=means)
+        means = _read_safetensors(means_file, fix) if means_file.exists() else None
+        if means is not None and any(tuple(m.shape) != (n_layers, hidden) for m in means.values()):
+            raise ValueError(f"{means_file}: class means are not {n_layers} x {hidden} like vectors.safetensors; {fix}")
+        return cls(vectors=vectors, meta=meta, class_means=means)
 
     def export_gguf(
         self, name: str, path: str | os.PathLike, layers: list[int] | None = None, scale: float = 1.0, model_hint: str | None = None

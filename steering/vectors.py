@@ -8,14 +8,13 @@ normalised, scaled to ||v_mold||), and "user" for a plain tensor.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from probes.vectors import ConceptVectors
+from probes.vectors import ConceptVectors, read_json
 
 CONCEPTS = ("mold", "gold", "path")
 
@@ -45,11 +44,22 @@ def default_layer(n_layers: int) -> int:
 def load_layer_choice(analysis_dir: str | os.PathLike) -> dict[str, int]:
     """{"mold": l, "gold": l, "path": l} from the probes' `layer_choice.json`."""
     path = Path(analysis_dir) / "layer_choice.json"
+    fix = "re-run 'welfare-axis analyze' or pass --layer"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run 'welfare-axis analyze' first or pass --layer")
-    raw = json.loads(path.read_text())
+    raw = read_json(path, fix)
     choice = raw.get("layers", raw) if isinstance(raw, dict) else raw
-    return {k: int(v) for k, v in choice.items() if k in CONCEPTS}
+    if not isinstance(choice, dict):
+        raise ValueError(f"{path} is not a layer choice (expected an object like {{\"mold\": 16, \"gold\": 16}}); {fix}")
+    out = {}
+    for k, v in choice.items():
+        if k in CONCEPTS:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{path}: layer {k!r} is {v!r}, not a layer number; {fix}")
+            out[k] = v
+    if not out:
+        raise ValueError(f"{path} names no layer for {', '.join(CONCEPTS)}; {fix}")
+    return out
 
 
 def resolve_layers(layer: int | dict | None, n_layers: int, concepts=CONCEPTS) -> dict[str, int]:
