@@ -59,8 +59,15 @@ def test_missing_default_model_package_gives_the_install_command(monkeypatch, tm
 
 
 def test_unknown_model_is_one_clear_error(tmp_path):
-    with pytest.raises(ModelLoadError, match="cannot load model"):
+    with pytest.raises(ModelLoadError, match="model folder .*no-such-model does not exist"):
         load_model(str(tmp_path / "no-such-model"))
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(ModelLoadError, match="holds no config.json"):
+        load_model(str(tmp_path / "not-a-model"))
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache.*--allow-download"):
+        load_model("some-org/not-cached-model", allow_download=False)
+    with pytest.raises(ModelLoadError, match="unknown device 'gpu'"):
+        load_model("tiny", device="gpu")
     with pytest.raises(ModelLoadError, match="dtype"):
         load_model("tiny", dtype="float8")
 

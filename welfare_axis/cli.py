@@ -49,9 +49,35 @@ def build_parser() -> ArgParser:
     return parser
 
 
+def _offline_unless_allowed(allow_flag: bool) -> None:
+    """No command contacts a model hub unless the user asks (--allow-download or WELFARE_AXIS_ALLOW_DOWNLOAD=1).
+
+    Set before transformers/huggingface_hub are imported (parsing does not import them), which read
+    these once; load_model also passes local_files_only, for callers that imported them earlier."""
+    from training.models import ALLOW_DOWNLOAD_ENV, downloads_allowed
+
+    if allow_flag:
+        os.environ[ALLOW_DOWNLOAD_ENV] = "1"  # for every load_model of this command, however deep
+    if not downloads_allowed():
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def _quiet_library_warnings() -> None:
+    """Library deprecation notices (e.g. transformers' 2-line FutureWarning on every forward) are for
+    developers, not users, and would make a one-line error three lines; WELFARE_AXIS_DEBUG=1 shows them."""
+    import warnings
+
+    if not os.environ.get("WELFARE_AXIS_DEBUG"):
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_library_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
+    _offline_unless_allowed(bool(getattr(args, "allow_download", False)))
     from training.models import ModelLoadError
 
     if getattr(args, "no_progress", False):  # quiet means quiet: also transformers' own weight-loading bar
@@ -73,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # an internal error: still one line, with a way to see more
         if os.environ.get("WELFARE_AXIS_DEBUG"):
             raise
+        first = (str(e).strip().splitlines() or [""])[0]
         sys.stderr.write(
-            f"welfare-axis: internal error: {type(e).__name__}: {e} (set WELFARE_AXIS_DEBUG=1 for the traceback)\n"
+            f"welfare-axis: internal error: {type(e).__name__}: {first} (set WELFARE_AXIS_DEBUG=1 for the traceback)\n"
         )
         return 1
 
