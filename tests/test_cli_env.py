@@ -108,7 +108,8 @@ def test_module_launch_forms_give_the_same_one_line_user_error(tmp_path):
     import sys
 
     for module in ("welfare_axis.cli", "welfare_axis"):
-        r = subprocess.run([sys.executable, "-m", module, "train", "eval", "--model", "tiny", "--n-mazes", "0", "--out", str(tmp_path / "e.parquet")],
-                           capture_output=True, text=True, timeout=120)
+        # a UserError raised by the command itself (bad numbers are refused earlier, by argparse)
+        r = subprocess.run([sys.executable, "-m", module, "eval", "sentiment", "--model", "tiny", "--vectors", str(tmp_path / "v"),
+                            "--temperature", "0", "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (module, r.stderr)
-        assert "internal error" not in r.stderr and "--n-mazes must be at least 1" in r.stderr
+        assert "internal error" not in r.stderr and "--temperature 0 is greedy" in r.stderr

@@ -10,7 +10,7 @@ from envs import MazeEnv, TextActions, scripted_trajectories
 from envs.generator import DIRECTIONS
 from envs.parse import CARDINAL_WORDS, RELATIVE_WORDS
 from envs.scripted import KINDS, good_policy_trajectory
-from welfare_axis.options import add_maze_args, maze_config_from_args
+from welfare_axis.options import add_maze_args, maze_config_from_args, positive_int, seed_int
 
 
 def register(sub) -> None:
@@ -19,14 +19,14 @@ def register(sub) -> None:
     env_sub.required = True
 
     play = env_sub.add_parser("play", help="play one maze episode in the terminal")
-    play.add_argument("--seed", type=int, default=0, help="episode seed (same seed, same maze)")
+    play.add_argument("--seed", type=seed_int, default=0, help="episode seed (same seed, same maze)")
     add_maze_args(play)
     play.set_defaults(func=run_play)
 
     sample = env_sub.add_parser("sample", help="print scripted trajectories as chat transcripts")
     sample.add_argument("--kind", default="gold", choices=[*KINDS, "good"], help="final tile class, or 'good' for the scripted good policy")
-    sample.add_argument("-n", type=int, default=3, help="number of trajectories (default 3)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("-n", type=positive_int, default=3, help="number of trajectories (default 3)")
+    sample.add_argument("--seed", type=seed_int, default=0)
     sample.add_argument("--json", action="store_true", help="print JSON lines instead of transcripts")
     add_maze_args(sample)
     sample.set_defaults(func=run_sample)

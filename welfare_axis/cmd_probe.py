@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from welfare_axis.options import add_maze_args, add_model_args, maze_config_from_args
+from welfare_axis.options import (
+    add_download_arg, add_maze_args, add_model_args, device_arg, maze_config_from_args, nonnegative_int, out_dir, positive_int,
+    seed_int,
+)
 
 
 def register(sub) -> None:
@@ -17,12 +20,12 @@ def register(sub) -> None:
         "meta.json, examples.parquet and activations.npy (float16, for analyze) to --out.",
     )
     add_model_args(p)
-    p.add_argument("-n", type=int, default=300, help="trajectories per class (default 300; the paper used 5000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-moves", type=int, default=None, help="trajectory length n in 1..MAX (default: 15, as in the paper)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--gguf-layer", type=int, default=None, help="also export each vector at this layer as a llama.cpp control vector")
+    p.add_argument("-n", type=positive_int, default=300, help="trajectories per class (default 300; the paper used 5000)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--max-moves", type=positive_int, default=None, help="trajectory length n in 1..MAX (default: 15, as in the paper)")
+    p.add_argument("--out", type=out_dir, required=True, help="output folder")
+    p.add_argument("--gguf-layer", type=nonnegative_int, default=None, help="also export each vector at this layer as a llama.cpp control vector")
     p.add_argument("--no-progress", action="store_true")
     add_maze_args(p)
     p.set_defaults(func=run_extract)
@@ -35,20 +38,21 @@ def register(sub) -> None:
     )
     a.add_argument("--vectors", required=True, help="folder written by 'welfare-axis extract' (trained model)")
     a.add_argument("--control", default=None, help="folder of the maze-naive model's vectors u_*")
-    a.add_argument("--out", required=True)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--n-tracking", type=int, default=100, help="fresh gold-final and mold-final trajectories each (default 100)")
-    a.add_argument("--device", default="cpu")
-    a.add_argument("--batch-size", type=int, default=16)
+    a.add_argument("--out", type=out_dir, required=True, help="output folder")
+    a.add_argument("--seed", type=seed_int, default=0)
+    a.add_argument("--n-tracking", type=positive_int, default=100, help="fresh gold-final and mold-final trajectories each (default 100)")
+    a.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    a.add_argument("--batch-size", type=positive_int, default=16)
     a.add_argument("--no-probe", action="store_true", help="skip the logistic-regression probes")
-    a.add_argument("--emotion-layer", type=int, default=None, help="default floor(2L/3)")
-    a.add_argument("--logit-layer", type=int, default=None, help="default floor(5L/6)")
-    a.add_argument("--top-k", type=int, default=20)
+    a.add_argument("--emotion-layer", type=nonnegative_int, default=None, help="default floor(2L/3)")
+    a.add_argument("--logit-layer", type=nonnegative_int, default=None, help="default floor(5L/6)")
+    a.add_argument("--top-k", type=positive_int, default=20)
     a.add_argument("--stories", default=None, help="emotion stories JSON (default: the shipped set)")
     a.add_argument("--neutral", default=None, help="neutral texts JSON (default: the shipped set)")
     a.add_argument("--generate-stories", action="store_true", help="have the model under study write the stories")
-    a.add_argument("--n-generated", type=int, default=8, help="stories per emotion with --generate-stories")
+    a.add_argument("--n-generated", type=positive_int, default=8, help="stories per emotion with --generate-stories")
     a.add_argument("--no-progress", action="store_true")
+    add_download_arg(a)
     a.set_defaults(func=run_analyze)
 
 
@@ -64,6 +68,9 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.max_moves is not None and not 1 <= args.max_moves <= config.n_moves:
         raise ValueError(f"--max-moves must be in 1..{config.n_moves}, got {args.max_moves}")
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    if args.gguf_layer is not None and not 2 <= args.gguf_layer < model.config.num_hidden_layers:
+        raise ValueError(f"--gguf-layer must be in 2..{model.config.num_hidden_layers - 1} for this model "
+                         f"(llama.cpp control vectors cannot steer layers 0 and 1), got {args.gguf_layer}")
     cv = extract_vectors(
         model, tok, args.n, seed=args.seed, maze_config=config, batch_size=args.batch_size,
         progress=not args.no_progress, max_moves=args.max_moves, out_dir=args.out,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from welfare_axis.options import add_download_arg, device_arg, model_arg, out_dir, seed_int
 from welfare_axis.pipeline import PLANTS, PRESETS, STAGES, TRAININGS
 
 
@@ -12,8 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("reproduce", help="run the whole study (cached, resumable stages) and write a report")
     p.add_argument("--preset", default="cpu-small", choices=list(PRESETS),
                    help="smoke (tiny model, minutes), cpu-small (default model, ~1 h on 2 cores), paper (GPU sizes)")
-    p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
-    p.add_argument("--model", default=None, help="override the preset's model (built-in name, local folder or HF id)")
+    p.add_argument("--out", type=out_dir, default=None, help="run folder (default runs/<preset>)")
+    p.add_argument("--model", type=model_arg, default=None, help="override the preset's model (built-in name, local folder or HF id)")
     p.add_argument("--training", default=None, choices=TRAININGS,
                    help="how the trained model is made: RL, SFT on scripted good trajectories, or SFT then RL from the SFT "
                         "model (default: the preset's; cpu-small and smoke: sft+rl, paper: rl)")
@@ -24,10 +25,11 @@ def register(sub) -> None:
                    "positive control (default: the shipped set; format of probes/data/emotion_stories.json)")
     p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
                    help=f"redo this stage (and what depends on it); repeatable; one of {', '.join(STAGES)}")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    add_download_arg(p)
     p.set_defaults(func=run_reproduce)
 
     r = sub.add_parser("report", help="rebuild report.md/report.html of a reproduce run from its files")
@@ -38,6 +40,10 @@ def register(sub) -> None:
 def run_reproduce(args: argparse.Namespace) -> int:
     from welfare_axis.pipeline import reproduce
 
+    if args.stories is not None:  # a bad file fails now, not after training
+        from probes.emotion import load_stories
+
+        load_stories(args.stories)
     out = Path(args.out or f"runs/{args.preset}")
     md, html = reproduce(
         preset=args.preset, out=out, model=args.model, training=args.training, plant=args.plant, stories=args.stories, force=set(args.force),

@@ -9,9 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import torch
-
-from welfare_axis.options import add_maze_args, add_model_args, maze_config_from_args
+from welfare_axis.options import (
+    UserError, add_maze_args, add_model_args, alpha_grid, maze_config_from_args, model_arg, nonnegative_float, nonnegative_int,
+    out_dir, positive_float, positive_int, seed_int,
+)
+from welfare_axis.options import parse_alphas  # noqa: F401  (re-exported: the alpha grammar lives in options)
 
 # Budget for the default sentiment eval on 2 CPU cores (see benchmarks/steer.py): alphas
 # {-4,-2,0,2,4} x 5 vectors x 40 prompts, alpha 0 shared = 21 x 40 = 840 generations per
@@ -22,29 +24,14 @@ SENTIMENT_TOKENS = 40
 _NEG = re.compile(r"^-\d[\d.:,\-]*$")  # lets "--alpha -4:4:2" parse as a value, not an option
 
 
-def parse_alphas(text: str) -> tuple[float, ...]:
-    """"4" -> (4,), "-4:4:2" -> (-4, -2, 0, 2, 4) (inclusive), "-4,-2,0" -> a list."""
-    try:
-        if ":" in text:
-            parts = [float(x) for x in text.split(":")]
-            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
-                raise ValueError
-            lo, hi, step = parts
-            n = int(round((hi - lo) / step))
-            return tuple(round(lo + i * step, 10) for i in range(n + 1))
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"bad alpha {text!r}; use a number (4), a list (-4,-2,0,2,4) or start:stop:step (-4:4:2)") from None
-
-
 def _add_vector_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("vectors")
     g.add_argument("--vectors", required=True, help="concept-vector folder (vectors.safetensors) of the trained model, or a .pt/.safetensors tensor file")
     g.add_argument("--control", default=None, help="concept-vector folder of the maze-naive model (u_* controls, norm-matched to v_*)")
     layer = g.add_mutually_exclusive_group()
-    layer.add_argument("--layer", type=int, default=None, help="steering layer (input of block l, 0-based; 0 = embeddings)")
+    layer.add_argument("--layer", type=nonnegative_int, default=None, help="steering layer (input of block l, 0-based; 0 = embeddings)")
     layer.add_argument("--analysis", default=None, help="probe analysis folder holding layer_choice.json (per-concept layers)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_int, default=0)
 
 
 def register(sub) -> None:
@@ -53,10 +40,10 @@ def register(sub) -> None:
     add_model_args(p)
     _add_vector_args(p)
     p.add_argument("--vector", default="mold", help="mold/gold/path (trained v_*), u_mold... (needs --control), random_mold...; default mold")
-    p.add_argument("--alpha", default="4", help="a number, a list (-4,4) or a sweep start:stop:step (-4:4:2); default 4")
-    p.add_argument("--max-new-tokens", type=int, default=60)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--width", type=int, default=0, help="total print width (default: terminal width)")
+    p.add_argument("--alpha", type=alpha_grid, default="4", help="a number, a list (-4,4) or a sweep start:stop:step (-4:4:2); default 4")
+    p.add_argument("--max-new-tokens", type=positive_int, default=60)
+    p.add_argument("--temperature", type=nonnegative_float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--width", type=nonnegative_int, default=0, help="total print width (default: terminal width)")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="user message(s)")
     p.set_defaults(func=run_steer)
 
@@ -73,48 +60,87 @@ def register(sub) -> None:
     e.add_argument("name", choices=["sentiment", "backtracking", "confidence", "refusal"])
     add_model_args(e)
     _add_vector_args(e)
-    e.add_argument("--out", required=True, help="output folder")
-    e.add_argument("--alphas", default="-4:4:2", help="alpha grid (default -4:4:2)")
-    e.add_argument("--k", type=int, default=None, help=f"samples per prompt and condition (default {SENTIMENT_K} for sentiment, 1 otherwise)")
-    e.add_argument("--max-new-tokens", type=int, default=None, help=f"reply length (default {SENTIMENT_TOKENS}; 96 for backtracking/confidence answers)")
-    e.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0.7 for sentiment, greedy otherwise)")
-    e.add_argument("--batch-size", type=int, default=40)
-    e.add_argument("--n-problems", type=int, default=None, help="arithmetic problems (backtracking 30, confidence 40)")
-    e.add_argument("--per-category", type=int, default=None, help="refusal: use only the first N requests per category")
+    e.add_argument("--out", type=out_dir, required=True, help="output folder")
+    e.add_argument("--alphas", type=alpha_grid, default="-4:4:2", help="alpha grid (default -4:4:2)")
+    e.add_argument("--k", type=positive_int, default=None, help=f"samples per prompt and condition (default {SENTIMENT_K} for sentiment, 1 otherwise)")
+    e.add_argument("--max-new-tokens", type=positive_int, default=None, help=f"reply length (default {SENTIMENT_TOKENS}; 96 for backtracking/confidence answers)")
+    e.add_argument("--temperature", type=nonnegative_float, default=None, help="sampling temperature (default 0.7 for sentiment, greedy otherwise)")
+    e.add_argument("--batch-size", type=positive_int, default=40)
+    e.add_argument("--n-problems", type=positive_int, default=None, help="arithmetic problems (backtracking 30, confidence 40)")
+    e.add_argument("--per-category", type=positive_int, default=None, help="refusal: use only the first N requests per category")
     e.add_argument("--no-random", action="store_true", help="skip the random-direction control")
     e.add_argument("--screen", action="store_true",
                    help="sentiment only, needs --control: screen --layers with teacher-forced log-odds on prompt half a (v_*, u_*, a "
                         "valence positive control, --n-random random directions, all norm-matched to a fraction of the residual norm), "
                         "then generate on half b at the best layer and at --layer/l*, and write sentiment_claim.json")
     e.add_argument("--layers", default="all", help="with --screen: 'all' (1..L-1) or a comma list of layers")
-    e.add_argument("--n-random", type=int, default=10, help="with --screen: random control directions (default 10)")
-    e.add_argument("--unit-ratio", type=float, default=0.1,
+    e.add_argument("--n-random", type=positive_int, default=10, help="with --screen: random control directions (default 10)")
+    e.add_argument("--unit-ratio", type=positive_float, default=0.1,
                    help="with --screen: alpha 1 adds this fraction of the mean residual norm (default 0.1)")
-    e.add_argument("--judge", default=None, metavar="MODEL", help="also score replies with this local model (cached in --out)")
+    e.add_argument("--judge", type=model_arg, default=None, metavar="MODEL", help="also score replies with this local model (cached in --out)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_maze_args(e)
     e.set_defaults(func=run_eval)
 
 
-def _load(args):
+def _same_model(recorded: str, given: str) -> bool:
+    if recorded == given:
+        return True
+    a, b = Path(recorded).expanduser(), Path(given).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def _load_vectors(args):
+    """(plain tensor or None, ConceptVectors or None, control or None), validated before any model is loaded:
+    readable finite files, meta.json consistent with them and naming the model given by --model."""
+    from probes.vectors import ConceptVectors, load_tensor_file
+
+    path = Path(args.vectors)
+    folders = [("--vectors", path)] if not path.is_file() else []
+    if args.control:
+        folders.append(("--control", Path(args.control)))
+    loaded = {}
+    for flag, folder in folders:
+        cv = ConceptVectors.load(folder)
+        recorded = (cv.meta.get("model") or {}).get("model_id")
+        if recorded and not _same_model(str(recorded), args.model):
+            raise UserError(f"{flag} {folder} holds vectors of model {recorded!r} (its meta.json), but --model is {args.model!r}; "
+                            f"pass --model {recorded}, or extract vectors with this model")
+        loaded[flag] = cv
+    user = load_tensor_file(path) if path.is_file() else None
+    vectors, control = loaded.get("--vectors"), loaded.get("--control")
+    if vectors is not None and control is not None and (control.n_layers, control.hidden_size) != (vectors.n_layers, vectors.hidden_size):
+        raise UserError(f"--control is {control.n_layers} layers x {control.hidden_size}, --vectors {vectors.n_layers} x "
+                        f"{vectors.hidden_size}; extract both from the same base model")
+    n_layers = vectors.n_layers if vectors is not None else user.shape[0] if user.dim() == 2 else None
+    if args.layer is not None and n_layers is not None and args.layer >= n_layers:
+        raise UserError(f"--layer must be in 0..{n_layers - 1} (block inputs of a {n_layers}-layer model), got {args.layer}")
+    if args.analysis is not None:  # read (and so checked) again by _layers; here a bad file fails before the model loads
+        from steering.vectors import load_layer_choice, resolve_layers
+
+        choice = load_layer_choice(args.analysis)
+        if n_layers is not None:
+            resolve_layers(choice, n_layers, concepts=tuple(choice))
+    return user, vectors, control
+
+
+def _load(args, check=None):
+    """(model, tokenizer, vectors, control); the vector files are checked first, then `check(n_layers)`
+    (n_layers None for a plain [hidden] tensor), and only then the model is loaded."""
     from probes.vectors import ConceptVectors
     from training.models import load_model
 
+    user, vectors, control = _load_vectors(args)
+    if check is not None:
+        check(vectors.n_layers if vectors is not None else user.shape[0] if user.dim() == 2 else None)
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
-    path = Path(args.vectors)
-    if path.is_file():  # a plain tensor: [hidden] or [n_layers, hidden]
-        from safetensors.torch import load_file
-
-        t = torch.load(path, map_location="cpu") if path.suffix == ".pt" else next(iter(load_file(str(path)).values()))
-        t = torch.as_tensor(t, dtype=torch.float32)
-        t = t.expand(model.config.num_hidden_layers, -1) if t.dim() == 1 else t
-        vectors = ConceptVectors({"user": t.clone()}, meta={"source": str(path)})
-    else:
-        vectors = ConceptVectors.load(path)
+    if user is not None:  # a plain tensor: [hidden] or [n_layers, hidden]
+        t = user.expand(model.config.num_hidden_layers, -1) if user.dim() == 1 else user
+        vectors = ConceptVectors({"user": t.clone()}, meta={"source": str(args.vectors)})
     vectors.check_model(model)
-    control = None
-    if args.control:
-        control = ConceptVectors.load(args.control)
+    if args.layer is not None and args.layer >= vectors.n_layers:
+        raise UserError(f"--layer must be in 0..{vectors.n_layers - 1} for this model, got {args.layer}")
+    if control is not None:
         control.check_model(model)
     return model, tokenizer, vectors, control
 
@@ -145,7 +171,7 @@ def run_steer(args: argparse.Namespace) -> int:
     from steering.steerer import steered_generate
     from steering.vectors import steering_set
 
-    alphas = parse_alphas(args.alpha)
+    alphas = args.alpha
     model, tokenizer, vectors, control = _load(args)
     layers = _layers(args, vectors.n_layers)
     name = "user" if vectors.names == ["user"] else args.vector if "_" in args.vector else f"v_{args.vector}"
@@ -193,7 +219,12 @@ def run_screen(args: argparse.Namespace, alphas) -> int:
         raise ValueError("--screen needs the sentiment eval and --control DIR (the naive model's u_*)")
     if args.n_random < 2 or not args.unit_ratio > 0:
         raise ValueError("--screen needs --n-random >= 2 and --unit-ratio > 0")
-    model, tokenizer, vectors, control = _load(args)
+
+    def check(n_layers):  # before the model is loaded
+        if n_layers is not None:
+            _screen_layers(args.layers, n_layers)
+
+    model, tokenizer, vectors, control = _load(args, check)
     layers = _screen_layers(args.layers, vectors.n_layers)
     at = _layers(args, vectors.n_layers)
     at = at if isinstance(at, int) else at.get("mold")
@@ -215,7 +246,16 @@ def run_eval(args: argparse.Namespace) -> int:
     from steering.evals import run_eval
     from steering.judge import Judge
 
-    alphas = parse_alphas(args.alphas)
+    from steering.evals import EVALS
+
+    alphas = args.alphas
+    spec = EVALS[args.name]
+    if spec.sampled and not args.screen:
+        k = args.k or spec.defaults["k"]
+        temperature = spec.defaults["temperature"] if args.temperature is None else args.temperature
+        if k > 1 and temperature == 0:
+            raise UserError(f"--temperature 0 is greedy decoding, so the {k} samples per prompt (--k) would all be the same; "
+                            "use a --temperature above 0, or --k 1")
     if args.screen:
         return run_screen(args, alphas)
     model, tokenizer, vectors, control = _load(args)

@@ -24,15 +24,18 @@ from pathlib import Path
 from envs import TILE_SETS
 from envs.maze import PHRASINGS
 from envs.tiles import PERMUTATIONS
-from welfare_axis.options import UserError
+from welfare_axis.options import (
+    UserError, add_download_arg, device_arg, finite_float, maze_size, model_arg, out_dir, out_file, parquet_file, positive_float,
+    positive_int, probability, seed_int,
+)
 
 _MAZE_FLAGS = {  # flag -> (MazeConfig field, type, choices)
-    "--size": ("size", int, None),
-    "--n-moves": ("n_moves", int, None),
+    "--size": ("size", maze_size, None),
+    "--n-moves": ("n_moves", positive_int, None),
     "--tile-set": ("tile_set", str, sorted(TILE_SETS)),
     "--permutation": ("permutation", str, PERMUTATIONS),
     "--phrasing": ("phrasing", str, PHRASINGS),
-    "--wind": ("wind_prob", float, None),
+    "--wind": ("wind_prob", probability, None),
 }
 
 
@@ -54,7 +57,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         if f.name == "maze":
             continue
         typ = hints[f.name]
-        conv = _bool if typ is bool else typ if typ in (int, float, str) else str
+        conv = _bool if typ is bool else finite_float if typ is float else typ if typ in (int, str) else str
+        conv = {"model": model_arg, "device": device_arg}.get(f.name, conv)  # refused while parsing, like other commands
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=conv, default=None, metavar=typ.__name__.upper() if hasattr(typ, "__name__") else "X")
     m = p.add_argument_group("maze (override the preset)")
     for flag, (name, typ, choices) in _MAZE_FLAGS.items():
@@ -82,25 +86,27 @@ def register(sub) -> None:
 
     for name, helptext in (("rl", "RL (Dr. GRPO by default) with checkpoints and --resume"), ("sft", "SFT on scripted good-policy trajectories")):
         q = tsub.add_parser(name, help=helptext, description=helptext)
-        q.add_argument("--out", required=True, help="run folder (config.json, metrics.parquet, checkpoints/)")
+        q.add_argument("--out", type=out_dir, required=True, help="run folder (config.json, metrics.parquet, checkpoints/)")
         q.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (uses its saved config)")
         q.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         q.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+        add_download_arg(q)
         _add_config_flags(q)
         q.set_defaults(func=run_train, kind=name)
 
     e = tsub.add_parser("eval", help="play held-out mazes with a checkpoint (or the naive model)")
     e.add_argument("--run", default=None, help="run folder: evaluate its final checkpoint with its model and maze config")
-    e.add_argument("--model", default=None, help="model name (default: the run's, else smollm2-135m-instruct)")
+    e.add_argument("--model", type=model_arg, default=None, help="model name (default: the run's, else smollm2-135m-instruct)")
     e.add_argument("--adapter", default=None, help="checkpoint model folder (LoRA adapter or full weights); omit for the naive model")
-    e.add_argument("--n-mazes", type=int, default=64)
-    e.add_argument("--seed", type=int, default=0, help="held-out maze stream seed (same seed, same mazes)")
-    e.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7, the paper's, whatever the run trained at, so runs and the naive model compare)")
-    e.add_argument("--batch-mazes", type=int, default=16, help="mazes played in one batch")
+    e.add_argument("--n-mazes", type=positive_int, default=64)
+    e.add_argument("--seed", type=seed_int, default=0, help="held-out maze stream seed (same seed, same mazes)")
+    e.add_argument("--temperature", type=positive_float, default=0.7, help="sampling temperature (default 0.7, the paper's, whatever the run trained at, so runs and the naive model compare)")
+    e.add_argument("--batch-mazes", type=positive_int, default=16, help="mazes played in one batch")
     e.add_argument("--unmasked", action="store_true", help="free generation parsed by the env (for models without single-token directions)")
-    e.add_argument("--out", required=True, help="per-episode results (.parquet); a .json summary is written next to it")
-    e.add_argument("--baseline", default=None, help="another eval parquet on the same mazes: report paired bootstrap 95%% CIs of the difference")
+    e.add_argument("--out", type=out_file, required=True, help="per-episode results (.parquet); a .json summary is written next to it")
+    e.add_argument("--baseline", type=parquet_file, default=None, help="another eval parquet on the same mazes: report paired bootstrap 95%% CIs of the difference")
     e.add_argument("--no-progress", action="store_true")
+    add_download_arg(e)
     m = e.add_argument_group("maze (default: the run's maze config)")
     for flag, (name, typ, choices) in _MAZE_FLAGS.items():
         m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None)
