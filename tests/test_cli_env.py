@@ -113,3 +113,19 @@ def test_module_launch_forms_give_the_same_one_line_user_error(tmp_path):
                             "--temperature", "0", "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (module, r.stderr)
         assert "internal error" not in r.stderr and "--temperature 0 is greedy" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["rl", "sft"])
+def test_every_hyperparameter_flag_has_its_field_doc_as_help(command, capsys):
+    import dataclasses
+
+    from training.config import TrainConfig, field_docs
+
+    with pytest.raises(SystemExit):
+        main(["train", command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    docs = field_docs(TrainConfig)
+    assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}  # no field without a doc
+    for name, doc in docs.items():
+        if name != "maze":  # set with the maze flags
+            assert f"--{name.replace('_', '-')}" in text and doc[:40] in text, name

@@ -48,18 +48,20 @@ def _bool(s: str) -> bool:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from training.config import PRESETS, TrainConfig
+    from training.config import PRESETS, TrainConfig, field_docs
 
     p.add_argument("--preset", default=None, choices=list(PRESETS), help="base hyperparameters (default cpu-small)")
     g = p.add_argument_group("hyperparameters (override the preset)")
     hints = typing.get_type_hints(TrainConfig)
+    docs = field_docs(TrainConfig)  # each field's attribute docstring is its help
     for f in dataclasses.fields(TrainConfig):
         if f.name == "maze":
             continue
         typ = hints[f.name]
         conv = _bool if typ is bool else finite_float if typ is float else typ if typ in (int, str) else str
         conv = {"model": model_arg, "device": device_arg}.get(f.name, conv)  # refused while parsing, like other commands
-        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=conv, default=None, metavar=typ.__name__.upper() if hasattr(typ, "__name__") else "X")
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=conv, default=None,
+                       metavar=typ.__name__.upper() if hasattr(typ, "__name__") else "X", help=docs[f.name])
     m = p.add_argument_group("maze (override the preset)")
     for flag, (name, typ, choices) in _MAZE_FLAGS.items():
         m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None)
