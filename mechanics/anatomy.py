@@ -4,7 +4,9 @@ Per weight matrix of the two state dicts (start, trained; a LoRA adapter is comp
 so its delta is scale * B A up to float32 rounding): the relative change ||dW|| / ||W||,
 update sparsity (share of entries with |dW| <= tol, in float32, at several tolerances),
 the entropy effective rank of dW (Roy & Vetterli 2007) and the principal angles between the
-top-k singular subspaces of W before and after. Per layer: the relative change of the whole
+top-k singular subspaces of W before and after (meaningful where the k-th singular value is
+separated from the (k+1)-th; within a near-degenerate spectrum the subspace is not defined
+sharply and any small delta can rotate it). Per layer: the relative change of the whole
 block, and `depth_spread`, the effective number of layers carrying the update over L.
 """
 
@@ -57,13 +59,30 @@ def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.arccos(cos).sort().values
 
 
+def top_singular_vectors(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(left [m, k], right [n, k]) top-k singular vectors of w [m, n], float64.
+
+    From the eigenvectors of the smaller Gram matrix (min(m, n) squared) rather than a full SVD:
+    a float64 SVD with vectors of a 1536 x 576 block took 16 s on 2 loaded cores, this ~0.1 s. The
+    Gram squares the condition number, which only blurs the smallest singular directions, not the top k.
+    """
+    w = w.double()
+    transpose = w.shape[0] > w.shape[1]
+    a = w.T if transpose else w  # [small, large]
+    evals, evecs = torch.linalg.eigh(a @ a.T)  # ascending
+    small = evecs[:, -k:].flip(-1)
+    s = evals[-k:].flip(-1).clamp(min=0).sqrt()
+    large = (a.T @ small) / s.clamp(min=torch.finfo(torch.float64).tiny)
+    return (large, small) if transpose else (small, large)
+
+
 def top_subspace_rotation(w0: torch.Tensor, w1: torch.Tensor, k: int = 8) -> dict[str, float]:
     """Largest principal angle (degrees) between the top-k left, and right, singular subspaces of w0 and w1."""
     k = min(k, *w0.shape)
-    u0, _, v0 = torch.linalg.svd(w0.double(), full_matrices=False)
-    u1, _, v1 = torch.linalg.svd(w1.double(), full_matrices=False)
-    left = principal_angles(u0[:, :k], u1[:, :k])
-    right = principal_angles(v0[:k].T, v1[:k].T)
+    u0, v0 = top_singular_vectors(w0, k)
+    u1, v1 = top_singular_vectors(w1, k)
+    left = principal_angles(u0, u1)
+    right = principal_angles(v0, v1)
     return {"left_max_deg": float(left.max().rad2deg()), "right_max_deg": float(right.max().rad2deg())}
 
 
@@ -106,7 +125,7 @@ def matrix_table(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor
                "relative_change": relative_change(w0, w1)}
         row.update({f"sparsity@{t:g}": v for t, v in sparsity(delta, tolerances).items()})
         if w0.dim() == 2 and max(w0.shape) <= svd_max_dim:
-            er = effective_rank(delta)
+            er = effective_rank(torch.linalg.svdvals(delta))  # float32 svdvals: 3x faster than float64, ample for an entropy
             row.update({"effective_rank": er, "effective_rank_fraction": er / min(w0.shape), **top_subspace_rotation(w0, w1, top_k)})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -125,3 +125,19 @@ def test_hypotheses_evaluate_reads_summaries():
     assert got["H4"].verdict == claims.SUPPORTED
     assert got["H2"].verdict == claims.NOT_MEASURED and got["H4b"].verdict == claims.NOT_MEASURED
     assert set(got["H1"].to_dict()) >= {"prediction", "measurement", "threshold", "verdict"}
+
+
+def test_top_singular_vectors_match_the_svd():
+    g = torch.Generator().manual_seed(0)
+    s = torch.tensor([9.0, 5.0, 3.0, 1.0, 0.5], dtype=torch.float64)
+    for shape in ((7, 5), (5, 7)):
+        m, n = shape
+        u, _ = torch.linalg.qr(torch.randn(m, 5, generator=g, dtype=torch.float64))
+        v, _ = torch.linalg.qr(torch.randn(n, 5, generator=g, dtype=torch.float64))
+        w = u @ torch.diag(s) @ v.T
+        left, right = anatomy.top_singular_vectors(w, 3)
+        assert left.shape == (m, 3) and right.shape == (n, 3)
+        assert torch.allclose(anatomy.principal_angles(left, u[:, :3]), torch.zeros(3, dtype=torch.float64), atol=1e-6)
+        assert torch.allclose(anatomy.principal_angles(right, v[:, :3]), torch.zeros(3, dtype=torch.float64), atol=1e-6)
+    rot = anatomy.top_subspace_rotation(w, w @ torch.linalg.qr(torch.randn(7, 7, generator=g, dtype=torch.float64))[0], k=2)
+    assert rot["left_max_deg"] == pytest.approx(0.0, abs=1e-4) and rot["right_max_deg"] > 1.0  # rotated rows only
