@@ -29,8 +29,9 @@ class Hypothesis:
 
 HYPOTHESES = (
     Hypothesis("H1", "motive reinforcement: per unit of on-target improvement, SFT changes the model more off target than RL",
-               "one-step probe: mean off-target KL(theta || theta + step) of the SFT step over that of the RL step, both scaled to "
-               "the same rise of the scripted move's log-probability; ratio of means, bootstrap CI over batches (paired)",
+               "one-step probe: mean off-target KL(theta || theta + step) of the SFT step over that of the RL step, each scaled to "
+               "the same rise of its own target's log-probability (summary 'match': own; or, with scripted, of the scripted "
+               "moves'); ratio of means, bootstrap CI over batches (paired)",
                "probe.sft_to_rl_off_target_kl", 1.0, ABOVE),
     Hypothesis("H2", "gating: RL's MLP gradient mass on units whose gate was closed is far below their share of units",
                "one-step probe, RL gradient: closed share of gradient mass / closed share of (token, unit) pairs, all layers "

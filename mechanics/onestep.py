@@ -6,16 +6,20 @@ same maze states, labelled with the scripted good policy's move at each state (r
 the recorded seeds). Each gives an ascent direction g (full parameters, float32; the RL loss is
 training's policy_loss without the entropy bonus, the SFT loss training's sft_loss).
 
-The common on-target currency is T = the mean log-probability of the scripted move over the four
-directions (temperature 1) at the batch's states. Each step theta + eta g is scaled so T rises
-by `delta` nats: eta = delta / <grad T, g> to first order, then `refine` secant corrections on
-the measured change. A direction that does not raise T to first order, or a step that misses delta
-by more than MATCH_TOLERANCE, gets no KL (NaN; the batch drops out of H1's paired ratio). SFT
-is the steepest ascent of T, so it reaches delta with the shortest step: if SFT still moves the
-off-target distributions more, that is not for lack of a longer step. The off-target effect is
-KL(theta || theta + eta g) on each set (mechanics/drift.py). Only summed gradients are kept
-(no per-example gradients): the RL direction, the SFT direction (= grad T, up to the
-normaliser) and the parameters' copy for exact restores.
+Each step theta + eta g is scaled to the same on-target rise `delta` (nats) of a log-probability
+target: eta = delta / <grad target, g> to first order, then `refine` secant corrections on the
+measured change (`weighted_logp`). Two currencies (`match`):
+* "own" (default): each step's own target, SFT the mean log-probability of the scripted moves
+  (temperature 1), RL the advantage-weighted log-probability of its sampled moves (training
+  temperature, per unit of |advantage|). Both steps always rise to first order;
+* "scripted": both scaled to the same rise of the scripted moves' log-probability, a common
+  currency in which SFT is the steepest ascent (the shortest step), so SFT moving the
+  off-target distributions more would not be for lack of a longer step. On the naive default
+  model the RL step's first-order change of it was negative on a measured batch (no RL row then).
+A step whose direction does not rise to first order, or that misses delta by more than
+MATCH_TOLERANCE, gets no KL (NaN; the batch drops out of H1's paired ratio). The off-target
+effect is KL(theta || theta + eta g) on each set (mechanics/drift.py). Only summed gradients
+are kept (no per-example gradients): the two directions and the parameters' copy for exact restores.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from training.sft import sft_loss
 
 PROBE_STREAM = 3  # maze seeds of the probe batches: not training's (0), evaluation's (1) or SFT's (2)
 KINDS = ("rl", "sft")
+MATCHES = ("own", "scripted")
 MATCH_TOLERANCE = 0.25  # off-target KL grows ~ quadratically with the step: 25% off in the change is ~50% in KL
 
 
@@ -123,13 +128,19 @@ def sft_direction(model, params, episodes, labels: torch.Tensor, dir_ids, pad_id
 
 
 @torch.no_grad()
-def target_value(model, episodes, labels: torch.Tensor, dir_ids, pad_id: int, micro_batch: int = 8) -> float:
-    """T: mean log-probability (four directions, temperature 1) of the labels at the episodes' states."""
+def weighted_logp(model, episodes, actions: torch.Tensor, weights: torch.Tensor, temperature: float, dir_ids, pad_id: int, micro_batch: int = 8) -> float:
+    """sum w * log pi_temperature(action) / sum |w| over the episodes' states ([n_episodes, n_moves] actions and weights).
+
+    With w = 1, the labels and temperature 1: T, the mean log-probability of the scripted moves.
+    With w = the advantages, the episodes' own actions and the training temperature: the RL step's
+    own target (its surrogate at ratio 1, in nats per unit of |advantage|).
+    """
     total = 0.0
     for lo in range(0, len(episodes), micro_batch):
-        logp4 = direction_logprobs(model, episodes[lo : lo + micro_batch], dir_ids, 1.0, 0, pad_id)
-        total += float(logp4.gather(-1, labels[lo : lo + micro_batch].unsqueeze(-1)).sum())
-    return total / labels.numel()
+        idx = slice(lo, min(lo + micro_batch, len(episodes)))
+        logp4 = direction_logprobs(model, episodes[idx], dir_ids, temperature, 0, pad_id)
+        total += float((logp4.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1) * weights[idx]).sum())
+    return total / float(weights.abs().sum())
 
 
 def matched_eta(eta0: float, delta: float, measure, refine: int = 1) -> tuple[float, float]:
@@ -160,13 +171,19 @@ def is_matched(achieved: float, delta: float, tolerance: float = MATCH_TOLERANCE
 
 def probe_batch(model, ref_model, params, tokenizer, chat: ChatTokens, maze_config: MazeConfig, sets: dict[str, list[Example]],
                 maze_seeds: list[int], group_size: int, temperature: float, rollout_seed: int, delta: float, refine: int = 1,
-                micro_batch: int = 8, batch_size: int = 8, label_seed: int = 0) -> tuple[list[dict], list[dict]]:
+                micro_batch: int = 8, batch_size: int = 8, label_seed: int = 0, match: str = "own") -> tuple[list[dict], list[dict]]:
     """(step rows, gating rows) for one batch: per kind the matched step and the KL it causes, per layer the gate shares."""
     pad_id = pad_token_id(tokenizer)
     model.eval()
     episodes = rollout(model, tokenizer, maze_config, maze_seeds, group_size, temperature, seed=rollout_seed, chat=chat)
     labels = scripted_labels(episodes, maze_config, seed=label_seed)
-    base = target_value(model, episodes, labels, chat.dir_ids, pad_id, micro_batch)
+    t = episode_tensors(episodes, group_size)
+    adv = compute_advantages("dr_grpo", t).unsqueeze(-1).expand_as(t["actions"])
+    ones = torch.ones(labels.shape)
+    # Each kind's target: (actions, weights, temperature); the gradient of T_scripted is the SFT direction
+    # exactly, and that of the RL step's own target is its direction times norm / sum |A|.
+    scripted = (labels, ones, 1.0)
+    targets = {"sft": scripted, "rl": scripted if match == "scripted" else (t["actions"], adv, temperature)}
     directions, gating = {}, []
     for kind in KINDS:
         with GateRecorder(model) as rec:
@@ -178,19 +195,22 @@ def probe_batch(model, ref_model, params, tokenizer, chat: ChatTokens, maze_conf
         for layer in range(len(rec.mlps)):
             gating.append({"kind": kind, "layer": layer, **{k: float(v[layer]) for k, v in rec.sums.items()},
                            **{k: float(v[layer]) for k, v in shares.items()}})
-    grad_t = directions["sft"]  # T = -sft_loss (normalised by the number of states): its gradient is the SFT direction
+    grad_target = {"sft": directions["sft"],
+                   "rl": directions["sft"] if match == "scripted" else directions["rl"] * (adv.numel() / float(adv.abs().sum()))}
     rows = []
     for kind in KINDS:
         g = directions[kind]
-        dot = float(grad_t.double() @ g.double())
+        acts, weights, temp = targets[kind]
+        base = weighted_logp(model, episodes, acts, weights, temp, chat.dir_ids, pad_id, micro_batch)
+        dot = float(grad_target[kind].double() @ g.double())
 
-        def measure(eta, g=g):
+        def measure(eta, g=g, acts=acts, weights=weights, temp=temp, base=base):
             with shifted(params, g, eta):
-                return target_value(model, episodes, labels, chat.dir_ids, pad_id, micro_batch) - base
+                return weighted_logp(model, episodes, acts, weights, temp, chat.dir_ids, pad_id, micro_batch) - base
 
         eta, achieved = matched_eta(delta / dot if dot > 0 else float("nan"), delta, measure, refine)
         matched = is_matched(achieved, delta)
-        row = {"kind": kind, "dot_grad_target": dot, "grad_norm": float(g.norm()), "eta": eta, "target_change": achieved, "matched": matched,
+        row = {"kind": kind, "match": match, "dot_grad_target": dot, "grad_norm": float(g.norm()), "eta": eta, "target_change": achieved, "matched": matched,
                "step_norm": eta * float(g.norm()) if np.isfinite(eta) else float("nan"),
                "mean_return": float(np.mean([ep.total_reward for ep in episodes])), "label_agreement": float((labels == torch.tensor([ep.actions for ep in episodes])).float().mean())}
         row.update({f"kl_{name}": float("nan") for name in [*sets, "off"]})
@@ -207,9 +227,19 @@ def probe_batch(model, ref_model, params, tokenizer, chat: ChatTokens, maze_conf
 
 def one_step_probe(model, tokenizer, sets: dict[str, list[Example]], maze_config: MazeConfig | None = None, n_batches: int = 4,
                    n_mazes: int = 2, group_size: int = 4, n_moves: int = 3, temperature: float = 0.7, delta: float = 0.02,
-                   refine: int = 1, seed: int = 0, micro_batch: int = 8, batch_size: int = 8, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(step table, gating table) over `n_batches` batches; the model is left as it was (float32, every parameter trained)."""
+                   refine: int = 1, seed: int = 0, micro_batch: int = 8, batch_size: int = 8, progress: bool = False,
+                   match: str = "own") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(step table, gating table) over `n_batches` batches; the model is left as it was (float32, every parameter trained).
+
+    `match`: "own" scales each step to the same rise of its own target's log-probability (SFT: the
+    scripted moves; RL: its sampled moves weighted by advantage); "scripted" scales both to the same
+    rise of the scripted moves' log-probability (a common currency, but one where the RL step may not
+    rise at all: on the naive model its first-order change is often negative, and the batch has no RL row).
+    """
     from tqdm.auto import tqdm
+
+    if match not in MATCHES:
+        raise ValueError(f"match must be one of {MATCHES}, got {match!r}")
 
     if next(model.parameters()).dtype != torch.float32:
         raise ValueError("the one-step probe works in float32; load the model with dtype float32")
@@ -223,7 +253,7 @@ def one_step_probe(model, tokenizer, sets: dict[str, list[Example]], maze_config
     for b in tqdm(range(n_batches), desc="one-step probe", disable=not progress):
         maze_seeds, rseed = step_seeds(seed, b, n_mazes, PROBE_STREAM)
         rows, gating = probe_batch(model, ref_model, params, tokenizer, chat, config, sets, maze_seeds, group_size, temperature,
-                                   rseed, delta, refine, micro_batch, batch_size, label_seed=seed)
+                                   rseed, delta, refine, micro_batch, batch_size, label_seed=seed, match=match)
         steps += [{"batch": b, **r} for r in rows]
         gates += [{"batch": b, **r} for r in gating]
     return pd.DataFrame(steps), pd.DataFrame(gates)

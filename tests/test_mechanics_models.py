@@ -178,6 +178,13 @@ def test_one_step_probe_matches_the_change_and_restores_the_model(lm, sets):
     assert steps.loc[~steps["matched"], "kl_off"].isna().all()
     assert len(gates) == 2 * 2 * model.config.num_hidden_layers
     assert ((gates["unit_share"] > 0) & (gates["unit_share"] < 1)).all()
+    assert (steps["dot_grad_target"] > 0).all()  # "own" currency: every step rises to first order
     s = onestep.probe_summary(steps, gates, n_boot=50)
     assert s["gating"]["rl"]["gating_ratio"]["n"] == 2
     assert np.isfinite(s["rl_minus_sft_gating"]["value"])
+    scripted, _ = onestep.one_step_probe(model, tok, sets, MAZE, n_batches=1, n_mazes=2, group_size=2, n_moves=2, delta=0.01, match="scripted")
+    assert (scripted["match"] == "scripted").all()
+    assert scripted.loc[scripted["kind"] == "sft", "dot_grad_target"].iloc[0] == pytest.approx(
+        steps.loc[(steps["kind"] == "sft") & (steps["batch"] == 0), "dot_grad_target"].iloc[0])  # SFT's target is the same either way
+    with pytest.raises(ValueError):
+        onestep.one_step_probe(model, tok, sets, MAZE, n_batches=1, match="other")

@@ -37,7 +37,10 @@ def register(sub) -> None:
     o.add_argument("--n-batches", type=int, default=4, help="probe batches (the CI's units; default 4)")
     o.add_argument("--mazes", type=int, default=2, help="mazes per batch (default 2)")
     o.add_argument("--group", type=int, default=4, help="episodes per maze, the GRPO group (default 4)")
-    o.add_argument("--delta", type=float, default=0.02, help="on-target rise of the scripted move's mean log-prob, nats (default 0.02)")
+    o.add_argument("--delta", type=float, default=0.02, help="on-target rise of the matched log-probability, nats (default 0.02)")
+    o.add_argument("--match", choices=("own", "scripted"), default="own",
+                   help="own: each step's own target (SFT: scripted moves; RL: its advantage-weighted moves); "
+                        "scripted: both on the scripted moves (RL may not rise; default own)")
     o.add_argument("--refine", type=int, default=2, help="secant corrections of the first-order step (default 2)")
     o.add_argument("--temperature", type=float, default=0.7, help="sampling and RL-loss temperature (default 0.7, training's)")
     o.add_argument("--micro-batch", type=int, default=8)
@@ -149,8 +152,8 @@ def _probe(args):
     model, tok = _load(args, args.adapter)
     steps, gates = one_step_probe(model, tok, _sets(args, tok), maze_config_from_args(args), args.n_batches, args.mazes, args.group,
                                   args.moves, args.temperature, args.delta, args.refine, args.seed, args.micro_batch, args.batch_size,
-                                  progress=not args.no_progress)
-    summary = {"delta": args.delta, **probe_summary(steps, gates, args.n_boot, args.seed)}
+                                  progress=not args.no_progress, match=args.match)
+    summary = {"delta": args.delta, "match": args.match, **probe_summary(steps, gates, args.n_boot, args.seed)}
     return summary, {"probe": steps, "probe_gating": gates}, {"model": model.welfare_info.to_dict()}
 
 
