@@ -41,7 +41,8 @@ print(json.dumps({"after_load_mb": base, "peak_mb": peak[0]}))
 
 
 def throughput(model, tok, n: int, max_moves: int, batch_size: int, repeats: int) -> dict:
-    from probes.capture import _pad_right, _span_weights, capture_batch, last_token_spans, tokenize_texts
+    from probes.capture import _span_weights, capture_batch, last_token_spans, tokenize_texts
+    from training.modeling import pad_batch
     from probes.extract import build_examples
 
     texts, _ = build_examples(tok, n, 123, None, max_moves)
@@ -51,7 +52,7 @@ def throughput(model, tok, n: int, max_moves: int, batch_size: int, repeats: int
     batches = []
     for s in range(0, len(order), batch_size):
         b = order[s : s + batch_size]
-        input_ids, mask = _pad_right([ids[i] for i in b], tok.pad_token_id)
+        input_ids, mask = pad_batch([ids[i] for i in b], tok.pad_token_id)
         batches.append((input_ids, mask, _span_weights([spans[i] for i in b], input_ids.shape[1])))
     layers = list(range(model.config.num_hidden_layers))
 

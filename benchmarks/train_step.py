@@ -22,8 +22,9 @@ from training.checkpoint import build_policy, step_seeds, trainable_parameters
 from training.config import config_from_preset
 from training.forward import first_trainable_block
 from training.losses import cosine_factor
+from training.modeling import decoder_layers
 from training.rl import compute_advantages, episode_tensors, update
-from training.rollout import ChatTokens, decoder_of, rollout
+from training.rollout import ChatTokens, rollout
 
 from rollouts import matmul_peak  # sibling script (benchmarks/ is on sys.path when run directly)
 
@@ -52,15 +53,15 @@ def main() -> None:
     dt = time.perf_counter() - t0
     peak = max(peak, matmul_peak())
 
-    dec = decoder_of(model)
-    blocks = list(dec.layers)[start:]
+    all_blocks = decoder_layers(model)
+    blocks = list(all_blocks)[start:]
     block_params = sum(p.numel() for b in blocks for p in b.parameters())
     c = model.config if hasattr(model, "config") else model.base_model.config
     tokens = sum(ep.action_positions[-1] for ep in eps)
     ctx = sum(ep.action_positions[-1] ** 2 / 2 for ep in eps) / tokens
     attn = 4 * len(blocks) * c.hidden_size * ctx
     flops = 3 * tokens * (2 * block_params + attn)
-    print(f"preset {args.preset}: {len(eps)} episodes, {tokens} tokens, blocks {start}..{len(dec.layers) - 1} trained")
+    print(f"preset {args.preset}: {len(eps)} episodes, {tokens} tokens, blocks {start}..{len(all_blocks) - 1} trained")
     print(f"matmul peak          {peak / 1e9:8.1f} GFLOP/s")
     print(f"update               {dt:8.2f} s   {tokens / dt:8.0f} tokens/s   MFU {flops / dt / peak:6.1%}  (goal >= 50%)")
     print(f"peak RSS of the step {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:8.2f} GiB (goal < 8 GiB)")

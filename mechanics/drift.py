@@ -16,8 +16,8 @@ import torch
 
 from mechanics.examples import ON_TARGET, Example
 from mechanics.stats import kl_rows, mean_ci, percentile_ci, ratio_of_means_ci
+from training.modeling import causal_lm, decoder_of
 from training.models import pad_token_id
-from training.rollout import causal_lm, decoder_of
 
 
 def position_logits(model, examples: list[Example], pad_id: int = 0) -> list[torch.Tensor]:

@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from probes.layers import decoder_layers
-from training.rollout import decoder_of
+from training.modeling import decoder_layers, decoder_of
 
 SUMS = ("units", "units_closed", "slope", "slope_closed", "mass_in", "mass_in_closed", "mass_out", "mass_out_closed")
 

@@ -20,7 +20,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from probes.layers import decoder_layers, register_layer_hook
+from probes.layers import register_layer_hook
+from training.modeling import decoder_layers, pad_batch
 from training.models import pad_token_id
 
 
@@ -48,16 +49,6 @@ def last_token_spans(ids: Sequence[Sequence[int]]) -> list[Span]:
 def mean_spans(ids: Sequence[Sequence[int]], skip: int = 3) -> list[Span]:
     """Mean over tokens from `skip` on (all tokens if a text is shorter than skip + 1)."""
     return [Span(skip if len(x) > skip else 0, len(x)) for x in ids]
-
-
-def _pad_right(batch_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(x) for x in batch_ids)
-    input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
-    for i, x in enumerate(batch_ids):
-        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return input_ids, mask
 
 
 def _span_weights(spans: Sequence[Span], width: int) -> torch.Tensor:
@@ -135,7 +126,7 @@ def iter_captures(
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-        input_ids, mask = _pad_right([ids[i] for i in batch], pad_id)
+        input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
         weights = _span_weights([spans[i] for i in batch], input_ids.shape[1])
         yield batch, capture_batch(model, input_ids, mask, weights, layers)
 
@@ -192,7 +183,7 @@ def channel_moments(
 
     for start in tqdm(range(0, len(order), batch_size), desc="channel moments", disable=not progress, unit="batch"):
         batch = order[start : start + batch_size]
-        input_ids, mask = _pad_right([ids[i] for i in batch], pad_token_id(tokenizer))
+        input_ids, mask = pad_batch([ids[i] for i in batch], pad_token_id(tokenizer))
         keep = torch.zeros(input_ids.shape, dtype=torch.bool)
         for j, i in enumerate(batch):
             keep[j, spans[i].start : spans[i].end] = True

@@ -29,8 +29,9 @@ from envs import MazeConfig
 from envs.artifacts import atomic_path, atomic_write_json
 from envs.maze import _CLAUSES
 from envs.parse import CARDINAL_LETTERS, RELATIVE_LETTERS
-from probes.layers import register_layer_hook, replace_layer_input
+from probes.layers import register_layer_hook
 from training.chat import render_chat
+from training.modeling import replace_block_hidden
 
 PLANT_KINDS = ("valence", "random")
 
@@ -109,7 +110,7 @@ def plant(model, tokenizer, spec: PlantSpec):
         s = state["signs"]
         if s is None or tuple(s.shape) != tuple(h.shape[:2]) or not s.any():
             return None
-        return replace_layer_input(args, kwargs, h + s.to(h.device, h.dtype)[..., None] * e.to(h.device, h.dtype))
+        return replace_block_hidden(args, kwargs, h + s.to(h.device, h.dtype)[..., None] * e.to(h.device, h.dtype))
 
     model.register_forward_pre_hook(read_ids, with_kwargs=True)
     register_layer_hook(model, spec.layer, add)

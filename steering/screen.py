@@ -43,9 +43,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probes.layers import decoder_layers, register_layer_hook
+from probes.layers import register_layer_hook
 from steering.prompts import prompt_half, refusal_requests, sentiment_prompts
 from steering.steerer import Steerer, as_messages, assistant_char_spans, encode_chat, next_token_id
+from training.modeling import decoder_layers
 
 POSITIVE_WORDS = (" good", " great", " happy", " wonderful", " fine", " excited", " glad", " grateful")
 NEGATIVE_WORDS = (" bad", " sad", " terrible", " awful", " anxious", " frustrated", " upset", " miserable")

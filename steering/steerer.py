@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from probes.layers import decoder_layers, register_layer_hook, replace_layer_input
+from probes.layers import register_layer_hook
 from training.chat import render_chat
+from training.modeling import decoder_layers, pad_batch, replace_block_hidden
 from training.models import pad_token_id
 
 
@@ -73,7 +74,7 @@ class Steerer:
             if tuple(mask.shape) != tuple(h.shape[:2]):
                 raise ValueError(f"prefill mask {tuple(mask.shape)} does not match hidden states {tuple(h.shape[:2])}")
             delta = delta * mask.to(device=h.device, dtype=h.dtype)[..., None]
-        return replace_layer_input(args, kwargs, h + delta)
+        return replace_block_hidden(args, kwargs, h + delta)
 
     def __enter__(self) -> "Steerer":
         if self._handle is not None:
@@ -129,15 +130,8 @@ def encode_chat(tokenizer, prompt, add_generation_prompt: bool = True) -> tuple[
 
 def left_pad(rows: list[list[int]], masks: list[list[bool]], pad_id: int):
     """input_ids, attention_mask, steer_mask as [batch, max_len] tensors, padded on the left."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    steer = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (r, m) in enumerate(zip(rows, masks)):
-        n = len(r)
-        ids[i, width - n :] = torch.tensor(r, dtype=torch.long)
-        attn[i, width - n :] = 1
-        steer[i, width - n :] = torch.tensor(m, dtype=torch.bool)
+    ids, attn = pad_batch(rows, pad_id, left=True)
+    steer, _ = pad_batch(masks, False, left=True, dtype=torch.bool)
     return ids, attn, steer
 
 

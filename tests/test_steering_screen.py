@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 import torch
 
-from probes.layers import decoder_layers, layer_input
 from steering.screen import (
     ScreenConfig,
     _cache_kw,
@@ -23,6 +22,7 @@ from steering.screen import (
     summarize_screen,
 )
 from steering.steerer import Steerer
+from training.modeling import block_hidden, decoder_layers
 
 LAYER = 2
 CFG = ScreenConfig(ratios=(0.25, 0.5), n_prompts=3)
@@ -94,7 +94,7 @@ def test_applied_delta_has_norm_ratio_times_mean_norm(lm):
     unit = v / v.norm()
     seen = []
     hook = decoder_layers(model)[LAYER].register_forward_hook(
-        lambda m, args, kwargs, out: seen.append(layer_input(args, kwargs).detach().clone()), with_kwargs=True
+        lambda m, args, kwargs, out: seen.append(block_hidden(args, kwargs).detach().clone()), with_kwargs=True
     )
     try:
         df = screen_layer(model, tok, LAYER, {"v": v}, cfg)

@@ -25,8 +25,8 @@ import torch
 
 from envs.artifacts import atomic_write_json, ordinary_permissions, provenance
 from training.config import TrainConfig
+from training.modeling import decoder_layers
 from training.models import load_model
-from training.rollout import decoder_of
 
 CHECKPOINTS = "checkpoints"
 
@@ -43,14 +43,14 @@ def build_policy(config: TrainConfig):
     if config.finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
-        n_layers = len(decoder_of(model).layers)
+        n_layers = len(decoder_layers(model))
         top = config.lora_top_layers
         if top > n_layers:
             raise ValueError(f"lora_top_layers={top} exceeds the model's {n_layers} blocks")
         if config.lora_targets != "all-linear":
             targets = [t.strip() for t in config.lora_targets.split(",")]
         elif top:  # peft needs explicit names with layers_to_transform: every Linear in a block
-            block = decoder_of(model).layers[0]
+            block = decoder_layers(model)[0]
             targets = sorted({n.split(".")[-1] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)})
         else:
             targets = "all-linear"

@@ -16,15 +16,15 @@ from contextlib import contextmanager
 
 import torch
 
-from training.rollout import EpisodeRecord, decoder_of, direction_head, direction_logits
+from training.modeling import decoder_layers, decoder_of, direction_head, direction_logits, pad_batch
+from training.rollout import EpisodeRecord
 
 
 def first_trainable_block(model) -> int:
     """Index of the lowest decoder block with trainable parameters (0 if embeddings train too)."""
-    dec = decoder_of(model)
-    if any(p.requires_grad for p in dec.embed_tokens.parameters()):
+    if any(p.requires_grad for p in decoder_of(model).embed_tokens.parameters()):
         return 0
-    for i, block in enumerate(dec.layers):
+    for i, block in enumerate(decoder_layers(model)):
         if any(p.requires_grad for p in block.parameters()):
             return i
     return 0
@@ -47,20 +47,11 @@ def blocks_from(dec, start: int):
 def _batch(episodes: list[EpisodeRecord], use_hidden: bool, pad_id: int, device):
     # The last direction token is never an input, so sequences stop one token before it.
     lengths = [ep.action_positions[-1] for ep in episodes]
-    width = max(lengths)
-    mask = torch.zeros((len(episodes), width), dtype=torch.long)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
     if use_hidden:
-        h = episodes[0].hidden
-        x = torch.zeros((len(episodes), width, h.shape[-1]), dtype=h.dtype)
-        for i, (ep, n) in enumerate(zip(episodes, lengths)):
-            x[i, :n] = ep.hidden[:n]
+        x, mask = pad_batch([ep.hidden[:n] for ep, n in zip(episodes, lengths)], 0, dtype=episodes[0].hidden.dtype)
         inputs = {"inputs_embeds": x.to(device)}
     else:
-        ids = torch.full((len(episodes), width), pad_id, dtype=torch.long)
-        for i, (ep, n) in enumerate(zip(episodes, lengths)):
-            ids[i, :n] = torch.as_tensor(ep.token_ids[:n])
+        ids, mask = pad_batch([ep.token_ids[:n] for ep, n in zip(episodes, lengths)], pad_id)
         inputs = {"input_ids": ids.to(device)}
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     return inputs, mask.to(device), pos.to(device)

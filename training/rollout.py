@@ -25,6 +25,7 @@ import torch
 
 from envs import MazeConfig, MazeEnv, TextActions
 from training.chat import render_chat
+from training.modeling import block_hidden, causal_lm, decoder_layers, decoder_of, direction_head, direction_logits, pad_batch
 from training.models import check_direction_tokens, pad_token_id
 
 
@@ -54,34 +55,6 @@ class EpisodeRecord:
     @property
     def total_reward(self) -> float:
         return float(sum(self.rewards))
-
-
-# -- model access ----------------------------------------------------------------------------------
-def causal_lm(model):
-    """The underlying *ForCausalLM of a plain or PEFT-wrapped model."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def decoder_of(model):
-    """The decoder stack (embeddings, blocks, final norm) of a causal LM."""
-    lm = causal_lm(model)
-    dec = getattr(lm, "model", None)
-    if dec is None or not hasattr(dec, "layers"):
-        dec = lm.get_decoder()
-    return dec
-
-
-def direction_head(model, dir_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The four unembedding rows (and bias) of the direction tokens: the only logits the policy needs."""
-    head = causal_lm(model).get_output_embeddings()
-    idx = torch.as_tensor(dir_ids, device=head.weight.device)
-    bias = head.bias[idx] if getattr(head, "bias", None) is not None else None
-    return head.weight[idx], bias
-
-
-def direction_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    out = hidden @ weight.T
-    return out + bias if bias is not None else out
 
 
 # -- tokens ------------------------------------------------------------------------------------------
@@ -114,28 +87,17 @@ class ChatTokens:
 
 
 # -- masked (single-token) rollout --------------------------------------------------------------------
-def _capture_block_input(decoder, layer: int | None):
+def _capture_block_input(model, layer: int | None):
     """Forward pre-hook storing the hidden state entering block `layer` on each forward."""
     store: list[torch.Tensor] = []
     if layer is None or layer <= 0:
         return store, None
 
     def hook(module, args, kwargs):
-        h = args[0] if args else kwargs["hidden_states"]
-        store.append(h.detach())
+        store.append(block_hidden(args, kwargs).detach())
 
-    handle = decoder.layers[layer].register_forward_pre_hook(hook, with_kwargs=True)
+    handle = decoder_layers(model)[layer].register_forward_pre_hook(hook, with_kwargs=True)
     return store, handle
-
-
-def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask, torch.as_tensor([len(s) for s in seqs])
 
 
 def start_episodes(maze_config, maze_seeds, group_size: int, rng: np.random.Generator) -> tuple[list[MazeEnv], list[EpisodeRecord]]:
@@ -188,13 +150,14 @@ def rollout(
     for i, ep in enumerate(eps):
         ep.token_ids = list(first_ids[i // G])
 
-    store, handle = _capture_block_input(dec, cache_layer)
+    store, handle = _capture_block_input(model, cache_layer)
     hidden_parts: list[list[torch.Tensor]] = [[] for _ in eps]
     try:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=causal_lm(model).config)
-        ids, mask, lens = _pad_right(first_ids, pad_id)
+        ids, mask = pad_batch(first_ids, pad_id)
+        lens = mask.sum(-1)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = dec(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), past_key_values=cache, use_cache=True)
         last = out.last_hidden_state[torch.arange(n_groups), lens - 1]
@@ -235,7 +198,8 @@ def rollout(
                 new_tokens.append([chat.dir_ids[a], *rest])
             if t == n_moves - 1:
                 break
-            ids, chunk_mask, lens = _pad_right(new_tokens, pad_id)
+            ids, chunk_mask = pad_batch(new_tokens, pad_id)
+            lens = chunk_mask.sum(-1)
             mask = torch.cat([mask, chunk_mask.to(device)], dim=1)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
             out = dec(input_ids=ids.to(device), attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
