@@ -28,11 +28,11 @@ import torch
 
 from envs import MazeConfig, MazeEnv, Tile
 from probes.capture import iter_captures, last_token_spans
-from training.checkpoint import build_policy, trainable_parameters
 from training.config import config_from_preset
 from training.evaluate import first_move_policy, heldout_maze_seeds, summarize_first_move
 from training.forward import direction_logprobs
 from training.models import load_model, pad_token_id
+from training.policy import build_policy, trainable_parameters
 from training.rollout import ChatTokens, EpisodeRecord
 from training.sft import episode_from_messages
 

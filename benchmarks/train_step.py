@@ -18,13 +18,14 @@ import time
 
 import torch
 
-from training.checkpoint import build_policy, step_seeds, trainable_parameters
 from training.config import config_from_preset
 from training.forward import first_trainable_block
 from training.losses import cosine_factor
 from training.modeling import decoder_layers
+from training.policy import build_policy, trainable_parameters
 from training.rl import compute_advantages, episode_tensors, update
 from training.rollout import ChatTokens, rollout
+from training.seeds import step_seeds
 
 from rollouts import matmul_peak  # sibling script (benchmarks/ is on sys.path when run directly)
 

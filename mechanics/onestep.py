@@ -37,15 +37,14 @@ from mechanics.drift import kl_table
 from mechanics.examples import ON_TARGET, Example
 from mechanics.gating import GateRecorder
 from mechanics.stats import mean_ci, ratio_of_means_ci
-from training.checkpoint import step_seeds
 from training.forward import direction_logprobs
 from training.losses import policy_loss
 from training.models import pad_token_id
 from training.rl import compute_advantages, episode_tensors
 from training.rollout import ChatTokens, EpisodeRecord, rollout
+from training.seeds import PROBE_STREAM, step_seeds
 from training.sft import sft_loss
 
-PROBE_STREAM = 3  # maze seeds of the probe batches: not training's (0), evaluation's (1) or SFT's (2)
 KINDS = ("rl", "sft")
 MATCHES = ("own", "scripted")
 MATCH_TOLERANCE = 0.25  # off-target KL grows ~ quadratically with the step: 25% off in the change is ~50% in KL

@@ -63,7 +63,8 @@ def test_ordinary_permissions_fixes_a_temporary_folder_tree(tmp_path, umask):
 
 
 def test_checkpoint_folders_have_ordinary_permissions(tmp_path, umask):
-    from training.checkpoint import build_policy, save_checkpoint
+    from training.checkpoint import save_checkpoint
+    from training.policy import build_policy
     from training.config import config_from_preset
 
     for finetune in ("lora", "full"):

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import training.rl as rl
-from training.checkpoint import TrainingDiverged, build_policy, checkpoint_dirs, final_checkpoint
+from training.checkpoint import TrainingDiverged, checkpoint_dirs, final_checkpoint
 from training.config import PRESETS, TrainConfig, config_from_preset
 from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy
 from training.models import load_model
+from training.policy import build_policy
 from training.rl import NON_DETERMINISTIC_COLUMNS, read_metrics, train_rl
 from training.sft import sft_loss, train_sft
 
@@ -108,7 +109,7 @@ def test_sft_loss_and_run(tmp_path, tiny):
     assert list(m["step"]) == [1, 2, 3, 4] and (m["accuracy"].between(0, 1)).all()
     # The NLL of the scripted moves of the first training batch falls (loss only on direction tokens).
     from envs import good_policy_trajectory
-    from training.checkpoint import step_seeds
+    from training.seeds import step_seeds
     from training.forward import direction_logprobs
     from training.rollout import ChatTokens
     from training.sft import episode_from_messages

@@ -1,4 +1,4 @@
-"""Policy setup (LoRA or full fine-tune), run folders and atomic checkpoints with resume state.
+"""Run folders and atomic checkpoints with resume state.
 
 Run folder layout:
     config.json                      {"config": TrainConfig, "provenance": ...}
@@ -25,54 +25,12 @@ import torch
 
 from envs.artifacts import atomic_write_json, ordinary_permissions, provenance
 from training.config import TrainConfig
-from training.modeling import decoder_layers
-from training.models import load_model
 
 CHECKPOINTS = "checkpoints"
 
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient; the message names the last good checkpoint."""
-
-
-def build_policy(config: TrainConfig):
-    """(model, tokenizer) ready to train: LoRA-wrapped (peft) or fully trainable."""
-    model, tok = load_model(config.model, device=config.device, dtype=config.dtype)
-    info = model.welfare_info
-    torch.manual_seed(config.seed)  # LoRA A matrices are random: fix them
-    if config.finetune == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        n_layers = len(decoder_layers(model))
-        top = config.lora_top_layers
-        if top > n_layers:
-            raise ValueError(f"lora_top_layers={top} exceeds the model's {n_layers} blocks")
-        if config.lora_targets != "all-linear":
-            targets = [t.strip() for t in config.lora_targets.split(",")]
-        elif top:  # peft needs explicit names with layers_to_transform: every Linear in a block
-            block = decoder_layers(model)[0]
-            targets = sorted({n.split(".")[-1] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)})
-        else:
-            targets = "all-linear"
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=targets,
-            layers_to_transform=list(range(n_layers - top, n_layers)) if top else None,
-            layers_pattern="layers" if top else None,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
-    else:
-        for p in model.parameters():
-            p.requires_grad_(True)
-    model.welfare_info = info
-    return model, tok
-
-
-def trainable_parameters(model) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def checkpoint_dirs(run_dir: str | os.PathLike) -> list[Path]:
@@ -203,10 +161,3 @@ def prepare_run_dir(run_dir, config: TrainConfig, resume: bool, kind: str, model
     check_new_run_dir(run_dir)
     write_run_config(run_dir, config, kind, model_info)
     return config
-
-
-def step_seeds(seed: int, step: int, n_mazes: int, stream: int = 0) -> tuple[list[int], int]:
-    """Maze seeds and a rollout seed for one step: a pure function of (seed, step), so resume replays the stream."""
-    rng = np.random.default_rng([seed, stream, step])
-    mazes = [int(s) for s in rng.integers(0, 2**31 - 1, size=n_mazes)]
-    return mazes, int(rng.integers(2**62))

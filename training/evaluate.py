@@ -17,11 +17,9 @@ from tqdm.auto import tqdm
 
 from envs import MazeConfig
 from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
-from training.checkpoint import step_seeds
 from training.models import load_model
 from training.rollout import ChatTokens, rollout, unmasked_rollout
-
-EVAL_STREAM = 1
+from training.seeds import EVAL_STREAM, step_seeds, stream_rng
 
 
 def heldout_maze_seeds(n_mazes: int, seed: int = 0) -> list[int]:
@@ -60,7 +58,7 @@ def evaluate_policy(
     rows = []
     for lo in tqdm(range(0, n_mazes, batch_mazes), desc="eval", disable=not progress):
         batch = seeds[lo : lo + batch_mazes]
-        rseed = int(np.random.default_rng([seed, EVAL_STREAM, lo]).integers(2**62))
+        rseed = int(stream_rng(seed, EVAL_STREAM, lo).integers(2**62))
         if masked:
             eps = rollout(model, tok, maze_config, batch, episodes_per_maze, temperature, seed=rseed, chat=chat)
         else:

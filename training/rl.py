@@ -24,24 +24,22 @@ from tqdm.auto import tqdm
 from envs.artifacts import atomic_write_parquet
 from training.checkpoint import (
     TrainingDiverged,
-    build_policy,
     check_new_run_dir,
     final_checkpoint,
     latest_checkpoint,
     load_checkpoint,
     prepare_run_dir,
     save_checkpoint,
-    step_seeds,
-    trainable_parameters,
     write_run_config,
 )
 from training.config import TrainConfig
 from training.forward import check_split_forward, direction_logprobs, first_trainable_block
 from training.losses import cosine_factor, dr_grpo_advantages, grpo_advantages, policy_loss, reinforce_advantages
 from training.models import pad_token_id
+from training.policy import build_policy, trainable_parameters
 from training.rollout import ChatTokens, EpisodeRecord, rollout
+from training.seeds import TRAIN_STREAM, step_seeds
 
-TRAIN_STREAM = 0  # seed stream of training mazes (evaluation uses another)
 NON_DETERMINISTIC_COLUMNS = ("wall_time", "step_time", "rollout_time", "update_time", "peak_rss_gib")
 
 

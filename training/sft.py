@@ -21,25 +21,21 @@ from envs import good_policy_trajectory
 from envs.artifacts import atomic_write_parquet
 from training.checkpoint import (
     TrainingDiverged,
-    build_policy,
     check_new_run_dir,
     final_checkpoint,
     latest_checkpoint,
     load_checkpoint,
     prepare_run_dir,
     save_checkpoint,
-    step_seeds,
-    trainable_parameters,
     write_run_config,
 )
 from training.config import TrainConfig
 from training.forward import direction_logprobs
 from training.losses import cosine_factor
 from training.models import pad_token_id
+from training.policy import build_policy, trainable_parameters
 from training.rollout import ChatTokens, EpisodeRecord
-
-SFT_STREAM = 2
-
+from training.seeds import SFT_STREAM, step_seeds
 
 def episode_from_messages(chat: ChatTokens, messages: list[dict[str, str]], actions: list[int], maze_seed: int = 0) -> EpisodeRecord:
     """Token ids and action positions of a finished chat, built exactly as a rollout builds them."""

@@ -1,0 +1,49 @@
+"""The policy a run trains: the loaded model made trainable, LoRA-wrapped (peft) or in full."""
+
+from __future__ import annotations
+
+import torch
+
+from training.config import TrainConfig
+from training.modeling import decoder_layers
+from training.models import load_model
+
+
+def build_policy(config: TrainConfig):
+    """(model, tokenizer) ready to train: LoRA-wrapped (peft) or fully trainable."""
+    model, tok = load_model(config.model, device=config.device, dtype=config.dtype)
+    info = model.welfare_info
+    torch.manual_seed(config.seed)  # LoRA A matrices are random: fix them
+    if config.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        n_layers = len(decoder_layers(model))
+        top = config.lora_top_layers
+        if top > n_layers:
+            raise ValueError(f"lora_top_layers={top} exceeds the model's {n_layers} blocks")
+        if config.lora_targets != "all-linear":
+            targets = [t.strip() for t in config.lora_targets.split(",")]
+        elif top:  # peft needs explicit names with layers_to_transform: every Linear in a block
+            block = decoder_layers(model)[0]
+            targets = sorted({n.split(".")[-1] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)})
+        else:
+            targets = "all-linear"
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=targets,
+            layers_to_transform=list(range(n_layers - top, n_layers)) if top else None,
+            layers_pattern="layers" if top else None,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    model.welfare_info = info
+    return model, tok
+
+
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
