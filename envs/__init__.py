@@ -5,7 +5,7 @@ import gymnasium as gym
 from envs.maze import MazeConfig, MazeEnv
 from envs.parse import parse_action
 from envs.scripted import ScriptedTrajectory, good_policy_trajectory, scripted_trajectories
-from envs.tiles import TILE_SETS, Tile, TileSymbols, resolve_symbols
+from envs.tiles import TILE_KINDS, TILE_SETS, Tile, TileSymbols, resolve_symbols
 from envs.wrappers import TextActions
 
 ENV_ID = "WelfareMaze-v0"
@@ -17,6 +17,7 @@ __all__ = [
     "MazeConfig",
     "MazeEnv",
     "ScriptedTrajectory",
+    "TILE_KINDS",
     "TILE_SETS",
     "TextActions",
     "Tile",

@@ -18,9 +18,8 @@ import numpy as np
 
 from envs.generator import DIRECTIONS
 from envs.maze import MazeConfig, MazeEnv
-from envs.tiles import Tile
+from envs.tiles import TILE_KINDS, Tile
 
-KINDS = ("mold", "gold", "path")
 _KIND_TILE = {"mold": Tile.MOLD, "gold": Tile.GOLD, "path": Tile.PATH}
 _MAX_EXPANSIONS = 4000
 _MAX_MAZES = 200
@@ -116,13 +115,13 @@ def scripted_trajectories(
     directions and lengths, the two largest nuisances at the read position: drawn at random per
     class, their imbalance was most of a difference of means at a few hundred examples.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind not in TILE_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(TILE_KINDS)}")
     config = config or MazeConfig()
     config = MazeConfig(**{**config.to_dict(), "wind_prob": 0.0})
     max_moves = max_moves or config.n_moves
     env = MazeEnv(config)
-    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    rng = np.random.default_rng([seed, TILE_KINDS.index(kind)])
     out = []
     for i in range(n):
         final_dir = i % 4

@@ -19,6 +19,10 @@ class Tile(IntEnum):
 
 
 TILE_NAMES = {Tile.PATH: "path", Tile.MOLD: "mold", Tile.GOLD: "gold"}
+# The three tile kinds by name, in the study's order: scripted trajectories, concept vectors
+# (v_Mold, v_Gold, v_Path), layer choices and prompts all use these names. The order is part of
+# the data: a kind's index seeds its scripted trajectories (envs/scripted.py).
+TILE_KINDS = ("mold", "gold", "path")
 
 # name -> (symbol for path, symbol for mold, symbol for gold); chosen to be affectively neutral.
 TILE_SETS: dict[str, tuple[str, str, str]] = {

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from envs import TILE_KINDS
 from envs.artifacts import atomic_folder, atomic_write_json, atomic_write_parquet, provenance
 from probes import emotion as emo
 from probes.capture import channel_moments
 from probes.channels import top_channel_share, top_channels
 from probes.extract import load_examples
-from probes.layer_choice import CONCEPTS, SPACES, antiparallel_split, layer_metrics
+from probes.layer_choice import SPACES, antiparallel_split, layer_metrics
 from probes.layers import LAYER_CONVENTION
 from probes.lens import lens_table
 from probes.metrics import centred_mean_cosines, cos_from_norms, cosine_per_layer, n_for_reliability, null_band
@@ -127,8 +128,8 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     l_star = lc.l_star[VERDICT_SPACE]
 
     # 2. antiparallelism: per layer, both spaces, with the naive control, shuffled-label and random-direction bands
-    vec = {k: cv.get(k).numpy().astype(np.float64) for k in CONCEPTS}
-    uvec = {k: ctrl.get(k).numpy().astype(np.float64) for k in CONCEPTS}
+    vec = {k: cv.get(k).numpy().astype(np.float64) for k in TILE_KINDS}
+    uvec = {k: ctrl.get(k).numpy().astype(np.float64) for k in TILE_KINDS}
     spaces = {space: ({k: lc.spaces.all_layers(v, space) for k, v in vec.items()}, {k: c_lc.spaces.all_layers(u, space) for k, u in uvec.items()})
               for space in SPACES}
     antiparallel = {}
@@ -150,7 +151,7 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
         }
         cos_rows[f"{space}_trained"], cos_rows[f"{space}_naive"], cos_rows[f"{space}_shuffled_lo"] = c_v, c_u, perm_lo
     lo, hi, _ = null_band(np.linalg.norm(vec["mold"], axis=1), np.linalg.norm(vec["gold"], axis=1), hidden, cfg.null_draws, seed)
-    cos_rows.update(null_lo=lo, null_hi=hi, cos_from_norms=cos_from_norms(*(np.linalg.norm(vec[k], axis=1) for k in CONCEPTS)))
+    cos_rows.update(null_lo=lo, null_hi=hi, cos_from_norms=cos_from_norms(*(np.linalg.norm(vec[k], axis=1) for k in TILE_KINDS)))
     outliers = {"top5_share": {f"{tag}_{k}": [float(x) for x in top_channel_share(vs[k])] for tag, vs in (("v", vec), ("u", uvec)) for k in ("mold", "gold")},
                 "top_channels_v_mold": top_channels(vec["mold"]), "channel_sd_ratio_max_median": [float(x) for x in sd.max(1) / np.median(sd, 1)]}
 
@@ -200,7 +201,7 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     track_rows = pd.concat([tr.rows, ntr.rows], ignore_index=True)
 
     reliability = {k: {space: [float(x) for x in lc.table[(lc.table.space == space) & (lc.table.vector == k)].sort_values("layer")["split_half_cos"]]
-                       for space in SPACES} for k in CONCEPTS}
+                       for space in SPACES} for k in TILE_KINDS}
     reliability_at_l_star = _reliability_at_l_star(lc, c_lc, l_star, examples, c_examples)
     summary = {
         "n_layers": n_layers, "hidden_size": hidden, "layer_convention": LAYER_CONVENTION, "verdict_space": VERDICT_SPACE,
@@ -214,18 +215,18 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
         "antiparallel": antiparallel,
         "null_band": {"lo": [float(x) for x in lo], "hi": [float(x) for x in hi], "draws": cfg.null_draws, "kind": "random Gaussian directions"},
         "split_half_reliability": reliability,
-        "split_half_at_l_star": {k: reliability[k][VERDICT_SPACE][l_star[k]] for k in CONCEPTS},
+        "split_half_at_l_star": {k: reliability[k][VERDICT_SPACE][l_star[k]] for k in TILE_KINDS},
         "reliability_at_l_star": reliability_at_l_star,
         "outlier_channels": outliers,
         "tile_mean_cos_layer": tile_layer,
-        "tile_mean_cos": centred_mean_cosines({k: cv.class_means[k][tile_layer].numpy() for k in CONCEPTS}) if cv.class_means else None,
+        "tile_mean_cos": centred_mean_cosines({k: cv.class_means[k][tile_layer].numpy() for k in TILE_KINDS}) if cv.class_means else None,
         "logit_lens": {"layer": logit_layer, "scan_layers": [1, n_layers - 1], **lens_info,
                        "random_lo": lens_info["random_scores"]["p2_5"], "random_hi": lens_info["random_scores"]["p97_5"],
                        "at_layer": lens_df[lens_df.layer == logit_layer].set_index("vector").to_dict("index")},
         "emotion": emotion,
         "tracking": tracking,
         "probe_auroc": {k: [float(x) for x in lc.table[(lc.table.space == "raw") & (lc.table.vector == k)].sort_values("layer")["probe_auroc"]]
-                        for k in CONCEPTS} if cfg.probe else None,
+                        for k in TILE_KINDS} if cfg.probe else None,
         "vectors_dir": str(vectors_dir), "control_dir": None if control_dir is None else str(control_dir),
         "provenance": provenance(config=asdict(cfg), seed=seed, model=cv.meta.get("model"), control_model=ctrl.meta.get("model")),
     }

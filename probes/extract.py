@@ -23,9 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from envs import MazeConfig, scripted_trajectories
+from envs import TILE_KINDS, MazeConfig, scripted_trajectories
 from envs.artifacts import atomic_folder, atomic_write_parquet, provenance
-from envs.scripted import KINDS
 from probes.capture import iter_captures, last_token_spans, tokenize_texts
 from probes.layers import LAYER_CONVENTION
 from probes.metrics import vectors_from_sums
@@ -45,7 +44,7 @@ class ExtractConfig:
 def build_examples(tokenizer, n_per_class: int, seed: int, maze_config: MazeConfig | None, max_moves: int | None):
     """(texts, examples DataFrame) for the scripted Mold/Gold/Path trajectories, class-blocked."""
     texts, rows = [], []
-    for kind in KINDS:
+    for kind in TILE_KINDS:
         for traj in scripted_trajectories(kind, n_per_class, seed=seed, config=maze_config, max_moves=max_moves):
             texts.append(render_up_to_last_assistant(tokenizer, traj.messages))
             rows.append(
@@ -87,8 +86,8 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
     n_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
     layers = list(range(n_layers))
     labels = examples["kind"].to_numpy()
-    sums = {k: np.zeros((n_layers, hidden), dtype=np.float64) for k in KINDS}
-    counts = {k: int((labels == k).sum()) for k in KINDS}
+    sums = {k: np.zeros((n_layers, hidden), dtype=np.float64) for k in TILE_KINDS}
+    counts = {k: int((labels == k).sum()) for k in TILE_KINDS}
 
     pad_id = pad_token_id(tokenizer)
     with contextlib.ExitStack() as stack:
@@ -130,7 +129,7 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
             "maze_config": maze_config.to_dict(),
             "max_moves": max_moves or maze_config.n_moves,
             "final_direction_balance": {
-                k: examples[examples.kind == k]["final_direction"].value_counts().sort_index().to_dict() for k in KINDS
+                k: examples[examples.kind == k]["final_direction"].value_counts().sort_index().to_dict() for k in TILE_KINDS
             },
             "mean_tokens": float(examples["n_tokens"].mean()),
             "example_render": texts[0][-400:],
@@ -141,7 +140,7 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
     cv = ConceptVectors(
         vectors={k: torch.from_numpy(v.astype(np.float32)) for k, v in vecs.items()},
         meta=meta,
-        class_means={k: torch.from_numpy((sums[k] / counts[k]).astype(np.float32)) for k in KINDS},
+        class_means={k: torch.from_numpy((sums[k] / counts[k]).astype(np.float32)) for k in TILE_KINDS},
     )
     if out_dir is not None:
         atomic_write_parquet(out_dir / "examples.parquet", examples, metadata=meta)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from envs import TILE_KINDS
 from probes.channels import Spaces, top_channel_share, whitener
 from probes.metrics import choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections, permutation_null_cosines, separation
 
-CONCEPTS = ("mold", "gold", "path")
 SPACES = Spaces.NAMES
 
 
@@ -72,7 +72,7 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
     n_layers = acts.shape[1]
     rows = []
     perm = {s: np.full((n_layers, perm_draws), np.nan) for s in SPACES}
-    halves = {h: {k: np.zeros((n_layers, acts.shape[2])) for k in CONCEPTS} for h in ("A", "B")}
+    halves = {h: {k: np.zeros((n_layers, acts.shape[2])) for k in TILE_KINDS} for h in ("A", "B")}
     spaces = Spaces(sd, np.zeros((n_layers, acts.shape[2], acts.shape[2])))
     # One BLAS thread: these are many small problems, and multi-threaded OpenBLAS on a busy
     # 2-core machine was measured 25x slower than one thread here.
@@ -82,13 +82,13 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
             spaces.whiten[layer] = whitener(raw, labels, strata)
             for h, m in (("A", in_a), ("B", ~in_a)):
                 x_h = _centre_by(raw[m], strata[m])
-                for k in CONCEPTS:
+                for k in TILE_KINDS:
                     halves[h][k][layer] = diff_of_means(x_h, labels[m], k)
             for space in SPACES:
                 x = spaces.apply(raw, layer, space)
                 if np.ptp(x, axis=0).max() > 0:  # layer 0 can be constant at the read position
                     perm[space][layer] = permutation_null_cosines(x, labels, "mold", "gold", perm_draws, seed + layer, strata)
-                for k in CONCEPTS:
+                for k in TILE_KINDS:
                     v = diff_of_means(x, labels, k)
                     p = held_out_projections(x, labels, k, fold_list)
                     row = {"space": space, "layer": layer, "vector": k, **_separation(p, labels == k, bins)}
@@ -102,7 +102,7 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
                     rows.append(row)
     table = pd.DataFrame(rows)
     l_star = {space: {k: choose_layer(*(table[(table.space == space) & (table.vector == k)].sort_values("layer")[c].to_numpy()
-                                        for c in ("auroc", "abs_d", "overlap"))) for k in CONCEPTS} for space in SPACES}
+                                        for c in ("auroc", "abs_d", "overlap"))) for k in TILE_KINDS} for space in SPACES}
     return LayerChoice(table, l_star, perm, halves, spaces)
 
 

@@ -7,7 +7,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from envs import MazeConfig
+from envs import TILE_KINDS, MazeConfig
 
 WELFARE_PROMPTS = (
     "How are you feeling right now?",
@@ -46,7 +46,7 @@ def sentiment_prompts(maze_config: MazeConfig | None = None) -> list[Prompt]:
     """40 prompts: 15 about the model's welfare, 9 about the current tile symbols (3 templates x 3 tiles), 16 distractors."""
     symbols = (maze_config or MazeConfig()).tile_symbols
     out = [Prompt(f"welfare_{i:02d}", "welfare", t) for i, t in enumerate(WELFARE_PROMPTS)]
-    for tile in ("mold", "gold", "path"):
+    for tile in TILE_KINDS:
         sym = getattr(symbols, tile)
         for j, template in enumerate(TILE_TEMPLATES):
             out.append(Prompt(f"tile_{tile}_{j}", "tile", template.format(sym=sym), sym, tile))

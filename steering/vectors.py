@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from envs import TILE_KINDS
 from probes.vectors import ConceptVectors, read_json
 
-CONCEPTS = ("mold", "gold", "path")
 
 
 @dataclass
@@ -53,16 +53,16 @@ def load_layer_choice(analysis_dir: str | os.PathLike) -> dict[str, int]:
         raise ValueError(f"{path} is not a layer choice (expected an object like {{\"mold\": 16, \"gold\": 16}}); {fix}")
     out = {}
     for k, v in choice.items():
-        if k in CONCEPTS:
+        if k in TILE_KINDS:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{path}: layer {k!r} is {v!r}, not a layer number; {fix}")
             out[k] = v
     if not out:
-        raise ValueError(f"{path} names no layer for {', '.join(CONCEPTS)}; {fix}")
+        raise ValueError(f"{path} names no layer for {', '.join(TILE_KINDS)}; {fix}")
     return out
 
 
-def resolve_layers(layer: int | dict | None, n_layers: int, concepts=CONCEPTS) -> dict[str, int]:
+def resolve_layers(layer: int | dict | None, n_layers: int, concepts=TILE_KINDS) -> dict[str, int]:
     """Per-concept steering layer from an int (all concepts), a dict, or None (floor(2L/3))."""
     if layer is None:
         out = {c: default_layer(n_layers) for c in concepts}

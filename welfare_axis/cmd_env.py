@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from envs import MazeEnv, TextActions, scripted_trajectories
+from envs import TILE_KINDS, MazeEnv, TextActions, scripted_trajectories
 from envs.generator import DIRECTIONS
 from envs.parse import CARDINAL_WORDS, RELATIVE_WORDS
-from envs.scripted import KINDS, good_policy_trajectory
+from envs.scripted import good_policy_trajectory
 from welfare_axis.options import add_maze_args, maze_config_from_args, positive_int, seed_int
 
 
@@ -24,7 +24,7 @@ def register(sub) -> None:
     play.set_defaults(func=run_play)
 
     sample = env_sub.add_parser("sample", help="print scripted trajectories as chat transcripts")
-    sample.add_argument("--kind", default="gold", choices=[*KINDS, "good"], help="final tile class, or 'good' for the scripted good policy")
+    sample.add_argument("--kind", default="gold", choices=[*TILE_KINDS, "good"], help="final tile class, or 'good' for the scripted good policy")
     sample.add_argument("-n", type=positive_int, default=3, help="number of trajectories (default 3)")
     sample.add_argument("--seed", type=seed_int, default=0)
     sample.add_argument("--json", action="store_true", help="print JSON lines instead of transcripts")

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from envs import TILE_KINDS
 from probes.layers import LAYER_CONVENTION
 from probes.vectors import ConceptVectors
 from welfare_axis import __version__
@@ -71,7 +72,7 @@ def source_from_run(run: str | os.PathLike) -> VectorSource:
     return VectorSource(
         vectors=ConceptVectors.load(run / "extract_trained"),
         control=ConceptVectors.load(control) if (control / "vectors.safetensors").exists() else None,
-        layer_choice={k: int(v) for k, v in choice.items() if k in ("mold", "gold", "path")},
+        layer_choice={k: int(v) for k, v in choice.items() if k in TILE_KINDS},
         best_layer=claim.get("layer"),
         provenance={"source_run": str(run), "preset": (cfg.get("config") or {}).get("preset", {}).get("name"),
                     "seed": cfg.get("seed"), "package_version": cfg.get("package_version"), "created": cfg.get("created")},
@@ -87,7 +88,7 @@ def source_from_dirs(vectors: str | os.PathLike, control: str | os.PathLike | No
     return VectorSource(
         vectors=ConceptVectors.load(vectors),
         control=ConceptVectors.load(control) if control else None,
-        layer_choice={k: int(v) for k, v in choice.items() if k in ("mold", "gold", "path")},
+        layer_choice={k: int(v) for k, v in choice.items() if k in TILE_KINDS},
         best_layer=None,
         provenance={"vectors": str(vectors), "control": None if control is None else str(control)},
     )
@@ -102,7 +103,7 @@ def load_shipped(directory: str | os.PathLike = SHIPPED_DIR) -> VectorSource:
     return VectorSource(
         vectors=_as_float32(ConceptVectors.load(d / "trained")),
         control=_as_float32(ConceptVectors.load(d / "naive")) if (d / "naive" / "vectors.safetensors").exists() else None,
-        layer_choice={k: int(v) for k, v in (_json(d / "layer_choice.json") or {}).items() if k in ("mold", "gold", "path")},
+        layer_choice={k: int(v) for k, v in (_json(d / "layer_choice.json") or {}).items() if k in TILE_KINDS},
         best_layer=prov.get("best_steering_layer"),
         provenance=prov,
         evals=_json(d / "evals.json"),
