@@ -9,7 +9,7 @@ import torch
 
 import training.rl as rl
 from training.checkpoint import TrainingDiverged, checkpoint_dirs, final_checkpoint
-from training.config import PRESETS, TrainConfig, config_from_preset
+from training.config import TRAIN_PRESETS, TrainConfig, config_from_preset
 from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy
 from training.models import load_model
 from training.policy import build_policy
@@ -128,10 +128,10 @@ def test_sft_loss_and_run(tmp_path, tiny):
 
 
 def test_presets_and_overrides():
-    for name in PRESETS:
+    for name in TRAIN_PRESETS:
         config_from_preset(name)
     c = config_from_preset("cpu-small", lr=1e-4, maze={"n_moves": 7})
-    assert c.lr == 1e-4 and c.maze.n_moves == 7 and c.lora_top_layers == PRESETS["cpu-small"]["lora_top_layers"]
+    assert c.lr == 1e-4 and c.maze.n_moves == 7 and c.lora_top_layers == TRAIN_PRESETS["cpu-small"]["lora_top_layers"]
     p = config_from_preset("paper")
     assert (p.lora_r, p.lora_alpha, p.lr, p.mazes_per_step, p.group_size, p.temperature, p.maze.n_moves) == (32, 64, 3e-6, 8, 64, 0.7, 15)
     with pytest.raises(ValueError, match="algo"):

@@ -1,6 +1,6 @@
 """`TrainConfig`: every hyperparameter of RL and SFT training in one dataclass, plus presets.
 
-Presets (`PRESETS`): `tiny` (random 4-layer model, for tests), `cpu-small` (the default
+Presets (`TRAIN_PRESETS`): `tiny` (random 4-layer model, for tests), `cpu-small` (the default
 model on 2 CPU cores: SFT in ~20 min, then RL from the SFT model in ~25 min) and `paper` (the
 paper's hyperparameters, for GPU users).
 Any field can be overridden: `config_from_preset("cpu-small", lr=1e-4, maze={"n_moves": 7})`,
@@ -174,7 +174,7 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
 
-PRESETS: dict[str, dict] = {
+TRAIN_PRESETS: dict[str, dict] = {
     # Random 4-layer model, 2 mazes x 4 episodes of 3 moves on a 12x12 grid: seconds per step.
     "tiny": dict(
         model="tiny", lora_r=4, lora_alpha=8, n_steps=4, mazes_per_step=2, group_size=4, lr=1e-3,
@@ -210,9 +210,9 @@ PRESETS: dict[str, dict] = {
 
 def config_from_preset(preset: str = "cpu-small", **overrides) -> TrainConfig:
     """The preset's config with `overrides` applied (maze overrides merge into the preset's maze)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    base = dict(PRESETS[preset])
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
+    base = dict(TRAIN_PRESETS[preset])
     maze = {**base.pop("maze", {}), **(overrides.pop("maze", None) or {})}
     return TrainConfig().replace(**{**base, **overrides}, maze=maze)
 

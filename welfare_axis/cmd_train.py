@@ -48,9 +48,9 @@ def _bool(s: str) -> bool:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from training.config import PRESETS, TrainConfig, field_docs
+    from training.config import TRAIN_PRESETS, TrainConfig, field_docs
 
-    p.add_argument("--preset", default=None, choices=list(PRESETS), help="base hyperparameters (default cpu-small)")
+    p.add_argument("--preset", default=None, choices=list(TRAIN_PRESETS), help="base hyperparameters (default cpu-small)")
     g = p.add_argument_group("hyperparameters (override the preset)")
     hints = typing.get_type_hints(TrainConfig)
     docs = field_docs(TrainConfig)  # each field's attribute docstring is its help

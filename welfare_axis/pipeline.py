@@ -14,14 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envs.artifacts import atomic_write_json, provenance
+from welfare_axis.stages import EVALS, STAGES
 
-# Stage names, in order; each writes into <run>/<name>/.
-STAGES = (
-    "naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "plant", "extract_trained",
-    "analyze", "steer_naive", "steer_trained", "report",
-)
 PLANTS = ("valence", "random")  # --plant: a known axis planted into the naive model instead of training
-EVALS = ("sentiment", "backtracking", "confidence", "refusal")
 TRAININGS = ("rl", "sft", "sft+rl")  # "sft+rl": RL continues from the SFT checkpoint
 
 
@@ -55,7 +50,7 @@ class ReproducePreset:
     steer_at_l_star: bool = True  # also run the generated eval at l* (besides the screen's best layer)
 
 
-PRESETS: dict[str, ReproducePreset] = {
+REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
     # Tiny random model, minutes: a first look and the test suite's end-to-end run.
     "smoke": ReproducePreset(
         name="smoke", model="tiny", train_preset="tiny", training="sft+rl", eval_mazes=4, extract_n=48, tracking_n=24,
@@ -91,9 +86,9 @@ PRESETS: dict[str, ReproducePreset] = {
 
 
 def get_preset(name: str) -> ReproducePreset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    if name not in REPRODUCE_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; use one of {', '.join(REPRODUCE_PRESETS)}")
+    return REPRODUCE_PRESETS[name]
 
 
 def _load(model_id: str, adapter, device: str, dtype: str):

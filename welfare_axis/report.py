@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from envs.artifacts import atomic_write_json, atomic_write_text, provenance  # noqa: E402
 from welfare_axis import claims  # noqa: E402
 from welfare_axis.document import Code, Figure, Heading, Para, Table, to_html, to_markdown  # noqa: E402
-from welfare_axis.pipeline import STAGES  # noqa: E402
+from welfare_axis.stages import STAGES  # noqa: E402
 
 SECTIONS = ("Setup", "Training", "Claims", "Probes", "Steering", "Example steered self-reports")
 

@@ -38,6 +38,15 @@ from tqdm.auto import tqdm
 
 from envs.artifacts import atomic_write_json, provenance, remove_orphaned_folders
 
+# Stage names, in order; each writes into <run>/<name>/. They live here, in the module that imports
+# nothing else from welfare_axis at load time, so the pipeline, the report and the CLI share them
+# without importing one another.
+STAGES = (
+    "naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "plant", "extract_trained",
+    "analyze", "steer_naive", "steer_trained", "report",
+)
+EVALS = ("sentiment", "backtracking", "confidence", "refusal")  # the steering evals a preset may run (steering/evals.py)
+
 MARKER = "stage.json"
 STARTED = "stage.started.json"
 LOCK = ".lock"
