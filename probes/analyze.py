@@ -74,7 +74,7 @@ def load_model_from_meta(meta: dict, device: str = "cpu"):
     m = meta.get("model") or {}
     if not m.get("model_id"):
         raise ValueError("meta.json has no model id; re-run 'welfare-axis extract'")
-    model, tok = load_model(m["model_id"], device=device, adapter=m.get("adapter"), system_prompt=m.get("system_prompt_policy", "none"))
+    model, tok = load_model(m["model_id"], device=device, checkpoint=m.get("adapter"), system_prompt=m.get("system_prompt_policy", "none"))
     if m.get("plant"):
         from probes.plant import PlantSpec, plant
 

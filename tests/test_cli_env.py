@@ -129,3 +129,17 @@ def test_every_hyperparameter_flag_has_its_field_doc_as_help(command, capsys):
     for name, doc in docs.items():
         if name != "maze":  # set with the maze flags
             assert f"--{name.replace('_', '-')}" in text and doc[:40] in text, name
+
+
+
+@pytest.mark.parametrize("command", [["steer", "--vectors", "v"], ["train", "eval", "--out", "e.parquet"], ["mechanics", "drift", "--out", "o"]])
+@pytest.mark.parametrize("flag", ["--checkpoint", "--adapter"])
+def test_checkpoint_flag_keeps_its_old_name(command, flag):
+    """--checkpoint (LoRA adapter or full fine-tune) is still spelled --adapter by older scripts; both set the same option."""
+    from welfare_axis.cli import build_parser
+
+    prompt = ["a prompt"] if command[0] == "steer" else []
+    assert build_parser().parse_args([*command, "--model", "tiny", flag, "ck", *prompt]).checkpoint == "ck"
+    if command[0] == "mechanics":
+        start = flag.replace("--", "--start-")
+        assert build_parser().parse_args([*command, "--model", "tiny", start, "s"]).start_checkpoint == "s"

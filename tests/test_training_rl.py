@@ -52,8 +52,8 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path, monkeypatch
     assert a["beta"].iloc[0] == cfg.entropy_beta
     assert (a["grad_norm"] > 0).all()  # the update really changed something
     # Final weights identical too.
-    ma, _ = load_model("tiny", adapter=final_checkpoint(tmp_path / "a"))
-    mb, _ = load_model("tiny", adapter=final_checkpoint(tmp_path / "b"))
+    ma, _ = load_model("tiny", checkpoint=final_checkpoint(tmp_path / "a"))
+    mb, _ = load_model("tiny", checkpoint=final_checkpoint(tmp_path / "b"))
     for p, q in zip(ma.parameters(), mb.parameters()):
         assert torch.equal(p, q)
 
@@ -69,7 +69,7 @@ def test_run_folder_config_and_checkpoint_loads(tmp_path, tiny):
     assert TrainConfig.from_dict(saved["config"]) == cfg
     assert saved["provenance"]["model"]["model_id"] == "tiny"
     assert (path / "adapter_config.json").exists() and path == final_checkpoint(tmp_path)
-    trained, _ = load_model("tiny", adapter=path)
+    trained, _ = load_model("tiny", checkpoint=path)
     naive, _ = tiny
     diff = max((p - q).abs().max().item() for p, q in zip(trained.parameters(), naive.parameters()))
     assert diff > 0  # the merged adapter changed the weights
@@ -124,7 +124,7 @@ def test_sft_loss_and_run(tmp_path, tiny):
             lp = direction_logprobs(model, eps, chat.dir_ids, 1.0, 0, tok.pad_token_id)
         return sft_loss(lp, torch.tensor([e.actions for e in eps]), 1.0).item()
 
-    assert nll(*load_model("tiny", adapter=path)) < nll(*tiny)
+    assert nll(*load_model("tiny", checkpoint=path)) < nll(*tiny)
 
 
 def test_presets_and_overrides():
@@ -221,7 +221,7 @@ def test_rl_starts_from_a_full_sft_checkpoint(tmp_path):
     sft = train_sft(_cfg(sft_finetune="full", sft_steps=2, sft_batch=4, sft_lr=3e-3, sft_checkpoint_every=2), tmp_path / "sft", progress=False)
     cfg = _cfg(finetune="full", model=str(sft), n_steps=1)
     policy, _ = build_policy(cfg)
-    sft_model, _ = load_model("tiny", adapter=sft)
+    sft_model, _ = load_model("tiny", checkpoint=sft)
     naive, _ = load_model("tiny")
     for p, q, r in zip(policy.parameters(), sft_model.parameters(), naive.parameters()):
         assert torch.equal(p, q)

@@ -44,7 +44,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def final_checkpoint(run_dir: str | os.PathLike) -> Path:
-    """The model folder of a run's last checkpoint, usable as `load_model(name, adapter=path)`."""
+    """The model folder of a run's last checkpoint, usable as `load_model(name, checkpoint=path)`."""
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoints; train first (welfare-axis train rl --out {run_dir})")

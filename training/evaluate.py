@@ -28,7 +28,7 @@ def heldout_maze_seeds(n_mazes: int, seed: int = 0) -> list[int]:
 
 def evaluate_policy(
     model_name: str = "smollm2-135m-instruct",
-    adapter: str | Path | None = None,
+    checkpoint: str | Path | None = None,
     n_mazes: int = 64,
     seed: int = 0,
     maze_config: MazeConfig | None = None,
@@ -49,7 +49,7 @@ def evaluate_policy(
     """
     maze_config = maze_config or MazeConfig()
     if model_and_tokenizer is None:
-        model, tok = load_model(model_name, adapter=adapter, device=device, dtype=dtype)
+        model, tok = load_model(model_name, checkpoint=checkpoint, device=device, dtype=dtype)
     else:
         model, tok = model_and_tokenizer
     model.eval()

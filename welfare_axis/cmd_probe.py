@@ -67,7 +67,7 @@ def run_extract(args: argparse.Namespace) -> int:
     config = maze_config_from_args(args)
     if args.max_moves is not None and not 1 <= args.max_moves <= config.n_moves:
         raise ValueError(f"--max-moves must be in 1..{config.n_moves}, got {args.max_moves}")
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, checkpoint=args.checkpoint)
     if args.gguf_layer is not None and not 2 <= args.gguf_layer < model.config.num_hidden_layers:
         raise ValueError(f"--gguf-layer must be in 2..{model.config.num_hidden_layers - 1} for this model "
                          f"(llama.cpp control vectors cannot steer layers 0 and 1), got {args.gguf_layer}")

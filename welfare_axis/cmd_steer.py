@@ -133,7 +133,7 @@ def _load(args, check=None):
     user, vectors, control = _load_vectors(args)
     if check is not None:
         check(vectors.n_layers if vectors is not None else user.shape[0] if user.dim() == 2 else None)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, checkpoint=args.checkpoint)
     if user is not None:  # a plain tensor: [hidden] or [n_layers, hidden]
         t = user.expand(model.config.num_hidden_layers, -1) if user.dim() == 1 else user
         vectors = ConceptVectors({"user": t.clone()}, meta={"source": str(args.vectors)})

@@ -99,7 +99,9 @@ def register(sub) -> None:
     e = tsub.add_parser("eval", help="play held-out mazes with a checkpoint (or the naive model)")
     e.add_argument("--run", default=None, help="run folder: evaluate its final checkpoint with its model and maze config")
     e.add_argument("--model", type=model_arg, default=None, help="model name (default: the run's, else smollm2-135m-instruct)")
-    e.add_argument("--adapter", default=None, help="checkpoint model folder (LoRA adapter or full weights); omit for the naive model")
+    e.add_argument("--checkpoint", "--adapter", dest="checkpoint", default=None,
+                   help="a checkpoint's model folder (a LoRA adapter of --model, or a full fine-tune's whole model); omit for the "
+                        "naive model; --adapter is the older name of this flag")
     e.add_argument("--n-mazes", type=positive_int, default=64)
     e.add_argument("--seed", type=seed_int, default=0, help="held-out maze stream seed (same seed, same mazes)")
     e.add_argument("--temperature", type=positive_float, default=0.7, help="sampling temperature (default 0.7, the paper's, whatever the run trained at, so runs and the naive model compare)")
@@ -190,35 +192,35 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.n_mazes < 1:
         raise UserError(f"--n-mazes must be at least 1, got {args.n_mazes}")
-    model, adapter, maze, temperature = args.model, args.adapter, {}, args.temperature
+    model, checkpoint, maze, temperature = args.model, args.checkpoint, {}, args.temperature
     if args.run:
         saved = json.loads((Path(args.run) / "config.json").read_text())["config"]
         model = model or saved["model"]
-        adapter = adapter or str(final_checkpoint(args.run))
+        checkpoint = checkpoint or str(final_checkpoint(args.run))
         maze = dict(saved["maze"])
     model = model or "smollm2-135m-instruct"
     maze.update({k[5:]: v for k, v in vars(args).items() if k.startswith("maze_") and v is not None})
     maze_config = MazeConfig(**maze)
     if args.baseline:  # before the (slow) eval, so a mismatch fails at once
         _check_same_maze(args.baseline, maze_config.to_dict(), temperature, args.n_mazes, args.seed)
-    loaded = load_model(model, adapter=adapter)
+    loaded = load_model(model, checkpoint=checkpoint)
     out = Path(args.out)
     with atomic_folder(out.parent) as tmp:  # the episodes, first-move table and summary appear together or not at all
-        summary = _eval_outputs(args, model, adapter, maze, maze_config, temperature, loaded, tmp / out.name)
+        summary = _eval_outputs(args, model, checkpoint, maze, maze_config, temperature, loaded, tmp / out.name)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 
 
-def _eval_outputs(args, model, adapter, maze: dict, maze_config, temperature: float, loaded, out: Path) -> dict:
+def _eval_outputs(args, model, checkpoint, maze: dict, maze_config, temperature: float, loaded, out: Path) -> dict:
     from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy, summarize_first_move, write_first_move_policy, write_summary
 
     df = evaluate_policy(
-        model, adapter, args.n_mazes, args.seed, maze_config, out,
+        model, checkpoint, args.n_mazes, args.seed, maze_config, out,
         temperature=temperature, batch_mazes=args.batch_mazes,
         masked=not args.unmasked, progress=not args.no_progress, model_and_tokenizer=loaded,
     )
     summary = {
-        "model": model, "adapter": adapter, "n_mazes": args.n_mazes, "seed": args.seed, "maze": maze,
+        "model": model, "adapter": checkpoint, "n_mazes": args.n_mazes, "seed": args.seed, "maze": maze,
         "temperature": temperature,
         "return": float(df["return"].mean()), "golds_per_episode": float(df["golds"].mean()),
         "molds_per_episode": float(df["molds"].mean()),
@@ -226,7 +228,7 @@ def _eval_outputs(args, model, adapter, maze: dict, maze_config, temperature: fl
     first = None
     if not args.unmasked:  # the exact policy needs single-token directions
         first = write_first_move_policy(*loaded, maze_config, args.n_mazes, args.seed, _first_move_path(out),
-                                        temperature, config={"adapter": adapter})
+                                        temperature, config={"adapter": checkpoint})  # "adapter": the key eval summaries have always had
         summary["first_move"] = summarize_first_move(first)
     if args.baseline:
         import pandas as pd

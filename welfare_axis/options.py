@@ -228,12 +228,14 @@ def maze_config_from_args(args: argparse.Namespace) -> MazeConfig:
     )
 
 
-def add_model_args(p: argparse.ArgumentParser, adapter: bool = True) -> None:
+def add_model_args(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", type=model_arg, default="smollm2-135m-instruct",
                    help="built-in name, local folder or HF id in the local cache (default smollm2-135m-instruct; 'tiny' for a random test model)")
-    if adapter:
-        g.add_argument("--adapter", default=None, help="LoRA adapter or full-weights checkpoint folder")
+    if checkpoint:
+        g.add_argument("--checkpoint", "--adapter", dest="checkpoint", default=None,
+                       help="a training checkpoint's model folder (checkpoints/step_*/model): a LoRA adapter of --model, or a full "
+                            "fine-tune's whole model (which --model also takes); --adapter is the older name of this flag")
     g.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     add_download_arg(g)
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])

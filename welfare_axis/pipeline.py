@@ -91,10 +91,10 @@ def get_preset(name: str) -> ReproducePreset:
     return REPRODUCE_PRESETS[name]
 
 
-def _load(model_id: str, adapter, device: str, dtype: str):
+def _load(model_id: str, checkpoint, device: str, dtype: str):
     from training.models import load_model
 
-    return load_model(model_id, adapter=adapter, device=device, dtype=dtype)
+    return load_model(model_id, checkpoint=checkpoint, device=device, dtype=dtype)
 
 
 def reproduce(
@@ -206,27 +206,27 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
             runner.run("naive_eval", {**common, "n_mazes": p.eval_mazes}, lambda d: _eval(
                 evaluate_policy, model_id, None, p.eval_mazes, seed, maze, d, (naive_model, naive_tok), progress))
 
-            base, adapter = model_id, None  # the trained model is `base` with `adapter` (if any) applied
+            base, checkpoint = model_id, None  # the trained model: `base` with the training `checkpoint` (if any) loaded on it
             if "sft" in training:
                 runner.run("train_sft", {"train": train_cfg.to_dict()},
                            lambda d: {"checkpoint": str(train_sft(train_cfg, d, resume=(d / "config.json").exists(), progress=progress))})
-                adapter = final_checkpoint(runner.stage_dir("train_sft"))
+                checkpoint = final_checkpoint(runner.stage_dir("train_sft"))
             if "rl" in training:
                 rl_cfg = train_cfg
-                if adapter is not None:  # a full fine-tune's SFT checkpoint is a whole model: RL starts from it
-                    base, adapter = str(adapter), None
+                if checkpoint is not None:  # a full fine-tune's SFT checkpoint is a whole model: RL starts from it
+                    base, checkpoint = str(checkpoint), None
                     rl_cfg = train_cfg.replace(model=base)
                 runner.run("train_rl", {"train": rl_cfg.to_dict()}, lambda d: {"checkpoint": str(train_rl(
                     rl_cfg, d, resume=(d / "config.json").exists(), progress=progress))}, deps=("train_sft",) if "sft" in training else ())
-                adapter = final_checkpoint(runner.stage_dir("train_rl"))
+                checkpoint = final_checkpoint(runner.stage_dir("train_rl"))
             trained_stage = "train_rl" if "rl" in training else "train_sft"
 
-            trained_model, trained_tok = _load(base, adapter, device, dtype)
+            trained_model, trained_tok = _load(base, checkpoint, device, dtype)
 
             def trained_eval(d: Path) -> dict:
                 import pandas as pd
 
-                stats = _eval(evaluate_policy, base, adapter, p.eval_mazes, seed, maze, d, (trained_model, trained_tok), progress)
+                stats = _eval(evaluate_policy, base, checkpoint, p.eval_mazes, seed, maze, d, (trained_model, trained_tok), progress)
                 naive_df = pd.read_parquet(runner.stage_dir("naive_eval") / "episodes.parquet")
                 cmp = compare_evals(pd.read_parquet(d / "episodes.parquet"), naive_df, seed=seed)
                 cmp["first_move"] = _first_move(d, maze, seed, p.eval_mazes, (naive_model, naive_tok), (trained_model, trained_tok))
@@ -283,8 +283,8 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
     return out / "report" / "report.md", out / "report" / "report.html"
 
 
-def _eval(evaluate_policy, model_id, adapter, n, seed, maze, d: Path, mt, progress) -> dict:
-    df = evaluate_policy(model_id, adapter, n_mazes=n, seed=seed, maze_config=maze, out_path=d / "episodes.parquet",
+def _eval(evaluate_policy, model_id, checkpoint, n, seed, maze, d: Path, mt, progress) -> dict:
+    df = evaluate_policy(model_id, checkpoint, n_mazes=n, seed=seed, maze_config=maze, out_path=d / "episodes.parquet",
                          model_and_tokenizer=mt, progress=progress)
     return {"episodes": len(df), "golds": float(df["golds"].mean()), "molds": float(df["molds"].mean()),
             "return": float(df["return"].mean())}
