@@ -118,6 +118,21 @@ def load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict:
     return state
 
 
+def resume_from_latest(run_dir, model, optimizer, scheduler) -> tuple[Path | None, int, list[dict], float]:
+    """(checkpoint, finished steps, metric rows, wall time so far) with the latest checkpoint restored; a fresh start without one."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return None, 0, [], 0.0
+    state = load_checkpoint(ckpt, model, optimizer, scheduler)
+    rows = list(state["rows"])
+    return ckpt, state["step"], rows, rows[-1]["wall_time"] if rows else 0.0
+
+
+def last_good_note(ckpt: Path | None) -> str:
+    """Where a diverged run can resume from, for its error message."""
+    return f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint was written yet"
+
+
 def saved_run_config(run_dir, kind: str) -> TrainConfig:
     """The config saved in an existing `kind` ("rl" or "sft") run folder; refuses a missing run or one of the other kind."""
     cfg_path = Path(run_dir) / "config.json"
@@ -152,12 +167,20 @@ def write_run_config(run_dir, config: TrainConfig, kind: str, model_info: dict |
                                                 "provenance": provenance(config=config.to_dict(), seed=config.seed, model=model_info)})
 
 
-def prepare_run_dir(run_dir, config: TrainConfig, resume: bool, kind: str, model_info: dict | None = None) -> TrainConfig:
-    """On resume: the saved config (orphaned temporary checkpoints removed). Else: a new run folder and config.json."""
+def open_run_dir(run_dir, config: TrainConfig, resume: bool, kind: str) -> TrainConfig:
+    """The config to train with. On resume: the saved one (orphaned temporary checkpoints removed). Else `config`, once
+    `run_dir` is known to hold no run; the trainers write its config.json only after their cheap setup has worked."""
     if resume:
         config = saved_run_config(run_dir, kind)
         remove_orphaned_checkpoints(run_dir)
         return config
     check_new_run_dir(run_dir)
-    write_run_config(run_dir, config, kind, model_info)
+    return config
+
+
+def prepare_run_dir(run_dir, config: TrainConfig, resume: bool, kind: str, model_info: dict | None = None) -> TrainConfig:
+    """On resume: the saved config (orphaned temporary checkpoints removed). Else: a new run folder and config.json."""
+    config = open_run_dir(run_dir, config, resume, kind)
+    if not resume:
+        write_run_config(run_dir, config, kind, model_info)
     return config

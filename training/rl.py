@@ -22,16 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from envs.artifacts import atomic_write_parquet
-from training.checkpoint import (
-    TrainingDiverged,
-    check_new_run_dir,
-    final_checkpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    prepare_run_dir,
-    save_checkpoint,
-    write_run_config,
-)
+from training.checkpoint import (TrainingDiverged, final_checkpoint, last_good_note, open_run_dir, resume_from_latest, save_checkpoint,
+                                 write_run_config)
 from training.config import TrainConfig
 from training.forward import check_split_forward, direction_logprobs, first_trainable_block
 from training.losses import cosine_factor, dr_grpo_advantages, grpo_advantages, policy_loss, reinforce_advantages
@@ -184,10 +176,7 @@ def update(model, optimizer, episodes, t, advantages, config: TrainConfig, beta:
 def train_rl(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Train with RL; returns the final checkpoint's model folder (see `final_checkpoint`)."""
     run_dir = Path(run_dir)
-    if resume:
-        config = prepare_run_dir(run_dir, config, True, "rl")
-    else:
-        check_new_run_dir(run_dir)  # before any slow work; config.json is written once the setup below has worked
+    config = open_run_dir(run_dir, config, resume, "rl")  # before any slow work
     dp = DataParallel.from_env(config.device)
     local = config
     if dp.world > 1 and config.device.startswith("cuda"):
@@ -208,12 +197,7 @@ def train_rl(config: TrainConfig, run_dir: str | Path, resume: bool = False, pro
     if not resume and dp.main:
         write_run_config(run_dir, config, "rl", model.welfare_info.to_dict())
     dp.barrier()
-    step, rows, wall0 = 0, [], 0.0
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer, scheduler)
-        step, rows = state["step"], list(state["rows"])
-        wall0 = rows[-1]["wall_time"] if rows else 0.0
+    ckpt, step, rows, wall0 = resume_from_latest(run_dir, model, optimizer, scheduler) if resume else (None, 0, [], 0.0)
     last_good = ckpt
     t_start = time.time()
     checked_split = False
@@ -243,7 +227,7 @@ def train_rl(config: TrainConfig, run_dir: str | Path, resume: bool = False, pro
                 norm = config.loss_norm or float(config.n_episodes * config.maze.n_moves)
                 parts = update(model, optimizer, episodes, t, advantages, config, beta, chat.dir_ids, start_block, pad_id, ref_model, step, norm, dp)
             except TrainingDiverged as e:
-                where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                where = last_good_note(last_good)
                 raise TrainingDiverged(f"{e}; training stopped, {where}. Lower --lr or --max-grad-norm and --resume") from None
             scheduler.step()
             step += 1

@@ -19,16 +19,8 @@ from tqdm.auto import tqdm
 
 from envs import good_policy_trajectory
 from envs.artifacts import atomic_write_parquet
-from training.checkpoint import (
-    TrainingDiverged,
-    check_new_run_dir,
-    final_checkpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    prepare_run_dir,
-    save_checkpoint,
-    write_run_config,
-)
+from training.checkpoint import (TrainingDiverged, final_checkpoint, last_good_note, open_run_dir, resume_from_latest, save_checkpoint,
+                                 write_run_config)
 from training.config import TrainConfig
 from training.forward import direction_logprobs
 from training.losses import cosine_factor
@@ -58,10 +50,7 @@ def sft_loss(logp4: torch.Tensor, actions: torch.Tensor, norm: float) -> torch.T
 def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Supervised fine-tuning; returns the final checkpoint's model folder."""
     run_dir = Path(run_dir)
-    if resume:
-        config = prepare_run_dir(run_dir, config, True, "sft")
-    else:
-        check_new_run_dir(run_dir)  # before any slow work; config.json is written once the setup below has worked
+    config = open_run_dir(run_dir, config, resume, "sft")  # before any slow work
     sft = config.sft_view()
     model, tok = build_policy(sft)
     chat = ChatTokens(tok, sft.maze.letters)
@@ -71,12 +60,7 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 if constant else cosine_factor(s, config.sft_steps))
     if not resume:
         write_run_config(run_dir, config, "sft", model.welfare_info.to_dict())
-    step, rows, wall0 = 0, [], 0.0
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer, scheduler)
-        step, rows = state["step"], list(state["rows"])
-        wall0 = rows[-1]["wall_time"] if rows else 0.0
+    ckpt, step, rows, wall0 = resume_from_latest(run_dir, model, optimizer, scheduler) if resume else (None, 0, [], 0.0)
     last_good, t_start = ckpt, time.time()
     bar = tqdm(total=config.sft_steps, initial=step, desc="train sft", disable=not progress, dynamic_ncols=True)
     try:
@@ -95,7 +79,7 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
                 actions = torch.tensor([ep.actions for ep in mb])
                 loss = sft_loss(logp4, actions, norm)
                 if not torch.isfinite(loss):
-                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                    where = last_good_note(last_good)
                     raise TrainingDiverged(f"non-finite loss at step {step}; training stopped, {where}. Lower --sft-lr")
                 loss.backward()
                 total += float(loss.detach())
