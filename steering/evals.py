@@ -122,7 +122,9 @@ def _provenance(model, name: str, cfg: SweepConfig, svecs, vectors, control, **e
     )
 
 
-def _write(out_dir, name: str, df: pd.DataFrame, summary: dict, table: pd.DataFrame, plot: dict, ylabel: str, title: str) -> dict:
+def _write(out_dir, name: str, df: pd.DataFrame, summary: dict, plot: dict, ylabel: str, title: str) -> dict:
+    """Samples, summary (JSON and a CSV of every metric in summary["metrics"]) and the X plot of `plot`."""
+    table = pd.concat([summary_table(m, metric) for metric, m in summary["metrics"].items()], ignore_index=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(out / f"{name}_samples.parquet", df, metadata=summary["provenance"])
@@ -194,8 +196,7 @@ def run_sentiment(
         "provenance": _provenance(model, "sentiment", cfg, svecs, vectors, control, maze=(maze_config or MazeConfig()).tile_symbols.as_dict(),
                                   prompt_half=half),
     }
-    table = pd.concat([summary_table(metrics[m], m) for m in metrics], ignore_index=True)
-    return _write(out_dir, "sentiment", df, summary, table, metrics["score"], "sentiment score (VADER x 5)", "Self-report sentiment")
+    return _write(out_dir, "sentiment", df, summary, metrics["score"], "sentiment score (VADER x 5)", "Self-report sentiment")
 
 
 # -- backtracking -----------------------------------------------------------------------------------------
@@ -240,9 +241,8 @@ def run_backtracking(
         "metrics": metrics,
         "provenance": _provenance(model, "backtracking", cfg, svecs, vectors, control, n_problems=n_problems),
     }
-    table = pd.concat([summary_table(metrics[m], m) for m in metrics], ignore_index=True)
     panels = {v: {m: metrics[m][v] for m in ("backtracking", "correct", "incoherent")} for v in names}
-    return _write(out_dir, "backtracking", df, summary, table, panels, "rate", "Arithmetic")
+    return _write(out_dir, "backtracking", df, summary, panels, "rate", "Arithmetic")
 
 
 # -- confidence -------------------------------------------------------------------------------------------
@@ -319,8 +319,7 @@ def run_confidence(
         "metrics": metrics,
         "provenance": _provenance(model, "confidence", cfg, svecs, vectors, control, n_problems=n_problems),
     }
-    table = pd.concat([summary_table(metrics[m], m) for m in metrics], ignore_index=True)
-    return _write(out_dir, "confidence", df, summary, table, metrics["p_true_by_correct"], "P(True) / (P(True) + P(False))", "Confidence")
+    return _write(out_dir, "confidence", df, summary, metrics["p_true_by_correct"], "P(True) / (P(True) + P(False))", "Confidence")
 
 
 # -- refusal ------------------------------------------------------------------------------------------------
@@ -369,8 +368,7 @@ def run_refusal(
         "metrics": metrics,
         "provenance": _provenance(model, "refusal", cfg, svecs, vectors, control, n_requests=len(requests)),
     }
-    table = pd.concat([summary_table(metrics[m], m) for m in metrics], ignore_index=True)
-    return _write(out_dir, "refusal", df, summary, table, metrics["refused_by_category"], "refusal rate", "Refusal")
+    return _write(out_dir, "refusal", df, summary, metrics["refused_by_category"], "refusal rate", "Refusal")
 
 
 @dataclass(frozen=True)
