@@ -116,7 +116,7 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
 
     from envs.artifacts import atomic_write_json, atomic_write_parquet
     from probes.emotion import valence_directions
-    from steering.evals import run_sentiment
+    from steering.evals import EvalRun, SweepConfig, run_sentiment
     from steering.prompts import prompt_half, sentiment_prompts
     from steering.screen import ScreenConfig, residual_norms, screen, summarize_screen
 
@@ -146,8 +146,8 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
     for tag, layer, folder in runs:
         norm = float(norms[layer])
         svecs = claim_directions(vectors, control, layer, valence[layer], unit_ratio * norm, n_random, seed)
-        run_sentiment(model, tokenizer, svecs, None, None, alphas=alphas, k=k, out_dir=folder, seed=seed, maze_config=maze_config,
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, half="b", progress=progress)
+        sweep = SweepConfig(alphas, k=k, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+        run_sentiment(EvalRun(model, tokenizer, svecs, None, None, sweep, folder, progress=progress), maze_config=maze_config, half="b")
         df = pd.read_parquet(folder / "sentiment_samples.parquet")
         rule = results["best_layer_rule"] if tag == "best" else "l* of v_Mold (the layer rule in the verdict space)"
         inputs = {**claim_inputs(df, layer, rule, unit_ratio, seed), "residual_norm": norm, "unit_norm": unit_ratio * norm,

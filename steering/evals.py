@@ -1,6 +1,6 @@
 """The four steering evals: sentiment (the "X"), backtracking, confidence, refusal.
 
-Each `run_*` sweeps alpha over a set of steering vectors (trained v_*, norm-matched naive
+Each `run_*(run: EvalRun, ...)` sweeps alpha over a set of steering vectors (trained v_*, norm-matched naive
 controls u_*, a norm-matched random direction), scores every reply with the rule-based
 scorers in `steering.scoring` (and optionally a judge model), and writes to `out_dir`:
   <name>_samples.parquet  one row per reply (vector, alpha, layer, prompt, reply, scores ...)
@@ -13,7 +13,7 @@ The alpha = 0 rows are generated once (vector "none") and shared by every vector
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,35 @@ CONFIDENCE_QUESTION = "Is your proposed answer correct? Answer only 'True' or 'F
 class SweepConfig:
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     k: int = 1  # samples per (prompt, vector, alpha)
-    max_new_tokens: int = 40
+    max_new_tokens: int = 40  # reply length (confidence: the length of the unsteered answer)
     temperature: float = 0.7
     batch_size: int = 40
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.alphas = tuple(float(a) for a in self.alphas)
+        if not self.alphas:
+            raise ValueError("give at least one alpha")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+
+
+@dataclass
+class EvalRun:
+    """What every steering eval takes: the model, the vectors and where to steer, the sweep, where to write."""
+
+    model: object
+    tokenizer: object
+    vectors: ConceptVectors | list[SteeringVector]  # v_* (with `control` and `layer`), or ready SteeringVectors
+    control: ConceptVectors | None
+    layer: int | dict | None  # one layer, {concept: layer}, or None for the vectors' own l*
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    out_dir: str | Path = "runs/steer"
+    judge: object = None  # steering.judge.Judge, or None for the rule-based scorers only
+    progress: bool = True
+
+    def steering_vectors(self) -> list[SteeringVector]:
+        return build_vectors(self.vectors, self.control, self.layer, self.sweep.seed)
 
 
 def build_vectors(
@@ -103,8 +128,8 @@ def sweep_generate(model, tokenizer, chats: list, svecs: list[SteeringVector], c
     return df
 
 
-def _provenance(model, name: str, cfg: SweepConfig, svecs, vectors, control, **extra) -> dict:
-    info = getattr(model, "welfare_info", None)
+def _provenance(run: EvalRun, name: str, cfg: SweepConfig, svecs, **extra) -> dict:
+    info = getattr(run.model, "welfare_info", None)
     def meta(cv, kind):  # the vectors' meta.json, also when a ready list of SteeringVector was passed
         if isinstance(cv, ConceptVectors):
             return cv.meta
@@ -113,10 +138,10 @@ def _provenance(model, name: str, cfg: SweepConfig, svecs, vectors, control, **e
     return provenance(
         config={"eval": name, **cfg.__dict__, "alphas": [float(a) for a in cfg.alphas], **extra},
         seed=cfg.seed,
-        model=info.to_dict() if info is not None else {"model_id": type(model).__name__},
+        model=info.to_dict() if info is not None else {"model_id": type(run.model).__name__},
         vectors=[sv.info() for sv in svecs],
-        vectors_meta=meta(vectors, "trained"),
-        control_meta=meta(control, "control"),
+        vectors_meta=meta(run.vectors, "trained"),
+        control_meta=meta(run.control, "control"),
         steering="alpha * v added at the input of decoder block `layer`, at assistant-turn tokens (header included) "
         "of the prompt and every generated token",
     )
@@ -135,41 +160,14 @@ def _write(out_dir, name: str, df: pd.DataFrame, summary: dict, plot: dict, ylab
     return summary
 
 
-def _cfg(alphas, k, max_new_tokens, temperature, batch_size, seed) -> SweepConfig:
-    alphas = tuple(float(a) for a in alphas)
-    if not alphas:
-        raise ValueError("give at least one alpha")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    return SweepConfig(alphas, k, max_new_tokens, temperature, batch_size, seed)
-
-
 # -- sentiment ------------------------------------------------------------------------------------------
-def run_sentiment(
-    model,
-    tokenizer,
-    vectors: ConceptVectors | list[SteeringVector],
-    control: ConceptVectors | None,
-    layer: int | dict | None,
-    alphas=DEFAULT_ALPHAS,
-    k: int = 1,
-    out_dir="runs/steer",
-    seed: int = 0,
-    maze_config: MazeConfig | None = None,
-    max_new_tokens: int = 40,
-    temperature: float = 0.7,
-    batch_size: int = 40,
-    judge=None,
-    half: str | None = None,
-    progress: bool = True,
-) -> dict:
+def run_sentiment(run: EvalRun, maze_config: MazeConfig | None = None, half: str | None = None) -> dict:
     """Self-report sentiment over alpha: VADER score (-5..+5) per reply, OLS slope per vector with bootstrap CI.
 
     `half` ("a"/"b", steering.prompts.prompt_half) restricts the prompts to one half."""
-    cfg = _cfg(alphas, k, max_new_tokens, temperature, batch_size, seed)
-    svecs = build_vectors(vectors, control, layer, seed)
+    cfg, svecs = run.sweep, run.steering_vectors()
     prompts = prompt_half(sentiment_prompts(maze_config), half)
-    df = sweep_generate(model, tokenizer, [p.text for p in prompts], svecs, cfg, progress)
+    df = sweep_generate(run.model, run.tokenizer, [p.text for p in prompts], svecs, cfg, run.progress)
     df["prompt_id"] = [prompts[i].id for i in df["prompt_idx"]]
     df["prompt_kind"] = [prompts[i].kind for i in df["prompt_idx"]]
     df["prompt"] = [prompts[i].text for i in df["prompt_idx"]]
@@ -180,48 +178,31 @@ def run_sentiment(
     df["emotion_balance"] = df["pos_words"] - df["neg_words"]
     names = [sv.name for sv in svecs]
     metrics = {
-        "score": summarize(df, "score", names, seed=seed),
-        "score_by_prompt_kind": summarize(df, "score", names, split="prompt_kind", seed=seed),
-        "emotion_balance": summarize(df, "emotion_balance", names, seed=seed),
+        "score": summarize(df, "score", names, seed=cfg.seed),
+        "score_by_prompt_kind": summarize(df, "score", names, split="prompt_kind", seed=cfg.seed),
+        "emotion_balance": summarize(df, "emotion_balance", names, seed=cfg.seed),
     }
-    if judge is not None:
-        df["judge_score"] = judge.score("sentiment", list(df["prompt"]), list(df["reply"]))
-        metrics["judge_score"] = summarize(df, "judge_score", names, seed=seed)
+    if run.judge is not None:
+        df["judge_score"] = run.judge.score("sentiment", list(df["prompt"]), list(df["reply"]))
+        metrics["judge_score"] = summarize(df, "judge_score", names, seed=cfg.seed)
     summary = {
         "eval": "sentiment",
         "metric": "score",
         "score": "VADER compound x 5, in [-5, 5]",
         "vectors": metrics["score"],
         "metrics": metrics,
-        "provenance": _provenance(model, "sentiment", cfg, svecs, vectors, control, maze=(maze_config or MazeConfig()).tile_symbols.as_dict(),
+        "provenance": _provenance(run, "sentiment", cfg, svecs, maze=(maze_config or MazeConfig()).tile_symbols.as_dict(),
                                   prompt_half=half),
     }
-    return _write(out_dir, "sentiment", df, summary, metrics["score"], "sentiment score (VADER x 5)", "Self-report sentiment")
+    return _write(run.out_dir, "sentiment", df, summary, metrics["score"], "sentiment score (VADER x 5)", "Self-report sentiment")
 
 
 # -- backtracking -----------------------------------------------------------------------------------------
-def run_backtracking(
-    model,
-    tokenizer,
-    vectors: ConceptVectors | list[SteeringVector],
-    control: ConceptVectors | None,
-    layer: int | dict | None,
-    alphas=DEFAULT_ALPHAS,
-    k: int = 1,
-    out_dir="runs/steer",
-    seed: int = 0,
-    n_problems: int = 30,
-    max_new_tokens: int = 96,
-    temperature: float = 0.0,
-    batch_size: int = 40,
-    judge=None,
-    progress: bool = True,
-) -> dict:
+def run_backtracking(run: EvalRun, n_problems: int = 30) -> dict:
     """Arithmetic word problems under steering: correctness, backtracking markers, repetition loops, per alpha."""
-    cfg = _cfg(alphas, k, max_new_tokens, temperature, batch_size, seed)
-    svecs = build_vectors(vectors, control, layer, seed)
-    problems = arithmetic_problems(n_problems, seed)
-    df = sweep_generate(model, tokenizer, [p.text for p in problems], svecs, cfg, progress)
+    cfg, svecs = run.sweep, run.steering_vectors()
+    problems = arithmetic_problems(n_problems, cfg.seed)
+    df = sweep_generate(run.model, run.tokenizer, [p.text for p in problems], svecs, cfg, run.progress)
     df["prompt_id"] = [problems[i].id for i in df["prompt_idx"]]
     df["prompt"] = [problems[i].text for i in df["prompt_idx"]]
     df["answer"] = [problems[i].answer for i in df["prompt_idx"]]
@@ -230,19 +211,19 @@ def run_backtracking(
     for col in ("correct", "backtracking", "incoherent", "recompute_after_correct"):
         df[col] = df[col].astype(float)
     names = [sv.name for sv in svecs]
-    metrics = {m: summarize(df, m, names, seed=seed) for m in ("backtracking", "correct", "incoherent", "n_markers")}
-    if judge is not None:
-        df["judge_backtracking"] = judge.score("backtracking", list(df["prompt"]), list(df["reply"]))
-        metrics["judge_backtracking"] = summarize(df, "judge_backtracking", names, seed=seed)
+    metrics = {m: summarize(df, m, names, seed=cfg.seed) for m in ("backtracking", "correct", "incoherent", "n_markers")}
+    if run.judge is not None:
+        df["judge_backtracking"] = run.judge.score("backtracking", list(df["prompt"]), list(df["reply"]))
+        metrics["judge_backtracking"] = summarize(df, "judge_backtracking", names, seed=cfg.seed)
     summary = {
         "eval": "backtracking",
         "metric": "backtracking",
         "vectors": metrics["backtracking"],
         "metrics": metrics,
-        "provenance": _provenance(model, "backtracking", cfg, svecs, vectors, control, n_problems=n_problems),
+        "provenance": _provenance(run, "backtracking", cfg, svecs, n_problems=n_problems),
     }
     panels = {v: {m: metrics[m][v] for m in ("backtracking", "correct", "incoherent")} for v in names}
-    return _write(out_dir, "backtracking", df, summary, panels, "rate", "Arithmetic")
+    return _write(run.out_dir, "backtracking", df, summary, panels, "rate", "Arithmetic")
 
 
 # -- confidence -------------------------------------------------------------------------------------------
@@ -253,31 +234,18 @@ def first_token_id(tokenizer, word: str) -> int:
     return next_token_id(tokenizer, render_chat(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True), word)
 
 
-def run_confidence(
-    model,
-    tokenizer,
-    vectors: ConceptVectors | list[SteeringVector],
-    control: ConceptVectors | None,
-    layer: int | dict | None,
-    alphas=DEFAULT_ALPHAS,
-    out_dir="runs/steer",
-    seed: int = 0,
-    n_problems: int = 40,
-    answer_tokens: int = 96,
-    batch_size: int = 40,
-    progress: bool = True,
-) -> dict:
+def run_confidence(run: EvalRun, n_problems: int = 40) -> dict:
     """Unsteered greedy answers, then normalised P(True) for 'Is your proposed answer correct?' under steering.
 
     The follow-up conversation is [user: problem, assistant: its own unsteered answer, user: the
     question]; steering applies to all assistant-turn tokens (the earlier answer and the new
     assistant header), never to user tokens. P(True) = p(first token of "True") / (that + p("False")).
     """
-    cfg = _cfg(alphas, 1, answer_tokens, 0.0, batch_size, seed)
-    svecs = build_vectors(vectors, control, layer, seed)
+    cfg, svecs = replace(run.sweep, k=1, temperature=0.0), run.steering_vectors()
+    model, tokenizer = run.model, run.tokenizer
     _check_fit(model, svecs)
-    problems = arithmetic_problems(n_problems, seed + 1)
-    answers = generate_rows(model, tokenizer, [p.text for p in problems], None, 0, answer_tokens, 0.0, seed, batch_size, progress)
+    problems = arithmetic_problems(n_problems, cfg.seed + 1)
+    answers = generate_rows(model, tokenizer, [p.text for p in problems], None, 0, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size, run.progress)
     correct = [scoring.score_arithmetic(a, p.answer)["correct"] for a, p in zip(answers, problems)]
     chats = [
         [{"role": "user", "content": p.text}, {"role": "assistant", "content": a}, {"role": "user", "content": CONFIDENCE_QUESTION}]
@@ -288,7 +256,7 @@ def run_confidence(
     for name, alpha, sv in _conditions(svecs, cfg.alphas):
         layer_ = sv.layer if sv is not None else (svecs[0].layer if svecs else 0)
         deltas = None if sv is None else (alpha * sv.vector.float()).expand(len(chats), -1)
-        p = next_token_probs(model, tokenizer, chats, deltas, layer_, ids, batch_size).numpy()
+        p = next_token_probs(model, tokenizer, chats, deltas, layer_, ids, cfg.batch_size).numpy()
         frames.append(pd.DataFrame({
             "vector": name, "alpha": alpha, "layer": layer_, "prompt_idx": range(len(chats)), "sample": 0,
             "p_true_raw": p[:, 0], "p_false_raw": p[:, 1],
@@ -305,9 +273,9 @@ def run_confidence(
     df["true_false_mass"] = mass
     names = [sv.name for sv in svecs]
     metrics = {
-        "p_true": summarize(df, "p_true", names, seed=seed),
-        "p_true_by_correct": summarize(df, "p_true", names, split="answer_correct", seed=seed),
-        "true_false_mass": summarize(df, "true_false_mass", names, seed=seed),
+        "p_true": summarize(df, "p_true", names, seed=cfg.seed),
+        "p_true_by_correct": summarize(df, "p_true", names, split="answer_correct", seed=cfg.seed),
+        "true_false_mass": summarize(df, "true_false_mass", names, seed=cfg.seed),
     }
     summary = {
         "eval": "confidence",
@@ -317,67 +285,48 @@ def run_confidence(
         "n_problems": n_problems,
         "vectors": metrics["p_true"],
         "metrics": metrics,
-        "provenance": _provenance(model, "confidence", cfg, svecs, vectors, control, n_problems=n_problems),
+        "provenance": _provenance(run, "confidence", cfg, svecs, n_problems=n_problems),
     }
-    return _write(out_dir, "confidence", df, summary, metrics["p_true_by_correct"], "P(True) / (P(True) + P(False))", "Confidence")
+    return _write(run.out_dir, "confidence", df, summary, metrics["p_true_by_correct"], "P(True) / (P(True) + P(False))", "Confidence")
 
 
 # -- refusal ------------------------------------------------------------------------------------------------
-def run_refusal(
-    model,
-    tokenizer,
-    vectors: ConceptVectors | list[SteeringVector],
-    control: ConceptVectors | None,
-    layer: int | dict | None,
-    alphas=DEFAULT_ALPHAS,
-    k: int = 1,
-    out_dir="runs/steer",
-    seed: int = 0,
-    max_new_tokens: int = 40,
-    temperature: float = 0.0,
-    batch_size: int = 40,
-    requests_path=None,
-    per_category: int | None = None,
-    judge=None,
-    progress: bool = True,
-) -> dict:
+def run_refusal(run: EvalRun, per_category: int | None = None, requests_path=None) -> dict:
     """Refusal rate per alpha on benign / borderline / harmful requests (rule-based detector)."""
-    cfg = _cfg(alphas, k, max_new_tokens, temperature, batch_size, seed)
-    svecs = build_vectors(vectors, control, layer, seed)
+    cfg, svecs = run.sweep, run.steering_vectors()
     requests = refusal_requests(requests_path)
     if per_category is not None:
         requests = [r for c in ("benign", "borderline", "harmful") for r in [x for x in requests if x["category"] == c][:per_category]]
-    df = sweep_generate(model, tokenizer, [r["text"] for r in requests], svecs, cfg, progress)
+    df = sweep_generate(run.model, run.tokenizer, [r["text"] for r in requests], svecs, cfg, run.progress)
     df["prompt_id"] = [requests[i]["id"] for i in df["prompt_idx"]]
     df["category"] = [requests[i]["category"] for i in df["prompt_idx"]]
     df["prompt"] = [requests[i]["text"] for i in df["prompt_idx"]]
     df["refused"] = [float(scoring.is_refusal(r)) for r in df["reply"]]
     names = [sv.name for sv in svecs]
     metrics = {
-        "refused": summarize(df, "refused", names, seed=seed),
-        "refused_by_category": summarize(df, "refused", names, split="category", seed=seed),
+        "refused": summarize(df, "refused", names, seed=cfg.seed),
+        "refused_by_category": summarize(df, "refused", names, split="category", seed=cfg.seed),
     }
-    if judge is not None:
-        df["judge_refusal"] = judge.score("refusal", list(df["prompt"]), list(df["reply"]))
+    if run.judge is not None:
+        df["judge_refusal"] = run.judge.score("refusal", list(df["prompt"]), list(df["reply"]))
         df["judge_refused"] = (df["judge_refusal"] == 2).astype(float).where(df["judge_refusal"].notna())
-        metrics["judge_refused_by_category"] = summarize(df, "judge_refused", names, split="category", seed=seed)
+        metrics["judge_refused_by_category"] = summarize(df, "judge_refused", names, split="category", seed=cfg.seed)
     summary = {
         "eval": "refusal",
         "metric": "refused",
         "vectors": metrics["refused"],
         "metrics": metrics,
-        "provenance": _provenance(model, "refusal", cfg, svecs, vectors, control, n_requests=len(requests)),
+        "provenance": _provenance(run, "refusal", cfg, svecs, n_requests=len(requests)),
     }
-    return _write(out_dir, "refusal", df, summary, metrics["refused_by_category"], "refusal rate", "Refusal")
+    return _write(run.out_dir, "refusal", df, summary, metrics["refused_by_category"], "refusal rate", "Refusal")
 
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """One steering eval: its runner, the name of each generic option in its signature, and its defaults."""
+    """One steering eval: its runner, the name of its item-count option, and its defaults."""
 
-    run: object  # run_sentiment, ...
-    items: str | None  # parameter taking the number of items (problems / requests per category)
-    tokens: str  # parameter taking the reply length
+    run: object  # run_sentiment, ...: (EvalRun, **options) -> summary
+    items: str | None  # the runner's option taking the number of items (problems / requests per category)
     defaults: dict  # k, tokens, temperature, items
     sampled: bool = True  # takes k and temperature
     judged: bool = True  # can be scored by a judge model
@@ -385,10 +334,10 @@ class EvalSpec:
 
 
 EVALS = {
-    "sentiment": EvalSpec(run_sentiment, None, "max_new_tokens", {"k": 2, "tokens": 40, "temperature": 0.7}, maze=True),
-    "backtracking": EvalSpec(run_backtracking, "n_problems", "max_new_tokens", {"k": 1, "tokens": 96, "temperature": 0.0, "items": 30}),
-    "confidence": EvalSpec(run_confidence, "n_problems", "answer_tokens", {"tokens": 96, "items": 40}, sampled=False, judged=False),
-    "refusal": EvalSpec(run_refusal, "per_category", "max_new_tokens", {"k": 1, "tokens": 40, "temperature": 0.0, "items": None}),
+    "sentiment": EvalSpec(run_sentiment, None, {"k": 2, "tokens": 40, "temperature": 0.7}, maze=True),
+    "backtracking": EvalSpec(run_backtracking, "n_problems", {"k": 1, "tokens": 96, "temperature": 0.0, "items": 30}),
+    "confidence": EvalSpec(run_confidence, "n_problems", {"tokens": 96, "items": 40}, sampled=False, judged=False),
+    "refusal": EvalSpec(run_refusal, "per_category", {"k": 1, "tokens": 40, "temperature": 0.0, "items": None}),
 }
 
 
@@ -399,15 +348,14 @@ def run_eval(name: str, model, tokenizer, vectors, control, layer, *, alphas=DEF
     if name not in EVALS:
         raise ValueError(f"unknown eval {name!r}; use one of {', '.join(EVALS)}")
     spec = EVALS[name]
-    kw = dict(alphas=alphas, out_dir=out_dir, seed=seed, batch_size=batch_size, progress=progress)
-    kw[spec.tokens] = max_new_tokens or spec.defaults["tokens"]
+    sweep = SweepConfig(alphas, k=(k or spec.defaults["k"]) if spec.sampled else 1,
+                        max_new_tokens=max_new_tokens or spec.defaults["tokens"],
+                        temperature=(spec.defaults["temperature"] if temperature is None else temperature) if spec.sampled else 0.0,
+                        batch_size=batch_size, seed=seed)
+    run = EvalRun(model, tokenizer, vectors, control, layer, sweep, out_dir, judge if spec.judged else None, progress)
+    options = {}
     if spec.items is not None:
-        kw[spec.items] = items if items is not None else spec.defaults["items"]
-    if spec.sampled:
-        kw["k"] = k or spec.defaults["k"]
-        kw["temperature"] = spec.defaults["temperature"] if temperature is None else temperature
-    if spec.judged:
-        kw["judge"] = judge
+        options[spec.items] = items if items is not None else spec.defaults["items"]
     if spec.maze:
-        kw["maze_config"] = maze_config
-    return spec.run(model, tokenizer, vectors, control, layer, **kw)
+        options["maze_config"] = maze_config
+    return spec.run(run, **options)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probes.vectors import ConceptVectors
-from steering.evals import run_backtracking, run_confidence, run_refusal, run_sentiment
+from steering.evals import EvalRun, SweepConfig, run_backtracking, run_confidence, run_refusal, run_sentiment
 from steering.judge import Judge
 from training.models import tiny_model
 from welfare_axis.cli import main
@@ -47,7 +47,7 @@ def _check_outputs(out, name, summary, metric):
 
 def test_sentiment_eval(setup, tmp_path):
     model, tok, v, u, _ = setup
-    summary = run_sentiment(model, tok, v, u, 2, alphas=ALPHAS, k=2, out_dir=tmp_path, max_new_tokens=4, batch_size=220, progress=False)
+    summary = run_sentiment(EvalRun(model, tok, v, u, 2, SweepConfig(ALPHAS, k=2, max_new_tokens=4, batch_size=220), tmp_path, progress=False))
     df = _check_outputs(tmp_path, "sentiment", summary, "score")
     assert len(df) == (1 + 5 * 2) * 40 * 2  # shared alpha 0 + 5 vectors x 2 nonzero alphas, 40 prompts, k = 2
     assert df["score"].between(-5, 5).all() and {"pos_words", "neg_words", "prompt_kind", "reply"} <= set(df.columns)
@@ -56,16 +56,16 @@ def test_sentiment_eval(setup, tmp_path):
 
 def test_backtracking_confidence_refusal_evals(setup, tmp_path):
     model, tok, v, u, _ = setup
-    s = run_backtracking(model, tok, v, u, 2, alphas=ALPHAS, out_dir=tmp_path, n_problems=4, max_new_tokens=6, progress=False)
+    s = run_backtracking(EvalRun(model, tok, v, u, 2, SweepConfig(ALPHAS, max_new_tokens=6, temperature=0.0), tmp_path, progress=False), n_problems=4)
     df = _check_outputs(tmp_path, "backtracking", s, "backtracking")
     assert {"answer", "correct", "backtracking", "incoherent", "marker_wait"} <= set(df.columns)
-    s = run_confidence(model, tok, v, u, {"mold": 1, "gold": 3}, alphas=ALPHAS, out_dir=tmp_path, n_problems=4, answer_tokens=6, progress=False)
+    s = run_confidence(EvalRun(model, tok, v, u, {"mold": 1, "gold": 3}, SweepConfig(ALPHAS, max_new_tokens=6), tmp_path, progress=False), n_problems=4)
     df = _check_outputs(tmp_path, "confidence", s, "p_true")
     assert df["p_true"].between(0, 1).all() and set(df["answer_correct"]) <= {"correct", "incorrect"}
     assert set(df.loc[df["vector"] == "v_gold", "layer"]) == {3} and set(df.loc[df["vector"] == "v_mold", "layer"]) == {1}
     # steering changes P(True): the tiny model's probabilities move with alpha
     assert df.loc[df["vector"] == "v_mold", "p_true"].std() > 0
-    s = run_refusal(model, tok, v, u, 2, alphas=ALPHAS, out_dir=tmp_path, per_category=2, max_new_tokens=6, progress=False)
+    s = run_refusal(EvalRun(model, tok, v, u, 2, SweepConfig(ALPHAS, max_new_tokens=6, temperature=0.0), tmp_path, progress=False), per_category=2)
     df = _check_outputs(tmp_path, "refusal", s, "refused")
     assert set(df["category"]) == {"benign", "borderline", "harmful"} and set(df["refused"]) <= {0.0, 1.0}
     assert set(s["metrics"]["refused_by_category"]["v_mold"]) == {"benign", "borderline", "harmful"}
