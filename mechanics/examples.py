@@ -95,3 +95,9 @@ def off_target_examples(tokenizer, n_per_set: int | None = None, seed: int = 0) 
         "instructions": chat_examples(tokenizer, "instructions", cap((p.id, p.text) for p in problems)),
         "refusal": chat_examples(tokenizer, "refusal", cap((r["id"], r["text"]) for r in mixed)),
     }
+
+
+def example_sets(tokenizer, n_maze: int, n_per_set: int | None, seed: int = 0, maze_config: MazeConfig | None = None,
+                 n_moves: int = 3) -> dict[str, list[Example]]:
+    """The on-target maze set and the four off-target sets, as drift and the one-step probe read them."""
+    return {ON_TARGET: maze_examples(tokenizer, n_maze, seed, maze_config, n_moves), **off_target_examples(tokenizer, n_per_set, seed)}

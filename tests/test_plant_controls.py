@@ -33,6 +33,8 @@ def test_planted_valence_axis_is_seen(planted):
     assert [c[i]["verdict"] for i in (1, 3, 4)] == ["reproduced"] * 3, {i: c[i]["measured"] for i in c}
     assert c[5]["verdict"] == "not measured"  # a random model cannot move a sentiment scorer: the positive control fails
     assert not (run / "train_rl").exists() and (run / "plant" / "plant.json").exists()
+    assert not (run / "mechanics").exists()  # no training to dissect: the report says so
+    assert "Not measured: a planted axis has no training to dissect." in (run / "report" / "report.md").read_text()
     meta = json.loads((run / "extract_trained" / "meta.json").read_text())
     assert meta["model"]["plant"]["kind"] == "valence" and meta["model"]["plant"]["stories_half"] == "a"
     summary = json.loads((run / "analyze" / "summary.json").read_text())

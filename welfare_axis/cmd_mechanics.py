@@ -110,10 +110,9 @@ def _load(args: argparse.Namespace, checkpoint):
 
 
 def _sets(args, tok) -> dict:
-    from mechanics.examples import ON_TARGET, maze_examples, off_target_examples
+    from mechanics.examples import example_sets
 
-    maze = maze_examples(tok, args.n_maze, args.seed, maze_config_from_args(args), args.moves)
-    return {ON_TARGET: maze, **off_target_examples(tok, args.n_per_set, args.seed)}
+    return example_sets(tok, args.n_maze, args.n_per_set, args.seed, maze_config_from_args(args), args.moves)
 
 
 def run_mechanics(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envs.artifacts import atomic_write_json, provenance
+from mechanics.suite import MechanicsSizes
 from welfare_axis.stages import EVALS, STAGES
 
 PLANTS = ("valence", "random")  # --plant: a known axis planted into the naive model instead of training
@@ -48,6 +49,7 @@ class ReproducePreset:
     unit_ratio: float = 0.1  # generated steering: alpha = 1 adds this fraction of the mean residual norm
     n_random: int = 10  # random directions for the steering controls
     steer_at_l_star: bool = True  # also run the generated eval at l* (besides the screen's best layer)
+    mechanics: MechanicsSizes | None = field(default_factory=MechanicsSizes)  # the mechanics stage's sizes (None: skip it)
 
 
 REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
@@ -58,8 +60,10 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         steer_trained=True, batch_size=8, extract_max_moves=2,
         # a random 4-layer model has tiny natural Gold/Mold differences: a strong plant, so a correct pipeline must see it
         plant_scale=8.0,
+        mechanics=MechanicsSizes(n_maze=4, moves=2, n_per_set=4, batch_size=4, probe_batches=2, probe_mazes=1, probe_group=2,
+                                 micro_batch=4, top_k=4, n_boot=200),
         estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3, "plant": 2,
-                   "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "report": 3},
+                   "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "mechanics": 5, "report": 3},
     ),
     # The default model on 2 CPU cores, about an hour end to end (training: SFT ~19 min, then RL ~22 min).
     "cpu-small": ReproducePreset(
@@ -72,7 +76,7 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         # 8 screen prompts per readout keep the 29-layer screen to minutes; alpha 4 adds 0.4 of the residual norm
         screen_prompts=8, screen_ratios=(0.25, 0.5), unit_ratio=0.1, plant_scale=2.0,
         estimates={"naive_eval": 60, "train_rl": 1300, "train_sft": 1120, "trained_eval": 150, "extract_naive": 300, "plant": 60,
-                   "extract_trained": 300, "analyze": 240, "steer_naive": 900, "steer_trained": 300, "report": 10},
+                   "extract_trained": 300, "analyze": 240, "steer_naive": 900, "steer_trained": 300, "mechanics": 600, "report": 10},
     ),
     # The paper's sizes, for GPU users (documented, not run on CPU).
     "paper": ReproducePreset(
@@ -80,7 +84,7 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         tracking_n=500, steer_k=20, steer_max_new_tokens=128, alphas=(-4.0, -2.0, 0.0, 2.0, 4.0),
         evals=EVALS, eval_items=60, steer_trained=True, batch_size=64,
         estimates={"naive_eval": 600, "train_rl": 36000, "train_sft": 7200, "trained_eval": 600, "extract_naive": 1800,
-                   "extract_trained": 1800, "analyze": 900, "steer_naive": 7200, "steer_trained": 3600, "report": 10},
+                   "extract_trained": 1800, "analyze": 900, "steer_naive": 7200, "steer_trained": 3600, "mechanics": 1800, "report": 10},
     ),
 }
 
@@ -184,8 +188,9 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
     skip = {"train_sft"} if "sft" not in training else set()
     skip |= {"train_rl"} if "rl" not in training else set()
     skip |= {"steer_trained"} if not p.steer_trained else set()
-    if plant:  # the plant is the "training": no policy to train or to evaluate, and nothing to steer but the naive model
-        skip |= {"naive_eval", "train_sft", "train_rl", "trained_eval", "steer_trained"}
+    skip |= {"mechanics"} if p.mechanics is None else set()
+    if plant:  # the plant is the "training": no policy to train or to evaluate, nothing to steer but the naive model, no update to dissect
+        skip |= {"naive_eval", "train_sft", "train_rl", "trained_eval", "steer_trained", "mechanics"}
     else:
         skip |= {"plant"}
     estimates = {k: v for k, v in p.estimates.items() if k not in skip}
@@ -272,6 +277,12 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
             runner.run("steer_trained", steer_cfg,
                        lambda d: _steer(evals, trained_model, trained_tok, vectors, None, best, p, ("sentiment",), seed, maze, d, progress),
                        deps=("steer_naive",))
+        if p.mechanics is not None and not plant:
+            lora = train_cfg.finetune == "lora" and ("sft" not in training or train_cfg.sft_finetune == "lora")
+            runner.run("mechanics", {"sizes": dataclasses.asdict(p.mechanics), "seed": seed, "lora_only": lora},
+                       lambda d: _mechanics(model_id, base, checkpoint, (naive_model, trained_model, trained_tok), vectors, control, p.mechanics,
+                                            maze, seed, device, dtype, lora, d, progress),
+                       deps=("extract_naive", "extract_trained"))
 
         def report(d: Path) -> dict:
             md, html = build_report(out)
@@ -316,6 +327,29 @@ def _plant(model, tok, kind: str, naive_dir: Path, p: ReproducePreset, seed: int
     spec.info["dir"] = str(d.resolve())  # extraction meta records it, so analyze can rebuild the planted model
     spec.save(d)
     return {"kind": kind, "layer": spec.layer, "norm": float(spec.direction.norm()), **spec.info}
+
+
+def _mechanics(model_id: str, base: str, checkpoint, loaded, vectors, control, sizes: MechanicsSizes, maze, seed: int, device: str,
+               dtype: str, lora: bool, d: Path, progress: bool) -> dict:
+    """Drift and anatomy naive -> trained, recruitment, and the one-step probe from the model RL started from (`base`),
+    all in float32 (mechanics/suite.py); models already loaded in float32 are reused."""
+    from mechanics.claims import evaluate
+    from mechanics.suite import measure_all, write_all
+    from welfare_axis.stages import run_relative
+
+    naive, trained, tok = loaded
+    if dtype != "float32":
+        naive, _ = _load(model_id, None, device, "float32")
+        trained, _ = _load(base, checkpoint, device, "float32")
+    probe_model, _ = _load(base, None, device, "float32")  # a fresh copy: the probe sets requires_grad on every parameter
+    summaries, tables = measure_all(naive, trained, probe_model, tok, vectors, control, maze, sizes, seed, lora=lora, progress=progress)
+    pairs = {"drift_and_anatomy": {"start": model_id, "trained": base, "checkpoint": str(checkpoint) if checkpoint else None,
+                                   "lora_only": lora},
+             "probe_start": base, "recruitment": {"vectors": "extract_trained", "control": "extract_naive"}}
+    pairs = run_relative(pairs, d.parent)
+    write_all(d, summaries, tables, {"pairs": pairs, **provenance(config={"sizes": dataclasses.asdict(sizes), "pairs": pairs}, seed=seed,
+                                                                    model=trained.welfare_info.to_dict())})
+    return {"hypotheses": {h.id: h.verdict for h in evaluate(summaries)}}
 
 
 def _summary_keys(summary: dict) -> dict:

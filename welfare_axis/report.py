@@ -21,7 +21,7 @@ from welfare_axis import claims  # noqa: E402
 from welfare_axis.document import Code, Figure, Heading, Para, Table, to_html, to_markdown  # noqa: E402
 from welfare_axis.stages import STAGES  # noqa: E402
 
-SECTIONS = ("Setup", "Training", "Claims", "Probes", "Steering", "Example steered self-reports")
+SECTIONS = ("Setup", "Training", "Claims", "Probes", "Steering", "Mechanics", "Example steered self-reports")
 
 
 def _json(path: Path) -> dict:
@@ -244,6 +244,40 @@ def _examples(run: Path, per: int = 1) -> list:
     return blocks
 
 
+def _mechanics(run: Path) -> list:
+    """Hypotheses H1-H4 of the mechanics stage (mechanics/claims.py), the drift ratio and the figure."""
+    blocks: list = [Heading("Mechanics")]
+    m = _json(run / "mechanics" / "mechanics.json")
+    if not m:
+        why = "a planted axis has no training to dissect" if (_json(run / "run_config.json").get("training") or "").startswith("plant") \
+            else "the stage did not run"
+        blocks.append(Para(f"Not measured: {why}."))
+        return blocks
+    pairs = m.get("pairs") or {}
+    da = pairs.get("drift_and_anatomy") or {}
+    blocks.append(Para(f"Drift and update anatomy compare the maze-naive model with the trained model ({da.get('trained')}"
+                       f"{' + ' + str(da.get('checkpoint')) if da.get('checkpoint') else ''}); the one-step probe starts from the model RL "
+                       f"started from ({pairs.get('probe_start')}); recruitment compares the trained v_* with the naive u_*. "
+                       "Thresholds stated in advance in mechanics/claims.py; supported / contradicted when the CI lies wholly on one side "
+                       "of the threshold, inconclusive when it contains it; all in float32."))
+    rows = [{"": h["id"], "prediction": h["prediction"], "measurement": h["measurement"],
+             "value [95% CI]": f"{_fmt(h['value'], 3)} [{_fmt(h['ci_lo'], 3)}, {_fmt(h['ci_hi'], 3)}]",
+             "threshold": f"{h['direction']} {h['threshold']:g}", "verdict": h["verdict"]} for h in m.get("hypotheses", [])]
+    if rows:
+        blocks.append(Table(pd.DataFrame(rows), "Hypotheses behind 'RL recruits what is already there'"))
+    d = (m.get("summary") or {}).get("drift") or {}
+    kl = d.get("kl_by_set") or {}
+    if kl:
+        r = d.get("ratio_off_to_on") or {}
+        rows = [{"set": name, "mean KL (nats)": f"{v['value']:.4f} [{v['ci_lo']:.4f}, {v['ci_hi']:.4f}]"} for name, v in kl.items()]
+        blocks.append(Table(pd.DataFrame(rows), f"Drift {d.get('kl_direction', '')}; off-target / on-target ratio "
+                            f"{_fmt(r.get('value'), 3)} [{_fmt(r.get('ci_lo'), 3)}, {_fmt(r.get('ci_hi'), 3)}]"))
+    if (run / "mechanics" / "mechanics.png").exists():
+        blocks.append(Figure(run / "mechanics" / "mechanics.png", "Relative weight change per block; cos(v_k, u_k) and linear CKA of "
+                             "the naive and trained residual streams per layer (raw space)"))
+    return blocks
+
+
 def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Write report.md and report.html into `run_dir/report/` from the run's files."""
     run = Path(run_dir)
@@ -265,6 +299,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
                                          ("tracking_hist.png", "Tracking: projections of Gold-final vs Mold-final trajectories")], "Probes")
     blocks += _probe_tables(_json(run / "analyze" / "summary.json"))
     blocks += _steering(run)
+    blocks += _mechanics(run)
     blocks += _examples(run)
     atomic_write_json(out / "claims.json", {"claims": [r.to_dict() for r in claim_results(run)], **provenance(config={"run": str(run)})})
     md_path, html_path = out / "report.md", out / "report.html"

@@ -43,7 +43,7 @@ from envs.artifacts import atomic_write_json, provenance, remove_orphaned_folder
 # without importing one another.
 STAGES = (
     "naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "plant", "extract_trained",
-    "analyze", "steer_naive", "steer_trained", "report",
+    "analyze", "steer_naive", "steer_trained", "mechanics", "report",
 )
 EVALS = ("sentiment", "backtracking", "confidence", "refusal")  # the steering evals a preset may run (steering/evals.py)
 
