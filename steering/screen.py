@@ -46,7 +46,7 @@ import torch
 from probes.layers import register_layer_hook
 from steering.prompts import prompt_half, refusal_requests, sentiment_prompts
 from steering.steerer import Steerer, as_messages, assistant_char_spans, encode_chat, next_token_id
-from training.modeling import decoder_layers
+from training.modeling import cache_kwargs, decoder_layers
 
 POSITIVE_WORDS = (" good", " great", " happy", " wonderful", " fine", " excited", " glad", " grateful")
 NEGATIVE_WORDS = (" bad", " sad", " terrible", " awful", " anxious", " frustrated", " upset", " miserable")
@@ -234,20 +234,13 @@ def residual_norms(model, tokenizer, prompts: list, layers) -> np.ndarray:
 
 
 # -- the forwards -----------------------------------------------------------------------------------------
-def _cache_kw(model) -> str:
-    """The forward's cache argument: `cache` in recent transformers v5 (`past_key_values` is deprecated there)."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @torch.no_grad()
 def _prefix_cache(model, item: ScreenItem):
     from transformers import DynamicCache
 
     ids = torch.tensor([item.ids[: item.n_prefix]], device=_device(model))
     cache = DynamicCache(config=model.config)
-    model(input_ids=ids, use_cache=True, logits_to_keep=1, **{_cache_kw(model): cache})  # fills `cache` in place
+    model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))  # fills `cache` in place
     return cache
 
 
@@ -262,7 +255,7 @@ def _run_rows(model, item: ScreenItem, prefix, deltas: torch.Tensor | None, laye
         cache.batch_repeat_interleave(rows)
         pos = torch.arange(item.n_prefix, len(item.ids), device=device)[None].expand(rows, -1)
         with Steerer(model, deltas, layer, 1.0):  # every position of this forward is assistant: steer all
-            logits = model(input_ids=suffix, position_ids=pos, use_cache=True, logits_to_keep=1, **{_cache_kw(model): cache}).logits
+            logits = model(input_ids=suffix, position_ids=pos, use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache)).logits
     else:
         ids = torch.tensor([item.ids], device=device).expand(rows, -1)
         with Steerer(model, deltas, layer, 1.0) as s:

@@ -23,7 +23,7 @@ import torch
 
 from probes.layers import register_layer_hook
 from training.chat import render_chat
-from training.modeling import decoder_layers, pad_batch, replace_block_hidden
+from training.modeling import cache_kwargs, decoder_layers, pad_batch, replace_block_hidden
 from training.models import pad_token_id
 
 
@@ -210,9 +210,9 @@ def decode(
     from transformers import DynamicCache
 
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    cache = DynamicCache(config=model.config)  # filled in place by every forward
     out = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache)
     )
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     new_tokens = []
@@ -231,7 +231,7 @@ def decode(
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         out = model(
-            input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_pos, past_key_values=out.past_key_values, use_cache=True
+            input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_pos, use_cache=True, **cache_kwargs(model, cache)
         )
         next_pos = next_pos + 1
     return torch.stack(new_tokens, dim=1)

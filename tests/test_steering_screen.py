@@ -8,7 +8,6 @@ import torch
 
 from steering.screen import (
     ScreenConfig,
-    _cache_kw,
     _prefix_cache,
     _prepare,
     _run_rows,
@@ -22,7 +21,7 @@ from steering.screen import (
     summarize_screen,
 )
 from steering.steerer import Steerer
-from training.modeling import block_hidden, decoder_layers
+from training.modeling import block_hidden, cache_kwargs, decoder_layers
 
 LAYER = 2
 CFG = ScreenConfig(ratios=(0.25, 0.5), n_prompts=3)
@@ -128,7 +127,7 @@ def test_user_positions_are_not_steered(lm):
         cache = DynamicCache(config=model.config)
         with torch.no_grad(), Steerer(model, vector, LAYER, 5.0) as s:
             s.set_prefill_mask(torch.tensor([item.steer_mask]))
-            model(input_ids=ids, use_cache=True, **{_cache_kw(model): cache})
+            model(input_ids=ids, use_cache=True, **cache_kwargs(model, cache))
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     a, b = kv(torch.randn(64, generator=torch.Generator().manual_seed(5))), kv(torch.randn(64, generator=torch.Generator().manual_seed(6)))

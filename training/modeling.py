@@ -28,6 +28,16 @@ def decoder_of(model):
     return dec
 
 
+def cache_kwargs(module, cache) -> dict:
+    """{name: cache} for a forward's KV-cache argument: `cache` in recent transformers v5,
+    `past_key_values` before (deprecated in 5.2x, removed in 5.40). `module` is a causal LM
+    or its decoder; the cache is filled in place."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
 def decoder_layers(model) -> torch.nn.ModuleList:
     """The list of decoder blocks of a causal LM (Llama/Mistral/Qwen/GPT-2 style, PEFT-wrapped too)."""
     candidates = [model]

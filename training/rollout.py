@@ -25,7 +25,7 @@ import torch
 
 from envs import MazeConfig, MazeEnv, TextActions
 from training.chat import render_chat
-from training.modeling import block_hidden, causal_lm, decoder_layers, decoder_of, direction_head, direction_logits, pad_batch
+from training.modeling import block_hidden, causal_lm, decoder_layers, cache_kwargs, decoder_of, direction_head, direction_logits, pad_batch
 from training.models import check_direction_tokens, pad_token_id
 
 
@@ -159,7 +159,7 @@ def rollout(
         ids, mask = pad_batch(first_ids, pad_id)
         lens = mask.sum(-1)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = dec(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), past_key_values=cache, use_cache=True)
+        out = dec(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True, **cache_kwargs(dec, cache))
         last = out.last_hidden_state[torch.arange(n_groups), lens - 1]
         if store:
             h = store.pop()
@@ -202,7 +202,7 @@ def rollout(
             lens = chunk_mask.sum(-1)
             mask = torch.cat([mask, chunk_mask.to(device)], dim=1)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-            out = dec(input_ids=ids.to(device), attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+            out = dec(input_ids=ids.to(device), attention_mask=mask, position_ids=pos, use_cache=True, **cache_kwargs(dec, cache))
             last = out.last_hidden_state[torch.arange(len(eps)), lens.to(device) - 1]
             if store:
                 h = store.pop()

@@ -38,9 +38,9 @@ import torch
 
 from probes.layers import LAYER_CONVENTION, register_layer_hook
 from probes.vectors import ConceptVectors
-from steering.screen import _cache_kw
 from steering.steerer import Steerer, encode_chat
 from steering.vectors import default_layer, random_direction
+from training.modeling import cache_kwargs
 from welfare_axis import __version__
 from welfare_axis.demo.shipped import VectorSource
 
@@ -330,9 +330,8 @@ def stream_pair(model, tokenizer, prompt, delta: torch.Tensor, layer: int, axis:
     try:
         with Steerer(model, deltas, layer, 1.0) as steerer:
             steerer.set_prefill_mask(steer_mask)
-            kw = _cache_kw(model)  # `cache` in recent transformers v5 (`past_key_values` is deprecated there)
             cache = DynamicCache(config=model.config) if use_cache else None
-            out = model(input_ids=seq, use_cache=use_cache, logits_to_keep=1, **({kw: cache} if use_cache else {}))
+            out = model(input_ids=seq, use_cache=use_cache, logits_to_keep=1, **(cache_kwargs(model, cache) if use_cache else {}))
             for _ in range(max_new_tokens):
                 logits = out.logits[:, -1].float()
                 token = torch.empty(2, dtype=torch.long, device=device)
@@ -357,7 +356,7 @@ def stream_pair(model, tokenizer, prompt, delta: torch.Tensor, layer: int, axis:
                 if all(r.done for r in replies):
                     break
                 if use_cache:
-                    out = model(input_ids=token[:, None], use_cache=True, **{kw: cache})  # `cache` is filled in place
+                    out = model(input_ids=token[:, None], use_cache=True, **cache_kwargs(model, cache))  # `cache` is filled in place
                 else:
                     seq = torch.cat([seq, token[:, None]], dim=1)
                     steer_mask = torch.cat([steer_mask, torch.ones_like(steer_mask[:, :1])], dim=1)
