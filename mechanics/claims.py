@@ -33,6 +33,11 @@ HYPOTHESES = (
                "the same rise of its own target's log-probability (summary 'match': own; or, with scripted, of the scripted "
                "moves'); ratio of means, bootstrap CI over batches (paired)",
                "probe.sft_to_rl_off_target_kl", 1.0, ABOVE),
+    Hypothesis("H1m", "motive reinforcement, over training: at matched on-target progress SFT has drifted further off target than RL",
+               "matched RL vs SFT (welfare-axis mechanics matched; not run by reproduce): pooled off-target KL(start || checkpoint) "
+               "of the SFT arm over the RL arm's at the largest first-move progress both reach, interpolated on each arm's "
+               "curve; bootstrap CI resampling held-out mazes and off-target prompts",
+               "matched.sft_to_rl_off_target_kl", 1.0, ABOVE),
     Hypothesis("H2", "gating: RL's MLP gradient mass on units whose gate was closed is far below their share of units",
                "one-step probe, RL gradient: closed share of gradient mass / closed share of (token, unit) pairs, all layers "
                "pooled per batch; bootstrap CI over batches",

@@ -1,4 +1,4 @@
-"""`welfare-axis mechanics drift|probe|anatomy|recruitment`: how RL changed the model (issue 16, mechanics/).
+"""`welfare-axis mechanics drift|probe|anatomy|recruitment|matched`: how RL changed the model (issue 16, mechanics/).
 
 Each subcommand writes <name>.json (summary, the hypotheses it measures with their verdicts, and
 provenance) and <name>.parquet (the per-example, per-step or per-matrix table) into --out.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from welfare_axis.options import UserError, add_maze_args, add_model_args, maze_config_from_args
 
-SUBCOMMANDS = ("drift", "probe", "anatomy", "recruitment")
+SUBCOMMANDS = ("drift", "probe", "anatomy", "recruitment", "matched")
 
 
 def register(sub) -> None:
@@ -56,7 +56,20 @@ def register(sub) -> None:
     r.add_argument("--n-maze", type=int, default=32, help="held-out maze episodes for CKA (0: skip CKA; default 32)")
     r.add_argument("--moves", type=int, default=3, help="moves per maze episode (default 3)")
     r.add_argument("--batch-size", type=int, default=8)
-    for sp in (d, o, a, r):
+    from training.config import TRAIN_PRESETS
+
+    m = msub.add_parser("matched", help="continue --model with RL and with SFT (same steps, decisions, LoRA, optimizer); "
+                        "off-target drift against on-target progress at every checkpoint; writes matched.png")
+    _common(m, start=False)
+    m.add_argument("--preset", default="cpu-small", choices=list(TRAIN_PRESETS),
+                   help="training hyperparameters both arms share (default cpu-small; its maze too)")
+    m.add_argument("--steps", type=int, default=6, help="training steps of each arm (default 6)")
+    m.add_argument("--every", type=int, default=1, help="steps between checkpoints, each one read (default 1)")
+    m.add_argument("--eval-mazes", type=int, default=64, help="held-out mazes for the first-move progress (default 64)")
+    m.add_argument("--n-maze", type=int, default=16, help="held-out maze episodes for the on-target KL (default 16)")
+    m.add_argument("--n-per-set", type=int, default=16, help="prompts per off-target set (default 16)")
+    m.add_argument("--batch-size", type=int, default=8)
+    for sp in (d, o, a, r, m):
         sp.set_defaults(func=run_mechanics)
 
 
@@ -84,12 +97,18 @@ def _check(args: argparse.Namespace) -> None:
     """Input errors before any model is loaded."""
     if getattr(args, "dtype", "float32") != "float32":
         raise UserError(f"mechanics works in float32 (tiny drifts and one-step updates vanish in {args.dtype}); drop --dtype")
-    for flag in ("n_boot", "n_batches", "mazes", "group", "moves", "n_per_set", "batch_size", "micro_batch", "top_k"):
+    for flag in ("n_boot", "n_batches", "mazes", "group", "moves", "n_per_set", "batch_size", "micro_batch", "top_k", "steps", "every"):
         if getattr(args, flag, 1) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     least = 0 if args.mechanics == "recruitment" else 2
     if hasattr(args, "n_maze") and args.n_maze < least:
         raise UserError(f"--n-maze must be at least {least}, got {args.n_maze}")
+    if args.mechanics == "matched":
+        if args.eval_mazes < 2:
+            raise UserError(f"--eval-mazes must be at least 2, got {args.eval_mazes}")
+        if args.checkpoint and not (Path(args.checkpoint) / "config.json").exists():
+            raise UserError(f"--checkpoint {args.checkpoint} is not a whole model folder (a LoRA adapter?); both arms train from "
+                            "a whole model: pass a full fine-tune's checkpoint or a model folder as --model")
     if args.mechanics == "probe":
         if args.group < 2:
             raise UserError(f"--group must be at least 2 (advantages are relative to the group mean), got {args.group}")
@@ -128,6 +147,8 @@ def run_mechanics(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for name, frame in tables.items():
         atomic_write_parquet(out / f"{name}.parquet", frame, metadata={"measurement": args.mechanics, "config": config})
+    if args.mechanics == "matched":
+        _write_figure(summary, out / "matched.png")
     atomic_write_json(out / f"{args.mechanics}.json", record)
     print(json.dumps({h["id"]: h["verdict"] for h in measured} or {"measurement": args.mechanics}))
     print(f"wrote {args.mechanics}.json and {', '.join(f'{n}.parquet' for n in tables)} to {out}")
@@ -189,4 +210,26 @@ def _recruitment(args):
     return recruitment_summary(cos, cka, args.n_boot, args.seed), tables, infos or {"vectors": args.vectors, "control": args.control}
 
 
-_RUNNERS = {"drift": _drift, "probe": _probe, "anatomy": _anatomy, "recruitment": _recruitment}
+def _matched(args):
+    from mechanics.matched import run_matched
+    from training.config import config_from_preset
+
+    base = config_from_preset(args.preset, seed=args.seed, device=args.device, n_steps=args.steps, checkpoint_every=args.every)
+    start = args.checkpoint or args.model
+    summary, tables = run_matched(base, start, Path(args.out), args.eval_mazes, args.n_maze, args.n_per_set, args.batch_size,
+                                  args.n_boot, progress=not args.no_progress)
+    return summary, tables, {"start": start, "base_config": base.to_dict()}
+
+
+def _write_figure(summary: dict, path: Path) -> None:
+    """matched.png, written beside and then renamed (a reader never sees half a figure)."""
+    import os
+
+    from mechanics.matched import plot
+
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    plot(summary, tmp)
+    os.replace(tmp, path)
+
+
+_RUNNERS = {"drift": _drift, "probe": _probe, "anatomy": _anatomy, "recruitment": _recruitment, "matched": _matched}
