@@ -22,9 +22,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def cosine_per_layer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two [L, H] arrays."""
+    """Row-wise cosine of two [L, H] arrays; NaN where a row is zero (layer 0, the embeddings of
+    the same direction letters, gives a zero difference of means), like `cosine`."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    out = np.full(len(norms), np.nan)
+    np.divide((a * b).sum(1), norms, out=out, where=norms > 0)
+    return out
 
 
 def diff_of_means(x: np.ndarray, labels: np.ndarray, cls) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Vector math, separation statistics and the layer rule on synthetic data with a known answer."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,9 @@ def test_null_band_is_centred_and_narrows_with_dimension():
 def test_cosine_per_layer_and_centred_means():
     a = np.array([[1.0, 0.0], [1.0, 1.0]])
     np.testing.assert_allclose(cosine_per_layer(a, -a), [-1.0, -1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a zero row (layer 0's embeddings) is NaN without a RuntimeWarning
+        np.testing.assert_allclose(cosine_per_layer(np.array([[0.0, 0.0], [1.0, 0.0]]), a), [np.nan, 1 / np.sqrt(2)])
     c = centred_mean_cosines({"m": np.array([2.0, 0.0]), "g": np.array([0.0, 0.0]), "p": np.array([1.0, 0.0])})
     assert c["m"]["g"] == pytest.approx(-1.0) and c["m"]["m"] == pytest.approx(1.0)
 
