@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from mechanics.examples import ON_TARGET
+from mechanics.onestep import KINDS as ARMS  # the two arms are the probe's two update kinds, rl and sft
 from mechanics.stats import percentile_ci
 
-ARMS = ("rl", "sft")
-START = "start"
+START = "start"  # the start model's row in the tables (step 0 of both arms)
 
 
 def arm_configs(base, start_model: str) -> dict:

@@ -49,3 +49,10 @@ def test_make_plant_norm_rule_and_kinds(tiny):
     assert v.layer == r.layer == 2  # floor(2L/3)
     assert np.isclose(v.info["standardised_norm"], 2.0 * v.info["natural_gold_minus_mold_standardised_norm"], rtol=1e-4)
     assert torch.isclose(r.direction.norm(), v.direction.norm()) and abs(float(torch.cosine_similarity(r.direction, v.direction, 0))) < 0.5
+
+
+def test_the_cli_offers_exactly_the_plant_kinds():
+    from probes.plant import PLANT_KINDS
+    from welfare_axis.pipeline import PLANTS
+
+    assert PLANTS == PLANT_KINDS

@@ -17,7 +17,7 @@ from envs.artifacts import atomic_write_json, provenance
 from mechanics.suite import MechanicsSizes
 from welfare_axis.stages import EVALS, STAGES
 
-PLANTS = ("valence", "random")  # --plant: a known axis planted into the naive model instead of training
+PLANTS = ("valence", "random")  # --plant (probes.plant.PLANT_KINDS, repeated so the CLI parser need not import torch; tested equal)
 TRAININGS = ("rl", "sft", "sft+rl")  # "sft+rl": RL continues from the SFT checkpoint
 
 
