@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from envs.artifacts import atomic_path
 from mechanics.examples import ON_TARGET
 from mechanics.onestep import KINDS as ARMS  # the two arms are the probe's two update kinds, rl and sft
 from mechanics.stats import percentile_ci
@@ -206,7 +207,8 @@ def plot(summary: dict, path: Path) -> None:
     bx.axhline(0, color="grey", lw=0.8)
     bx.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:  # a reader never sees half a figure
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 

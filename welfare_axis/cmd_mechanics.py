@@ -148,7 +148,9 @@ def run_mechanics(args: argparse.Namespace) -> int:
     for name, frame in tables.items():
         atomic_write_parquet(out / f"{name}.parquet", frame, metadata={"measurement": args.mechanics, "config": config})
     if args.mechanics == "matched":
-        _write_figure(summary, out / "matched.png")
+        from mechanics.matched import plot
+
+        plot(summary, out / "matched.png")
     atomic_write_json(out / f"{args.mechanics}.json", record)
     print(json.dumps({h["id"]: h["verdict"] for h in measured} or {"measurement": args.mechanics}))
     print(f"wrote {args.mechanics}.json and {', '.join(f'{n}.parquet' for n in tables)} to {out}")
@@ -219,17 +221,6 @@ def _matched(args):
     summary, tables = run_matched(base, start, Path(args.out), args.eval_mazes, args.n_maze, args.n_per_set, args.batch_size,
                                   args.n_boot, progress=not args.no_progress)
     return summary, tables, {"start": start, "base_config": base.to_dict()}
-
-
-def _write_figure(summary: dict, path: Path) -> None:
-    """matched.png, written beside and then renamed (a reader never sees half a figure)."""
-    import os
-
-    from mechanics.matched import plot
-
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    plot(summary, tmp)
-    os.replace(tmp, path)
 
 
 _RUNNERS = {"drift": _drift, "probe": _probe, "anatomy": _anatomy, "recruitment": _recruitment, "matched": _matched}
