@@ -9,6 +9,7 @@ convention, built on these.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -31,11 +32,17 @@ def decoder_of(model):
 def cache_kwargs(module, cache) -> dict:
     """{name: cache} for a forward's KV-cache argument: `cache` in recent transformers v5,
     `past_key_values` before (deprecated in 5.2x, removed in 5.40). `module` is a causal LM
-    or its decoder; the cache is filled in place."""
+    or its decoder; the cache is filled in place. Called once per decoded token, so the
+    signature is read once per forward function."""
+    forward = module.forward
+    return {_cache_arg(getattr(forward, "__func__", forward)): cache}
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_arg(forward) -> str:
     import inspect
 
-    name = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
-    return {name: cache}
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:
