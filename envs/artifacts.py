@@ -128,6 +128,12 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def atomic_write_png(path: str | os.PathLike, fig, **savefig_kwargs) -> None:
+    """Save a matplotlib figure as PNG atomically (a reader never sees half a figure)."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", **savefig_kwargs)
+
+
 def atomic_write_parquet(path: str | os.PathLike, frame, metadata: dict | None = None) -> None:
     """Write a pandas DataFrame to parquet atomically; `metadata` goes into the file's key-value metadata."""
     import pyarrow as pa

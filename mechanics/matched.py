@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from envs.artifacts import atomic_path
+from envs.artifacts import atomic_write_png
 from mechanics.examples import ON_TARGET
 from mechanics.onestep import KINDS as ARMS  # the two arms are the probe's two update kinds, rl and sft
 from mechanics.stats import percentile_ci
@@ -207,8 +207,7 @@ def plot(summary: dict, path: Path) -> None:
     bx.axhline(0, color="grey", lw=0.8)
     bx.legend()
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:  # a reader never sees half a figure
-        fig.savefig(tmp, dpi=120, format="png")
+    atomic_write_png(path, fig, dpi=120)
     plt.close(fig)
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from envs.artifacts import atomic_path
+from envs.artifacts import atomic_write_png
 
 COLORS = {"mold": "C3", "gold": "C2", "path": "C7"}
 
 
 def _savefig(fig, path: Path) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    atomic_write_png(path, fig, dpi=110, bbox_inches="tight")
 
 
 def analysis_plots(out: Path, summary: dict, metrics: pd.DataFrame, emo: pd.DataFrame, track: pd.DataFrame, lens: pd.DataFrame) -> None:

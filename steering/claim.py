@@ -163,7 +163,7 @@ def _screen_plot(summary: pd.DataFrame, path, best: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from envs.artifacts import atomic_path
+    from envs.artifacts import atomic_write_png
 
     readouts = list(dict.fromkeys(summary.readout))
     fig, axes = plt.subplots(1, len(readouts), figsize=(6.5 * len(readouts), 4), squeeze=False)
@@ -179,6 +179,5 @@ def _screen_plot(summary: pd.DataFrame, path, best: int) -> None:
         ax.set(xlabel="layer (input of block l)", ylabel="log-odds change per unit ratio", title=f"steering screen: {readout}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    atomic_write_png(path, fig, dpi=110)
     plt.close(fig)

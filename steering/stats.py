@@ -112,8 +112,7 @@ def x_plot(summary: dict, path, ylabel: str, title: str) -> None:
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
-    from envs.artifacts import atomic_path
+    from envs.artifacts import atomic_write_png
 
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    atomic_write_png(path, fig, dpi=120)
     plt.close(fig)

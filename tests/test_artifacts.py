@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from envs.artifacts import atomic_folder, atomic_path, atomic_write_json, atomic_write_parquet, ordinary_permissions
+from envs.artifacts import atomic_folder, atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_png, ordinary_permissions
 
 
 @pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])
@@ -41,9 +41,18 @@ def test_atomic_writes_make_ordinary_files(tmp_path, umask):
         np.save(tmp, np.zeros(3))
     atomic_write_json(tmp_path / "c.json", {"a": 1})
     atomic_write_parquet(tmp_path / "m.parquet", pd.DataFrame({"a": [1, 2]}))
-    for name in ("v.safetensors", "a.npy", "c.json", "m.parquet"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(1, 1))
+    atomic_write_png(tmp_path / "f.png", fig, dpi=50)
+    plt.close(fig)
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("v.safetensors", "a.npy", "c.json", "m.parquet", "f.png"):
         assert _mode(tmp_path / name) == 0o666 & ~umask, name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "c.json", "m.parquet", "v.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "c.json", "f.png", "m.parquet", "v.safetensors"]
 
 
 def test_ordinary_permissions_fixes_a_temporary_folder_tree(tmp_path, umask):

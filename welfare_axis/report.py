@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from envs.artifacts import atomic_write_json, atomic_write_text, provenance  # noqa: E402
+from envs.artifacts import atomic_write_json, atomic_write_png, atomic_write_text, provenance  # noqa: E402
 from welfare_axis import claims  # noqa: E402
 from welfare_axis.document import Code, Figure, Heading, Para, Table, to_html, to_markdown  # noqa: E402
 from welfare_axis.stages import STAGES  # noqa: E402
@@ -130,7 +130,7 @@ def _training(run: Path, figdir: Path) -> list:
             ax.set_xlabel("step")
         fig.tight_layout()
         path = figdir / f"{stage}_curves.png"
-        fig.savefig(path, dpi=110)
+        atomic_write_png(path, fig, dpi=110)
         plt.close(fig)
         what = "SFT" if stage == "train_sft" else "RL"
         blocks.append(Figure(path, f"{what} training curves ({len(m)} steps, from {metrics_path.relative_to(run)})"))
