@@ -4,7 +4,7 @@ import gymnasium as gym
 
 from envs.maze import MazeConfig, MazeEnv
 from envs.parse import parse_action
-from envs.scripted import ScriptedTrajectory, good_policy_trajectory, scripted_trajectories
+from envs.scripted import ScriptedTrajectory, good_policy_trajectory, paired_trajectories, scripted_trajectories
 from envs.tiles import TILE_KINDS, TILE_SETS, Tile, TileSymbols, resolve_symbols
 from envs.wrappers import TextActions
 
@@ -25,5 +25,6 @@ __all__ = [
     "good_policy_trajectory",
     "parse_action",
     "resolve_symbols",
+    "paired_trajectories",
     "scripted_trajectories",
 ]

@@ -4,6 +4,8 @@
   episode of n in 1..15 moves whose first n-1 moves go over fresh Path and whose
   last move enters a tile of the class, each in its own maze, with the final
   direction balanced over N/E/S/W. Played without wind so the script is exact.
+  `paired_trajectories` is the paired design: per maze state, one such episode per class
+  sharing all moves but the last.
 * A good policy (maximise Gold, avoid Mold, with lookahead on the true map) for SFT data.
 
 Trajectories are replayed through `MazeEnv`, so the transcript is exactly what a model
@@ -12,6 +14,7 @@ would have seen.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +26,7 @@ from envs.tiles import TILE_KINDS, Tile
 _KIND_TILE = {"mold": Tile.MOLD, "gold": Tile.GOLD, "path": Tile.PATH}
 _MAX_EXPANSIONS = 4000
 _MAX_MAZES = 200
+_MAX_PAIRED_MAZES = 2000  # three fixed neighbours of one cell are rarer than one
 
 
 @dataclass
@@ -50,24 +54,31 @@ def _neighbour(pos: tuple[int, int], d: int, size: int) -> tuple[int, int] | Non
     return (x, y) if 0 <= x < size and 0 <= y < size else None
 
 
-def _find_path(grid: np.ndarray, start, n_path: int, final_dir: int, target: Tile, rng) -> list[int] | None:
-    """Random DFS for n_path moves over unvisited Path cells, then final_dir onto `target`."""
+def _find_path(grid: np.ndarray, start, n_path: int, finals: list[dict[int, Tile]], rng) -> tuple[list[int], int] | None:
+    """Random DFS for n_path moves over unvisited Path cells to a cell from which, for one of the
+    `finals` (tried in order), every direction d leads onto the fresh tile finals[j][d].
+    (route without the final move, j) or None."""
     size = grid.shape[0]
     visited = {start}
     route: list[int] = []
     budget = [_MAX_EXPANSIONS]
+    found = [-1]
 
-    def ok_final(pos) -> bool:
-        nb = _neighbour(pos, final_dir, size)
-        # The final tile must be fresh: stepping back onto a melted tile is a different situation.
-        return nb is not None and nb not in visited and Tile(int(grid[nb[1], nb[0]])) == target
+    def fits(pos, final: dict[int, Tile]) -> bool:
+        for d, target in final.items():
+            nb = _neighbour(pos, d, size)
+            # The final tile must be fresh: stepping back onto a melted tile is a different situation.
+            if nb is None or nb in visited or Tile(int(grid[nb[1], nb[0]])) != target:
+                return False
+        return True
 
     def dfs(pos) -> bool:
         budget[0] -= 1
         if budget[0] < 0:
             return False
         if len(route) == n_path:
-            return ok_final(pos)
+            found[0] = next((j for j, final in enumerate(finals) if fits(pos, final)), -1)
+            return found[0] >= 0
         for d in rng.permutation(4):
             nb = _neighbour(pos, int(d), size)
             if nb is None or nb in visited or grid[nb[1], nb[0]] != Tile.PATH:
@@ -80,7 +91,7 @@ def _find_path(grid: np.ndarray, start, n_path: int, final_dir: int, target: Til
             visited.discard(nb)
         return False
 
-    return route + [final_dir] if dfs(start) else None
+    return (route, found[0]) if dfs(start) else None
 
 
 def _replay(env: MazeEnv, maze_seed: int, actions: list[int], kind: str) -> ScriptedTrajectory:
@@ -129,8 +140,9 @@ def scripted_trajectories(
         for _ in range(_MAX_MAZES):
             maze_seed = int(rng.integers(0, 2**31 - 1))
             env.reset(seed=maze_seed, options={"maze_seed": maze_seed})
-            actions = _find_path(env.grid, env.pos, n_moves - 1, final_dir, _KIND_TILE[kind], rng)
-            if actions is not None:
+            found = _find_path(env.grid, env.pos, n_moves - 1, [{final_dir: _KIND_TILE[kind]}], rng)
+            if found is not None:
+                actions = found[0] + [final_dir]
                 break
         else:
             raise RuntimeError(
@@ -140,6 +152,56 @@ def scripted_trajectories(
         traj = _replay(env, maze_seed, actions, kind)
         assert traj.info["last_entered"] == [kind], "scripted trajectory did not end on its class"
         out.append(traj)
+    return out
+
+
+def paired_trajectories(
+    n: int, seed: int = 0, config: MazeConfig | None = None, max_moves: int | None = None
+) -> list[dict[str, ScriptedTrajectory]]:
+    """`n` maze states, each with one trajectory per class (mold/gold/path) that share every move but the last.
+
+    State i: n_i - 1 moves over fresh Path (n_i = 1 + (i // 4) % max_moves), then from the same
+    cell one final move per class into a fresh tile of that class. The classes' final
+    directions form one of the 24 ways to give three classes distinct directions, each used
+    once per block of 24 states of the same length, so every class has each final direction
+    and length equally often (exactly, per whole block), as in `scripted_trajectories`.
+    Why: the classes' examples then differ only in the final letter and what it enters, so a
+    difference of class means has no maze-to-maze noise (the bulk of its variance with one
+    maze per example), and the three renders share their prefix, which extraction runs once
+    (probes/capture.py).
+    """
+    config = config or MazeConfig()
+    config = MazeConfig(**{**config.to_dict(), "wind_prob": 0.0})
+    max_moves = max_moves or config.n_moves
+    env = MazeEnv(config)
+    rng = np.random.default_rng([seed, len(TILE_KINDS)])  # a stream of its own, apart from each class's
+    assignments = list(itertools.permutations(range(4), len(TILE_KINDS)))  # class j -> direction a[j]
+    unused: dict[int, list[tuple[int, ...]]] = {}  # per length: this block's assignments not yet used
+    out = []
+    for i in range(n):
+        n_moves = 1 + (i // 4) % max_moves
+        todo = unused.get(n_moves) or list(assignments)
+        finals = [{a[j]: _KIND_TILE[k] for j, k in enumerate(TILE_KINDS)} for a in todo]
+        for _ in range(_MAX_PAIRED_MAZES):
+            maze_seed = int(rng.integers(0, 2**31 - 1))
+            env.reset(seed=maze_seed, options={"maze_seed": maze_seed})
+            found = _find_path(env.grid, env.pos, n_moves - 1, finals, rng)
+            if found is not None:
+                break
+        else:
+            raise RuntimeError(
+                f"no maze in {_MAX_PAIRED_MAZES} tries has a {n_moves}-move route to a cell next to Mold, Gold and "
+                "Path; use a larger maze or fewer moves"
+            )
+        route, j = found
+        assignment = todo.pop(j)
+        unused[n_moves] = todo
+        state = {}
+        for c, kind in enumerate(TILE_KINDS):
+            traj = _replay(env, maze_seed, route + [assignment[c]], kind)
+            assert traj.info["last_entered"] == [kind], "paired trajectory did not end on its class"
+            state[kind] = traj
+        out.append(state)
     return out
 
 

@@ -11,6 +11,11 @@ forward pass comes from).
 Batches are right-padded: with a causal mask, real tokens never attend to the padding
 to their right, and the default position ids (0..T-1) are correct for every sequence,
 so capture at batch size 1 equals capture in a padded batch (tested).
+
+Shared prefixes (`iter_continuation_captures`): when several sequences differ only in their
+last token (the paired extraction design, envs.paired_trajectories), the prefix is run once
+into a KV cache, which is repeated along the batch for the one-token continuations; the
+activations equal those of the full sequences (tested) at ~1/C of the cost for C continuations.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Iterator, Sequence
 import torch
 
 from probes.layers import register_layer_hook
-from training.modeling import decoder_layers, pad_batch
+from training.modeling import cache_kwargs, decoder_layers, pad_batch
 from training.models import pad_token_id
 
 
@@ -62,9 +67,11 @@ def _span_weights(spans: Sequence[Span], width: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def capture_batch(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, weights: torch.Tensor, layers: Sequence[int]
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, weights: torch.Tensor, layers: Sequence[int], **forward_kwargs
 ) -> torch.Tensor:
-    """[B, len(layers), H] float32: per sequence, sum_t weights[b, t] * hidden_l[b, t] for each layer."""
+    """[B, len(layers), H] float32: per sequence, sum_t weights[b, t] * hidden_l[b, t] for each layer.
+
+    `forward_kwargs` (a KV cache, position ids) go to the model's forward."""
     blocks = decoder_layers(model)
     layers = list(layers)
     if not layers or min(layers) < 0 or max(layers) >= len(blocks):
@@ -88,20 +95,87 @@ def capture_batch(
 
         return hook
 
-    _forward_with_hooks(model, [(layer, make_hook(layer)) for layer in slots], input_ids.to(device), attention_mask.to(device))
+    mask = None if attention_mask is None else attention_mask.to(device)
+    _forward_with_hooks(model, [(layer, make_hook(layer)) for layer in slots], input_ids.to(device), mask, **forward_kwargs)
     return out.cpu()
 
 
-def _forward_with_hooks(model, hooks: list, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+def _forward_with_hooks(model, hooks: list, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, **forward_kwargs) -> None:
     """One forward with (layer, hook) pre-hooks attached; a hook may raise `_StopForward` to end it early. Hooks are always removed."""
     handles = [register_layer_hook(model, layer, hook) for layer, hook in hooks]
+    forward_kwargs.setdefault("use_cache", False)
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        model(input_ids=input_ids, attention_mask=attention_mask, **forward_kwargs)
     except _StopForward:
         pass
     finally:
         for h in handles:
             h.remove()
+
+
+@torch.inference_mode()
+def capture_continuations(model, prefix: torch.Tensor, last: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """[B, C, len(layers), H] float32: activations at the last token of prefix[b] + [last[b, c]].
+
+    prefix [B, T] (same length, no padding), last [B, C]. Both passes stop at the deepest
+    requested block's input, so the cache holds exactly the blocks below it."""
+    from transformers import DynamicCache
+
+    blocks = decoder_layers(model)
+    layers = list(layers)
+    if not layers or min(layers) < 0 or max(layers) >= len(blocks):
+        raise ValueError(f"layers must be in 0..{len(blocks) - 1}, got {layers}")
+    device = next(model.parameters()).device
+    n_b, n_t = prefix.shape
+    n_c = last.shape[1]
+    deepest = max(layers)
+
+    def stop(_h, _args, _kwargs):
+        raise _StopForward
+
+    cache = DynamicCache(config=model.config)
+    handle = register_layer_hook(model, deepest, stop)
+    try:
+        model(input_ids=prefix.to(device), use_cache=True, **cache_kwargs(model, cache))  # fills `cache` in place
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    cache.batch_repeat_interleave(n_c)
+    ids = last.reshape(n_b * n_c, 1).to(device)
+    pos = torch.full((n_b * n_c, 1), n_t, dtype=torch.long, device=device)
+    ones = torch.ones((n_b * n_c, 1), dtype=torch.float32)
+    acts = capture_batch(model, ids, None, ones, layers, position_ids=pos, use_cache=True, **cache_kwargs(model, cache))
+    return acts.reshape(n_b, n_c, len(layers), -1)
+
+
+def iter_continuation_captures(
+    model,
+    prefixes: Sequence[Sequence[int]],
+    last: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "capture",
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yield (prefix indices, activations [b, C, len(layers), H]) for prefixes[i] + [last[i][c]].
+
+    Prefixes are batched with others of the same length (no padding, so no mask or position
+    bookkeeping); each batch holds at most `batch_size` prefixes."""
+    from tqdm.auto import tqdm
+
+    if len(prefixes) != len(last):
+        raise ValueError(f"{len(prefixes)} prefixes but {len(last)} continuation lists")
+    if any(len(p) == 0 for p in prefixes):
+        raise ValueError("a prefix is empty; the continuations need at least one token before them")
+    by_length: dict[int, list[int]] = {}
+    for i in sorted(range(len(prefixes)), key=lambda i: len(prefixes[i])):
+        by_length.setdefault(len(prefixes[i]), []).append(i)
+    batches = [g[i : i + batch_size] for g in by_length.values() for i in range(0, len(g), batch_size)]
+    for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        prefix = torch.tensor([list(prefixes[i]) for i in batch], dtype=torch.long)
+        tails = torch.tensor([list(last[i]) for i in batch], dtype=torch.long)
+        yield batch, capture_continuations(model, prefix, tails, layers)
 
 
 def iter_captures(

@@ -6,6 +6,14 @@ final direction letter (no end-of-turn token); residual stream read at that last
 every layer (block inputs, probes/layers.py). v_k = mean(class k) - mean(other classes
 pooled), unnormalised.
 
+Two designs (`DESIGNS`): "independent" is the paper's, one maze per example; "paired" reads
+N maze states, each with one example per class that differ only in the final letter
+(envs.paired_trajectories). Paired differences of means carry no maze-to-maze noise, and the
+three renders share their prefix, which runs once into a KV cache (probes/capture.py), so an
+example costs about a third of an independent one. Both balance final directions and lengths
+over classes. A planted model (probes/plant.py) reads the whole render in each forward, so
+it is always captured on full sequences.
+
 Memory: the vectors come from float64 running class sums (O(layers x hidden)). With
 `out_dir`, each example's activations are also written, float16, to a memory-mapped
 `activations.npy` [N, L, H] on disk (RAM stays flat in N) for the held-out layer choice and
@@ -23,14 +31,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from envs import TILE_KINDS, MazeConfig, scripted_trajectories
+from envs import TILE_KINDS, MazeConfig, paired_trajectories, scripted_trajectories
 from envs.artifacts import atomic_folder, atomic_write_parquet, provenance
-from probes.capture import iter_captures, last_token_spans, tokenize_texts
+from probes.capture import iter_captures, iter_continuation_captures, last_token_spans, tokenize_texts
 from probes.layers import LAYER_CONVENTION
 from probes.metrics import vectors_from_sums
 from probes.vectors import ConceptVectors
 from training.chat import render_up_to_last_assistant
 from training.models import pad_token_id
+
+
+DESIGNS = ("independent", "paired")
 
 
 @dataclass
@@ -39,18 +50,45 @@ class ExtractConfig:
     seed: int = 0
     batch_size: int = 16
     max_moves: int | None = None  # None: the maze's n_moves (15), the paper's 1..15 moves
+    design: str = "independent"  # one of DESIGNS
 
 
-def build_examples(tokenizer, n_per_class: int, seed: int, maze_config: MazeConfig | None, max_moves: int | None):
-    """(texts, examples DataFrame) for the scripted Mold/Gold/Path trajectories, class-blocked."""
+def build_examples(tokenizer, n_per_class: int, seed: int, maze_config: MazeConfig | None, max_moves: int | None,
+                   design: str = "independent"):
+    """(texts, examples DataFrame) for the scripted Mold/Gold/Path trajectories, class-blocked.
+
+    `state` numbers the maze states: one per example ("independent"), shared by the three
+    classes' examples of a state ("paired": row k * n_per_class + s is class k of state s)."""
+    if design not in DESIGNS:
+        raise ValueError(f"unknown extraction design {design!r}; use one of {', '.join(DESIGNS)}")
+    if design == "paired":
+        states = paired_trajectories(n_per_class, seed=seed, config=maze_config, max_moves=max_moves)
+        per_class = {k: [st[k] for st in states] for k in TILE_KINDS}
+    else:
+        per_class = {k: scripted_trajectories(k, n_per_class, seed=seed, config=maze_config, max_moves=max_moves) for k in TILE_KINDS}
     texts, rows = [], []
-    for kind in TILE_KINDS:
-        for traj in scripted_trajectories(kind, n_per_class, seed=seed, config=maze_config, max_moves=max_moves):
+    for c, kind in enumerate(TILE_KINDS):
+        for s, traj in enumerate(per_class[kind]):
             texts.append(render_up_to_last_assistant(tokenizer, traj.messages))
-            rows.append(
-                {"kind": kind, "maze_seed": traj.maze_seed, "final_direction": traj.final_direction, "n_moves": traj.n_moves}
-            )
+            rows.append({"kind": kind, "maze_seed": traj.maze_seed, "final_direction": traj.final_direction, "n_moves": traj.n_moves,
+                         "state": s if design == "paired" else c * n_per_class + s})
     return texts, pd.DataFrame(rows)
+
+
+def shared_prefixes(ids: list[list[int]], n_per_class: int) -> tuple[list[list[int]], list[list[int]]] | None:
+    """(prefix per state, final token per state and class) when, in every paired state, the
+    classes' token lists differ only in their last token; None when they do not (a tokenizer
+    that merges the letter into the text before it)."""
+    n_classes = len(ids) // n_per_class
+    prefixes, last = [], []
+    for s in range(n_per_class):
+        rows = [ids[c * n_per_class + s] for c in range(n_classes)]
+        prefix = rows[0][:-1]
+        if not prefix or any(r[:-1] != prefix for r in rows):
+            return None
+        prefixes.append(prefix)
+        last.append([r[-1] for r in rows])
+    return prefixes, last
 
 
 def extract_vectors(
@@ -63,13 +101,18 @@ def extract_vectors(
     progress: bool = True,
     max_moves: int | None = None,
     out_dir: str | Path | None = None,
+    design: str = "independent",
 ) -> ConceptVectors:
     """v_mold, v_gold, v_path for all layers; with `out_dir`, also save them plus per-example activations.
 
-    The files are written into a temporary folder that becomes `out_dir` at the end (all or nothing)."""
+    `design`: "independent" (the paper's) or "paired" (see the module docstring); n_per_class
+    is then the number of maze states. The files are written into a temporary folder that
+    becomes `out_dir` at the end (all or nothing)."""
     if n_per_class < 2:
         raise ValueError(f"n_per_class must be at least 2, got {n_per_class}")
-    args = (model, tokenizer, n_per_class, seed, maze_config, batch_size, progress, max_moves)
+    if design not in DESIGNS:
+        raise ValueError(f"unknown extraction design {design!r}; use one of {', '.join(DESIGNS)}")
+    args = (model, tokenizer, n_per_class, seed, maze_config, batch_size, progress, max_moves, design)
     if out_dir is None:
         return _extract(*args, None)
     with atomic_folder(out_dir) as tmp:
@@ -77,11 +120,12 @@ def extract_vectors(
 
 
 def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeConfig | None, batch_size: int, progress: bool,
-             max_moves: int | None, out_dir: Path | None) -> ConceptVectors:
+             max_moves: int | None, design: str, out_dir: Path | None) -> ConceptVectors:
     maze_config = maze_config or MazeConfig()
     t0 = time.time()
-    texts, examples = build_examples(tokenizer, n_per_class, seed, maze_config, max_moves)
+    texts, examples = build_examples(tokenizer, n_per_class, seed, maze_config, max_moves, design)
     ids = tokenize_texts(tokenizer, texts)
+    shared = shared_prefixes(ids, n_per_class) if design == "paired" and not getattr(model, "welfare_plant", None) else None
     examples["n_tokens"] = [len(x) for x in ids]
     n_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
     layers = list(range(n_layers))
@@ -101,7 +145,7 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
             del mm
             rows_file = stack.enter_context(open(tmp, "r+b"))
             row_bytes = n_layers * hidden * 2
-        for idx, acts in iter_captures(model, ids, last_token_spans(ids), layers, batch_size, pad_id, progress, "extract"):
+        for idx, acts in _captures(model, ids, shared, n_per_class, layers, batch_size, pad_id, progress):
             a = acts.numpy()
             for j, i in enumerate(idx):
                 sums[labels[i]] += a[j]  # float64 running sums
@@ -116,7 +160,7 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
     model_dict = info.to_dict() if info is not None else {"model_id": type(model).__name__, "adapter": None}
     if getattr(model, "welfare_plant", None):  # a planted axis (probes/plant.py) stands in for training
         model_dict["plant"] = model.welfare_plant
-    config = ExtractConfig(n_per_class=n_per_class, seed=seed, batch_size=batch_size, max_moves=max_moves)
+    config = ExtractConfig(n_per_class=n_per_class, seed=seed, batch_size=batch_size, max_moves=max_moves, design=design)
     meta = provenance(config=config.__dict__, seed=seed, model=model_dict)
     meta.update(
         {
@@ -125,6 +169,8 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
             "n_layers": n_layers,
             "hidden_size": hidden,
             "read_position": "last token of render_up_to_last_assistant (the final direction letter)",
+            "design": design,
+            "shared_prefix_cache": shared is not None,
             "n_per_class": counts,
             "maze_config": maze_config.to_dict(),
             "max_moves": max_moves or maze_config.n_moves,
@@ -146,6 +192,18 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
         atomic_write_parquet(out_dir / "examples.parquet", examples, metadata=meta)
         cv.save(out_dir)
     return cv
+
+
+def _captures(model, ids, shared, n_per_class: int, layers, batch_size: int, pad_id: int, progress: bool):
+    """(example indices, activations [b, L, H]): full sequences, or each paired state's prefix once."""
+    if shared is None:
+        yield from iter_captures(model, ids, last_token_spans(ids), layers, batch_size, pad_id, progress, "extract")
+        return
+    prefixes, last = shared
+    for states, acts in iter_continuation_captures(model, prefixes, last, layers, batch_size, progress, "extract (paired)"):
+        n_classes = acts.shape[1]
+        idx = [c * n_per_class + s for s in states for c in range(n_classes)]
+        yield idx, acts.reshape(len(states) * n_classes, *acts.shape[2:])
 
 
 def load_examples(vectors_dir: str | Path, shape: tuple[int, int] | None = None) -> tuple[pd.DataFrame, np.ndarray]:

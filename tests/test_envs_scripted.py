@@ -78,3 +78,28 @@ def test_every_class_has_the_same_mix_of_final_directions_and_lengths():
     mixes = [Counter((t.final_direction, t.n_moves) for t in scripted_trajectories(k, 16, seed=3, config=MazeConfig(size=20), max_moves=2))
              for k in ("mold", "gold", "path")]
     assert mixes[0] == mixes[1] == mixes[2] and set(mixes[0].values()) == {2}
+
+
+def test_paired_states_share_every_move_but_the_last_and_balance_directions():
+    from collections import Counter
+
+    from envs import paired_trajectories
+
+    states = paired_trajectories(48, seed=5, config=MazeConfig(size=20), max_moves=2)
+    assert len(states) == 48
+    for st in states:
+        assert list(st) == ["mold", "gold", "path"]
+        trajs = list(st.values())
+        assert len({t.maze_seed for t in trajs}) == 1 and len({t.n_moves for t in trajs}) == 1
+        assert len({tuple(t.actions[:-1]) for t in trajs}) == 1  # the same route to the fork
+        assert len({t.final_direction for t in trajs}) == 3  # three different last letters
+        for k, t in st.items():
+            assert t.info["last_entered"] == [k]
+        # the renders differ only after the shared route: the same user turns up to the last reply
+        assert all(t.messages[:-1] == trajs[0].messages[:-1] for t in trajs)
+    # 24 states per length: each class ends in each direction exactly 6 times per length
+    for k in ("mold", "gold", "path"):
+        mix = Counter((st[k].final_direction, st[k].n_moves) for st in states)
+        assert set(mix.values()) == {6} and len(mix) == 8, k
+    again = paired_trajectories(48, seed=5, config=MazeConfig(size=20), max_moves=2)
+    assert [st["gold"].maze_seed for st in again] == [st["gold"].maze_seed for st in states]

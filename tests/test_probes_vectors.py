@@ -28,7 +28,7 @@ def extracted(tiny, tmp_path_factory):
     return cv, out
 
 
-def _direct_last_token(model, tok, texts):
+def _direct_last_token(model, tok, texts, ids: bool = False):
     """Reference: one sequence at a time, every block's INPUT kept by plain pre-hooks, last token read.
 
     Cross-checked against output_hidden_states: the input of block l is hidden_states[l]
@@ -39,7 +39,7 @@ def _direct_last_token(model, tok, texts):
     rows = []
     with torch.no_grad():
         for t in texts:
-            enc = tok(t, return_tensors="pt", add_special_tokens=False)
+            enc = {"input_ids": torch.tensor([t])} if ids else tok(t, return_tensors="pt", add_special_tokens=False)
             full = []
             pre = lambda m, args, kwargs: full.append(args[0] if args else kwargs["hidden_states"])  # noqa: E731
             handles = [b.register_forward_pre_hook(pre, with_kwargs=True) for b in decoder_layers(model)]
@@ -146,3 +146,50 @@ def test_channel_moments_match_hidden_states(tiny):
     for j, layer in enumerate((1, 3)):
         x = torch.cat(rows[layer])
         assert torch.allclose(mean[j], x.mean(0), atol=1e-5) and torch.allclose(sd[j], x.std(0, unbiased=False), atol=1e-5)
+
+
+def test_continuation_capture_equals_full_sequences(tiny):
+    """The shared-prefix path (one prefix pass into a KV cache, then one token per continuation)
+    reads the same block inputs as running each whole sequence."""
+    from probes.capture import capture_continuations
+
+    model, tok = tiny
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(5, 200, (2, 9), generator=g)
+    last = torch.randint(5, 200, (2, 3), generator=g)
+    layers = [0, 1, 3]
+    got = capture_continuations(model, prefix, last, layers)
+    assert got.shape == (2, 3, 3, model.config.hidden_size)
+    for b in range(2):
+        seqs = [prefix[b].tolist() + [int(t)] for t in last[b]]
+        direct = _direct_last_token(model, None, seqs, ids=True)[:, layers].float()
+        assert torch.allclose(got[b], direct, atol=1e-5)
+
+
+def test_paired_extraction_shares_prefixes_and_matches_full_sequences(tiny):
+    from probes.extract import shared_prefixes
+    from probes.capture import tokenize_texts
+
+    model, tok = tiny
+    n = 8
+    texts, examples = build_examples(tok, n, 2, None, 2, design="paired")
+    assert list(examples["kind"]) == ["mold"] * n + ["gold"] * n + ["path"] * n
+    assert list(examples["state"]) == list(range(n)) * 3
+    assert (examples.groupby("state")["maze_seed"].nunique() == 1).all()
+    shared = shared_prefixes(tokenize_texts(tok, texts), n)
+    assert shared is not None and len(shared[0]) == n and all(len(x) == 3 for x in shared[1])
+    cv = extract_vectors(model, tok, n, seed=2, batch_size=3, progress=False, max_moves=2, design="paired")
+    assert cv.meta["design"] == "paired" and cv.meta["shared_prefix_cache"] is True
+    acts = _direct_last_token(model, tok, texts)
+    kinds = examples["kind"].to_numpy()
+    for k in ("mold", "gold", "path"):
+        m = torch.from_numpy(kinds == k)
+        assert torch.allclose(cv.get(k).double(), acts[m].mean(0) - acts[~m].mean(0), atol=1e-4, rtol=1e-4), k
+    # a tokenizer that merged the final letter into the text before it gets full sequences
+    assert shared_prefixes([[1, 2, 3], [1, 2, 4], [1, 9, 3]], 1) is None
+
+
+def test_unknown_extraction_design_is_refused(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="unknown extraction design 'pairs'"):
+        extract_vectors(model, tok, 4, progress=False, design="pairs")

@@ -20,7 +20,10 @@ def register(sub) -> None:
         "meta.json, examples.parquet and activations.npy (float16, for analyze) to --out.",
     )
     add_model_args(p)
-    p.add_argument("-n", type=positive_int, default=300, help="trajectories per class (default 300; the paper used 5000)")
+    p.add_argument("-n", type=positive_int, default=300, help="trajectories per class, or maze states with --design paired (default 300; the paper used 5000)")
+    p.add_argument("--design", choices=("independent", "paired"), default="independent",
+                   help="independent: one maze per example (the paper's); paired: per maze state one example per class, "
+                   "differing only in the final letter (less noise, a third of the cost per example)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--max-moves", type=positive_int, default=None, help="trajectory length n in 1..MAX (default: 15, as in the paper)")
@@ -73,7 +76,7 @@ def run_extract(args: argparse.Namespace) -> int:
                          f"(llama.cpp control vectors cannot steer layers 0 and 1), got {args.gguf_layer}")
     cv = extract_vectors(
         model, tok, args.n, seed=args.seed, maze_config=config, batch_size=args.batch_size,
-        progress=not args.no_progress, max_moves=args.max_moves, out_dir=args.out,
+        progress=not args.no_progress, max_moves=args.max_moves, out_dir=args.out, design=args.design,
     )
     if args.gguf_layer is not None:
         for k in cv.names:

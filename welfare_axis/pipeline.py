@@ -41,6 +41,7 @@ class ReproducePreset:
     estimates: dict[str, float] = field(default_factory=dict)
     batch_size: int = 16
     extract_max_moves: int | None = None  # scripted trajectories of 1..this many moves (None: the maze's n_moves)
+    extract_design: str = "independent"  # probes.extract.DESIGNS; with "paired", extract_n counts maze states
     plant_layer: int | None = None  # --plant: layer of the planted axis (None: floor(2L/3))
     plant_scale: float = 1.0  # --plant: ||e|| relative to the natural Gold-Mold difference, standardised units
     screen_layers: tuple[int, ...] | None = None  # steering screen layers (None: 1..L-1)
@@ -199,7 +200,7 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
     common = {"model": model_id, "seed": seed, "maze": maze.to_dict(), "dtype": dtype}
 
     try:
-        ext = {**common, "n": p.extract_n, "batch_size": p.batch_size, "max_moves": p.extract_max_moves}
+        ext = {**common, "n": p.extract_n, "batch_size": p.batch_size, "max_moves": p.extract_max_moves, "design": p.extract_design}
         if plant:
             runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
             runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer, "stories": stories_key},
@@ -314,8 +315,8 @@ def _first_move(d: Path, maze, seed: int, n: int, naive, trained) -> dict:
 
 def _extract(extract_vectors, model, tok, p: ReproducePreset, seed, maze, d: Path, progress) -> dict:
     cv = extract_vectors(model, tok, p.extract_n, seed=seed, maze_config=maze, batch_size=p.batch_size, progress=progress,
-                         max_moves=p.extract_max_moves, out_dir=d)
-    return {"n_per_class": p.extract_n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"]}
+                         max_moves=p.extract_max_moves, out_dir=d, design=p.extract_design)
+    return {"n_per_class": p.extract_n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"], "design": p.extract_design}
 
 
 def _plant(model, tok, kind: str, naive_dir: Path, p: ReproducePreset, seed: int, maze, d: Path, stories: str | None) -> dict:
