@@ -3,8 +3,10 @@ shuffled-label null, in the raw, channel-standardised and whitened spaces (probe
 
 * Held-out statistics: 5-fold StratifiedGroupKFold (strata: class x final direction x length; groups:
   maze seed, so no maze is on both sides); each example is projected on the class vector
-  computed without its fold; AUROC / |Cohen's d| / histogram overlap are class vs rest.
-* Layer rule (docs/study.md, "Concept vectors"): l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)), per space.
+  computed without its fold, both centred within the training fold's strata
+  (`metrics.held_out_projections`); AUROC / |Cohen's d| / histogram overlap are class vs rest.
+* Layer rule (docs/study.md, "Concept vectors"): l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)), per space,
+  over layers 1..L-1 (layer 0, the read token's embedding, cannot carry the outcome).
 * Split-half reliability: the mazes are split at random into two halves; per layer,
   cos(v from half A, v from half B), each half centred within final directions (see
   `_centre_by`). Below ~0.9 most of ||v|| is sampling noise.
@@ -90,7 +92,7 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
                     perm[space][layer] = permutation_null_cosines(x, labels, "mold", "gold", perm_draws, seed + layer, strata)
                 for k in TILE_KINDS:
                     v = diff_of_means(x, labels, k)
-                    p = held_out_projections(x, labels, k, fold_list)
+                    p = held_out_projections(x, labels, k, fold_list, strata)
                     row = {"space": space, "layer": layer, "vector": k, **_separation(p, labels == k, bins)}
                     row["d"] = cohens_d(p[labels == k], p[labels != k])  # signed; the rule uses |d|
                     row["norm"] = float(np.linalg.norm(v))
@@ -101,8 +103,10 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
                         row.update(_probe(raw, labels == k, fold_list, v, seed))
                     rows.append(row)
     table = pd.DataFrame(rows)
+    # Layer 0 is the embedding of the read token, the final letter alone: balanced over the classes by
+    # construction, so v is ~0 there and its "separation" is a tie at chance that the rule must not pick.
     l_star = {space: {k: choose_layer(*(table[(table.space == space) & (table.vector == k)].sort_values("layer")[c].to_numpy()
-                                        for c in ("auroc", "abs_d", "overlap"))) for k in TILE_KINDS} for space in SPACES}
+                                        for c in ("auroc", "abs_d", "overlap")), first_layer=min(1, n_layers - 1)) for k in TILE_KINDS} for space in SPACES}
     return LayerChoice(table, l_star, perm, halves, spaces)
 
 

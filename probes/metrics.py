@@ -83,9 +83,9 @@ def separation(proj: np.ndarray, is_class: np.ndarray, bins: int = 30) -> dict[s
     }
 
 
-def choose_layer(auroc: np.ndarray, abs_d: np.ndarray, overlap: np.ndarray) -> int:
-    """l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)) (first index on ties)."""
-    picks = [int(np.nanargmax(auroc)), int(np.nanargmax(abs_d)), int(np.nanargmin(overlap))]
+def choose_layer(auroc: np.ndarray, abs_d: np.ndarray, overlap: np.ndarray, first_layer: int = 0) -> int:
+    """l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)) over layers from `first_layer` on (first index on ties)."""
+    picks = [first_layer + int(f(a[first_layer:])) for f, a in ((np.nanargmax, auroc), (np.nanargmax, abs_d), (np.nanargmin, overlap))]
     return int(math.floor(sum(picks) / 3))
 
 
@@ -103,12 +103,30 @@ class HeldOut:
         return choose_layer(self.auroc, self.abs_d, self.overlap)
 
 
-def held_out_projections(x_layer: np.ndarray, labels: np.ndarray, cls, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Each example projected on the class vector computed without its fold ([N])."""
+def held_out_projections(x_layer: np.ndarray, labels: np.ndarray, cls, folds: list[tuple[np.ndarray, np.ndarray]],
+                         strata: np.ndarray | None = None) -> np.ndarray:
+    """Each example projected on the class vector computed without its fold ([N]).
+
+    With `strata` (a nuisance label per example), train and test examples are first centred on
+    the TRAINING fold's mean of their stratum (the overall training mean for a stratum the
+    training fold lacks). Why: at the read position the final letter is a nuisance far larger
+    than the outcome; the classes are balanced over it as a whole but not within a fold, so
+    uncentred projections carry the folds' opposite imbalances (held-out AUROC below 0.5 with a
+    planted class signal that every other statistic sees)."""
     proj = np.empty(len(labels), dtype=np.float64)
     for train, test in folds:
-        v = diff_of_means(x_layer[train], labels[train], cls)
-        proj[test] = x_layer[test] @ v
+        x_train, x_test = x_layer[train], x_layer[test]
+        if strata is not None:
+            x_train, x_test = x_train.copy(), x_test.astype(np.float64, copy=True)
+            fallback = x_layer[train].mean(0)
+            for g in np.unique(strata[test]):
+                m_tr = strata[train] == g
+                x_test[strata[test] == g] -= x_layer[train][m_tr].mean(0) if m_tr.any() else fallback
+            for g in np.unique(strata[train]):
+                m_tr = strata[train] == g
+                x_train[m_tr] -= x_layer[train][m_tr].mean(0)
+        v = diff_of_means(x_train, labels[train], cls)
+        proj[test] = x_test @ v
     return proj
 
 

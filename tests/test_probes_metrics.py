@@ -47,6 +47,11 @@ def test_choose_layer_is_floor_of_mean_of_argbests():
     d = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.2])  # argmax 4
     overlap = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])  # argmin 5
     assert choose_layer(auroc, d, overlap) == 3  # floor(11 / 3)
+    # a tie at chance on the embeddings (layer 0) is not a pick once the rule starts at layer 1
+    flat = np.array([0.5, 0.4, 0.45, 0.3, 0.2, 0.1])
+    assert choose_layer(flat, np.zeros(6), np.ones(6)) == 0
+    assert choose_layer(flat, np.zeros(6), np.ones(6), first_layer=1) == 1
+    assert choose_layer(auroc, d, overlap, first_layer=3) == 4  # floor((3 + 4 + 5) / 3)
 
 
 def test_layer_rule_finds_known_layer_on_synthetic_activations():
@@ -189,3 +194,28 @@ def test_n_for_reliability_matches_simulated_difference_of_means():
     c = np.mean([split_half(200) for _ in range(20)])
     n9 = n_for_reliability(c, 200)
     assert 0.85 < np.mean([split_half(int(n9)) for _ in range(20)]) < 0.95
+
+
+def test_held_out_projections_centred_within_strata_see_a_signal_under_a_large_nuisance():
+    """Paired states (three classes per maze, each with its own final letter): the letter is a
+    nuisance far larger than the class signal, balanced overall but not within grouped folds."""
+    from sklearn.model_selection import GroupKFold
+
+    rng = np.random.default_rng(0)
+    h, n_states = 8, 96
+    letter = rng.standard_normal((4, h)) * 50.0
+    signal = np.zeros(h)
+    signal[3] = 1.0
+    rows, labels, strata, groups = [], [], [], []
+    for s in range(n_states):
+        dirs = rng.permutation(4)[:3]
+        for k, d in zip(("mold", "gold", "path"), dirs):
+            rows.append(letter[d] + (signal if k == "gold" else 0) + 0.3 * rng.standard_normal(h))
+            labels.append(k), strata.append(str(d)), groups.append(s)
+    x, labels, strata = np.array(rows), np.array(labels), np.array(strata)
+    folds = list(GroupKFold(4).split(x, labels, groups))
+    is_gold = labels == "gold"
+    centred = separation(held_out_projections(x, labels, "gold", folds, strata), is_gold)
+    assert centred["auroc"] > 0.95
+    plain = separation(held_out_projections(x, labels, "gold", folds), is_gold)
+    assert plain["auroc"] < centred["auroc"] - 0.2  # the letter's fold imbalance swamps the signal
