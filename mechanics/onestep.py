@@ -138,7 +138,8 @@ def weighted_logp(model, episodes, actions: torch.Tensor, weights: torch.Tensor,
     for lo in range(0, len(episodes), micro_batch):
         idx = slice(lo, min(lo + micro_batch, len(episodes)))
         logp4 = direction_logprobs(model, episodes[idx], dir_ids, temperature, 0, pad_id)
-        total += float((logp4.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1) * weights[idx]).sum())
+        a, w = actions[idx].to(logp4.device), weights[idx].to(logp4.device)
+        total += float((logp4.gather(-1, a.unsqueeze(-1)).squeeze(-1) * w).sum())
     return total / float(weights.abs().sum())
 
 

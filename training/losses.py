@@ -112,7 +112,9 @@ def policy_loss(
     and divided by the constant `norm` (Dr. GRPO), so micro-batches add up exactly.
     Every episode has the same number of moves, so GRPO's per-sequence length mean is
     this same constant; `grpo` differs only in its std-normalised advantages.
+    The batch tensors are built on the CPU from rollouts and follow logp4 to its device.
     """
+    actions, old_logp, advantages, neighbours = (x.to(logp4.device) for x in (actions, old_logp, advantages, neighbours))
     logp = logp4.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     adv = advantages if advantages.dim() == 2 else advantages.unsqueeze(-1).expand_as(logp)
     if algo in ("dr_grpo", "grpo"):

@@ -43,8 +43,10 @@ def episode_from_messages(chat: ChatTokens, messages: list[dict[str, str]], acti
 
 
 def sft_loss(logp4: torch.Tensor, actions: torch.Tensor, norm: float) -> torch.Tensor:
-    """Summed negative log-likelihood of the scripted directions over the 4 direction logits, / norm."""
-    return -logp4.gather(-1, actions.unsqueeze(-1)).sum() / norm
+    """Summed negative log-likelihood of the scripted directions over the 4 direction logits, / norm.
+
+    logp4 [B, T, 4]; actions [B, T] (built on the CPU, moved to logp4's device)."""
+    return -logp4.gather(-1, actions.to(logp4.device).unsqueeze(-1)).sum() / norm
 
 
 def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
