@@ -198,8 +198,9 @@ CASES = {
     "--batch-size 0 (extract)": (lambda f: _extract(f, "--batch-size", "0"), "argument --batch-size"),
     "--batch-mazes 0": (lambda f: _train_eval(f, "--batch-mazes", "0"), "argument --batch-mazes"),
     "--device gpu": (lambda f: _steer(f, f["good"], "--device", "gpu"), "unknown device 'gpu'"),
-    "--device cuda without CUDA (extract)": (lambda f: _extract(f, "--device", "cuda"), "argument --device"),
-    "--device cuda without CUDA (train rl)": (lambda f: ["train", "rl", "--model", "tiny", "--out", f["root"] / "rl", "--device", "cuda"],
+    # cuda:64 is refused on every machine: no CUDA here, or no 65th GPU where there is CUDA
+    "--device cuda:64 (extract)": (lambda f: _extract(f, "--device", "cuda:64"), "argument --device"),
+    "--device cuda:64 (train rl)": (lambda f: ["train", "rl", "--model", "tiny", "--out", f["root"] / "rl", "--device", "cuda:64"],
                                               "argument --device"),
     "env sample --size 99999999": (lambda f: ["env", "sample", "--size", "99999999"], "argument --size"),
     "--layer past the vectors": (lambda f: _steer(f, f["good"], "--layer", "9"), "--layer must be in 0..3"),

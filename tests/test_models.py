@@ -101,7 +101,7 @@ def test_masked_grouped_query_attention_on_cpu_equals_repeated_heads(tiny, monke
     """load_model lets SDPA use enable_gqa with a padding mask on CPU; outputs must not change."""
     from transformers.integrations import sdpa_attention
 
-    model, _ = tiny
+    model, _ = load_model("tiny")  # load_model installs the rule (the shared fixture need not have run it first)
     assert model.config.num_key_value_heads < model.config.num_attention_heads  # the tiny model has GQA
     assert getattr(sdpa_attention.use_gqa_in_sdpa, "welfare_axis_cpu", False)
     ids = torch.randint(5, 100, (3, 12))
