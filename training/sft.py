@@ -78,7 +78,7 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
             for lo in range(0, len(episodes), config.micro_batch):
                 mb = episodes[lo : lo + config.micro_batch]
                 logp4 = direction_logprobs(model, mb, chat.dir_ids, 1.0, 0, pad_id)
-                actions = torch.tensor([ep.actions for ep in mb])
+                actions = torch.tensor([ep.actions for ep in mb], device=logp4.device)
                 loss = sft_loss(logp4, actions, norm)
                 if not torch.isfinite(loss):
                     where = last_good_note(last_good)
