@@ -38,7 +38,7 @@ from probes.layers import LAYER_CONVENTION
 from probes.lens import lens_table
 from probes.metrics import centred_mean_cosines, cos_from_norms, cosine_per_layer, n_for_reliability, null_band
 from probes.plots import analysis_plots
-from probes.tracking import capture_tracking, track, tracking_texts
+from probes.tracking import capture_tracking, centre_within, track, tracking_texts
 from probes.vectors import ConceptVectors
 
 VERDICT_SPACE = "whitened"
@@ -187,13 +187,15 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
 
     # 5. tracking (claim 4) on fresh trajectories at l* (the verdict space's layer rule)
     track_seed = int(cv.meta.get("seed") or 0) + 10_007 + seed
-    texts, kinds = tracking_texts(tok, cv.meta, cfg.n_tracking, track_seed)
-    t_acts = capture_tracking(model, tok, texts, l_star, cfg.batch_size, cfg.progress, "trained")
+    texts, kinds, strata = tracking_texts(tok, cv.meta, cfg.n_tracking, track_seed)
+    t_acts = centre_within(capture_tracking(model, tok, texts, l_star, cfg.batch_size, cfg.progress, "trained"), strata)
     tr = track(t_acts, kinds, l_star, {"v": vec}, lc.spaces, "trained")
-    n_acts = t_acts if cmodel is model else capture_tracking(cmodel, ctok, texts, l_star, cfg.batch_size, cfg.progress, "naive")
+    n_acts = t_acts if cmodel is model else centre_within(
+        capture_tracking(cmodel, ctok, texts, l_star, cfg.batch_size, cfg.progress, "naive"), strata)
     ntr = track(n_acts, kinds, l_star, {"u": uvec, "v": vec}, c_lc.spaces, "naive")
     tracking = {"layer": l_star, "n_per_class": cfg.n_tracking, "seed": track_seed,
-                "d_definition": "signed Cohen's d of projections on v_k at l*_k: k-final minus other-final (gold vs mold), pooled SD",
+                "d_definition": "signed Cohen's d of projections on v_k at l*_k: k-final minus other-final (gold vs mold), pooled SD, "
+                                "within final letter x length (each stratum's mean removed from the activations)",
                 **{space: {"trained_d_gold": tr.d[("v", space, "gold")], "trained_d_mold": tr.d[("v", space, "mold")],
                            "naive_d_gold": ntr.d[("u", space, "gold")], "naive_d_mold": ntr.d[("u", space, "mold")],
                            "naive_acts_on_v_d_gold": ntr.d[("v", space, "gold")], "naive_acts_on_v_d_mold": ntr.d[("v", space, "mold")]}

@@ -219,3 +219,25 @@ def test_held_out_projections_centred_within_strata_see_a_signal_under_a_large_n
     assert centred["auroc"] > 0.95
     plain = separation(held_out_projections(x, labels, "gold", folds), is_gold)
     assert plain["auroc"] < centred["auroc"] - 0.2  # the letter's fold imbalance swamps the signal
+
+
+def test_tracking_d_is_read_within_final_letters():
+    """A letter nuisance not orthogonal to v swamps the pooled d; within letters the outcome shows."""
+    from probes.metrics import cohens_d
+    from probes.tracking import centre_within
+
+    rng = np.random.default_rng(3)
+    h, n = 6, 200
+    v = np.zeros(h)
+    v[0] = 1.0
+    letter_shift = np.array([[20.0, 0, 0, 0, 0, 0], [-20.0, 0, 0, 0, 0, 0], [0, 5.0, 0, 0, 0, 0], [7.0, 0, 0, 0, 0, 0]])
+    kinds = np.array(["gold", "mold"] * n)
+    strata = np.array([f"{(i // 2) % 4}|1" for i in range(2 * n)])  # both kinds get every letter equally often
+    acts = rng.standard_normal((2 * n, h)) * 0.5 + np.array([letter_shift[int(s[0])] for s in strata])
+    acts[kinds == "gold", 0] += 1.0
+    pooled = cohens_d((acts @ v)[kinds == "gold"], (acts @ v)[kinds == "mold"])
+    within = centre_within(acts, strata) @ v
+    assert abs(pooled) < 0.2 and cohens_d(within[kinds == "gold"], within[kinds == "mold"]) > 1.5
+    # each stratum's mean is zero afterwards, and an [N, 2, H] capture is centred alike
+    c = centre_within(np.stack([acts, acts], 1), strata)
+    assert np.allclose(c[:, 0], c[:, 1]) and all(np.allclose(c[strata == g].mean(0), 0) for g in np.unique(strata))

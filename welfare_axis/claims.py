@@ -50,7 +50,7 @@ THRESHOLDS = (
               "randomly oriented pairs with the same cos(v_Mold, v_Gold), and is above the naive u_*'s r"),
     Threshold(4, "Projections track goal achievement",
               "Cohen's d > 1.6 between Gold-final and Mold-final trajectories after training, |d| < 0.12 before",
-              f"whitened projections at l*: reproduced if the signed d (expected direction) is >= {TRACKING_MIN_D} on both v_Gold "
+              f"whitened projections at l*, within final letter x length: reproduced if the signed d (expected direction) is >= {TRACKING_MIN_D} on both v_Gold "
               f"and v_Mold and the naive model's largest |d| on u_* is at least {TRACKING_NAIVE_MARGIN} smaller"),
     Threshold(5, "Steering the naive model moves self-reported sentiment",
               "+0.71 per unit alpha for v_Gold, -0.65 for v_Mold (best layer); norm-matched controls flat",
