@@ -66,8 +66,8 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3, "plant": 2,
                    "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "mechanics": 5, "report": 3},
     ),
-    # The default model on 2 CPU cores: about an hour to the steering evals (training: SFT ~22 min, then RL
-    # ~19-22 min), then the mechanics stage (~13 min at the default sizes, measured 2026-11-28).
+    # The default model on 2 CPU cores: 71 min from a clean clone (2026-12-04: SFT 17.5 min, RL 19.8,
+    # steering 12, mechanics 9.1 at these sizes; README "Results"), over the hour issue 13 asks for.
     "cpu-small": ReproducePreset(
         name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", training="sft+rl", eval_mazes=64, extract_n=500,
         tracking_n=60, steer_k=1, steer_max_new_tokens=40, alphas=(-4.0, 0.0, 4.0),
@@ -77,11 +77,11 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         evals=("sentiment",), eval_items=0, steer_trained=True, extract_max_moves=1,
         # 8 screen prompts per readout keep the 29-layer screen to minutes; alpha 4 adds 0.4 of the residual norm
         screen_prompts=8, screen_ratios=(0.25, 0.5), unit_ratio=0.1, plant_scale=2.0,
-        # half the default drift / CKA episodes and off-target prompts: the stage took 13 min at the defaults
-        # (2026-11-28), most of it reading those sets once per probe step and correction, and the hour is tight
+        # half the default drift / CKA episodes and off-target prompts: 13.1 min at the defaults (2026-11-28),
+        # 9.1 at these (2026-12-04); the one-step probe's rollouts and gradients (~2 min a batch) are the rest
         mechanics=MechanicsSizes(n_maze=16, n_per_set=16),
-        estimates={"naive_eval": 60, "train_rl": 1300, "train_sft": 1300, "trained_eval": 60, "extract_naive": 190, "plant": 60,
-                   "extract_trained": 190, "analyze": 130, "steer_naive": 410, "steer_trained": 70, "mechanics": 420, "report": 10},
+        estimates={"naive_eval": 50, "train_rl": 1190, "train_sft": 1050, "trained_eval": 60, "extract_naive": 180, "plant": 15,
+                   "extract_trained": 190, "analyze": 170, "steer_naive": 640, "steer_trained": 80, "mechanics": 545, "report": 5},
     ),
     # The paper's sizes, for GPU users (documented, not run on CPU).
     "paper": ReproducePreset(
