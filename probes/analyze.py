@@ -36,9 +36,9 @@ from probes.extract import load_examples
 from probes.layer_choice import SPACES, antiparallel_split, layer_metrics
 from probes.layers import LAYER_CONVENTION
 from probes.lens import lens_table
-from probes.metrics import centred_mean_cosines, cos_from_norms, cosine_per_layer, n_for_reliability, null_band
+from probes.metrics import centre_within, centred_mean_cosines, cos_from_norms, cosine_per_layer, n_for_reliability, null_band
 from probes.plots import analysis_plots
-from probes.tracking import capture_tracking, centre_within, track, tracking_texts
+from probes.tracking import capture_tracking, track, tracking_texts
 from probes.vectors import ConceptVectors
 
 VERDICT_SPACE = "whitened"

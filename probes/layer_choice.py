@@ -8,8 +8,8 @@ shuffled-label null, in the raw, channel-standardised and whitened spaces (probe
 * Layer rule (docs/study.md, "Concept vectors"): l* = floor(mean(argmax AUROC, argmax |d|, argmin overlap)), per space,
   over layers 1..L-1 (layer 0, the read token's embedding, cannot carry the outcome).
 * Split-half reliability: the mazes are split at random into two halves; per layer,
-  cos(v from half A, v from half B), each half centred within final directions (see
-  `_centre_by`). Below ~0.9 most of ||v|| is sampling noise.
+  cos(v from half A, v from half B), each half centred within its direction x length strata
+  (`metrics.centre_within`). Below ~0.9 most of ||v|| is sampling noise.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 
 from envs import TILE_KINDS
 from probes.channels import Spaces, top_channel_share, whitener
-from probes.metrics import choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections, permutation_null_cosines, separation
+from probes.metrics import centre_within, choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections, permutation_null_cosines, separation
 
 SPACES = Spaces.NAMES
 
@@ -83,7 +83,11 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
             raw = np.asarray(acts[:, layer, :], dtype=np.float64)
             spaces.whiten[layer] = whitener(raw, labels, strata)
             for h, m in (("A", in_a), ("B", ~in_a)):
-                x_h = _centre_by(raw[m], strata[m])
+                # The classes are balanced over final directions and lengths as a whole but not within a
+                # random half of the mazes, and those are the largest nuisances at the read position, so
+                # the halves' raw diffs of means would carry opposite imbalances (split-half cosines near
+                # -1). Centring within each stratum removes them; on the balanced whole it changes nothing.
+                x_h = centre_within(raw[m], strata[m])
                 for k in TILE_KINDS:
                     halves[h][k][layer] = diff_of_means(x_h, labels[m], k)
             for space in SPACES:
@@ -114,19 +118,6 @@ def nuisance_strata(examples: pd.DataFrame) -> np.ndarray:
     """Final direction x number of moves per example: the largest nuisances at the read position."""
     n_moves = examples["n_moves"].astype(str).to_numpy() if "n_moves" in examples else np.zeros(len(examples), str)
     return np.char.add(np.char.add(examples["final_direction"].astype(str).to_numpy(), "|"), n_moves)
-
-
-def _centre_by(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """x with each group's mean removed. Why: the classes are balanced over final directions and
-    lengths as a whole but not within a random half of the mazes, and those are the largest
-    nuisances at the read position, so the two halves' raw diffs of means carry opposite
-    imbalances (split-half cosines near -1). Centring within each stratum removes them; on the
-    balanced whole it changes nothing."""
-    out = x.copy()
-    for g in np.unique(groups):
-        m = groups == g
-        out[m] -= x[m].mean(0)
-    return out
 
 
 def _separation(p: np.ndarray, is_class: np.ndarray, bins: int) -> dict:

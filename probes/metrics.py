@@ -103,6 +103,16 @@ class HeldOut:
         return choose_layer(self.auroc, self.abs_d, self.overlap)
 
 
+def centre_within(x: np.ndarray, strata: np.ndarray) -> np.ndarray:
+    """x [N, ...] as float64 with each stratum's mean removed (strata [N]): the nuisance-stratum
+    centring used by split halves, held-out projections and tracking (see their callers for why)."""
+    out = np.asarray(x, dtype=np.float64).copy()
+    for g in np.unique(strata):
+        m = strata == g
+        out[m] -= out[m].mean(0)
+    return out
+
+
 def held_out_projections(x_layer: np.ndarray, labels: np.ndarray, cls, folds: list[tuple[np.ndarray, np.ndarray]],
                          strata: np.ndarray | None = None) -> np.ndarray:
     """Each example projected on the class vector computed without its fold ([N]).
@@ -117,14 +127,13 @@ def held_out_projections(x_layer: np.ndarray, labels: np.ndarray, cls, folds: li
     for train, test in folds:
         x_train, x_test = x_layer[train], x_layer[test]
         if strata is not None:
-            x_train, x_test = x_train.copy(), x_test.astype(np.float64, copy=True)
-            fallback = x_layer[train].mean(0)
-            for g in np.unique(strata[test]):
-                m_tr = strata[train] == g
-                x_test[strata[test] == g] -= x_layer[train][m_tr].mean(0) if m_tr.any() else fallback
-            for g in np.unique(strata[train]):
-                m_tr = strata[train] == g
-                x_train[m_tr] -= x_layer[train][m_tr].mean(0)
+            s_train, s_test = strata[train], strata[test]
+            means = {g: x_train[s_train == g].mean(0) for g in np.unique(s_train)}
+            fallback = x_train.mean(0)
+            x_test = x_test.astype(np.float64, copy=True)
+            for g in np.unique(s_test):
+                x_test[s_test == g] -= means.get(g, fallback)
+            x_train = centre_within(x_train, s_train)
         v = diff_of_means(x_train, labels[train], cls)
         proj[test] = x_test @ v
     return proj

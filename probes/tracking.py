@@ -2,7 +2,12 @@
 
 d_k = Cohen's d of projections on v_k at layer l*_k: k-final minus other-final (gold vs mold)
 trajectories, pooled SD, after removing each final letter x length stratum's mean from the
-activations (`centre_within`). Signed: both d_gold and d_mold are positive when the vectors track
+activations (`probes.metrics.centre_within`). Why: the read token is the final direction letter,
+the largest nuisance there, and it is not orthogonal to v_k (least of all after whitening, which
+divides by the within-letter spread). Pooled over letters, the letter spread swamped the outcome:
+on the cpu-small model d was ~0 while within letters it was several SDs. Both kinds have the same
+mix of strata, so a stratum's mean weighs them equally and the comparison is gold vs mold within
+each letter. Signed: both d_gold and d_mold are positive when the vectors track
 in the expected direction (a large negative d is not tracking). Projections are computed in
 raw, channel-standardised and whitened space (probes/channels.py `Spaces`: x and v mapped alike).
 """
@@ -38,21 +43,6 @@ def tracking_texts(tokenizer, meta: dict, n: int, seed: int) -> tuple[list[str],
             kinds.append(kind)
             strata.append(f"{t.final_direction}|{t.n_moves}")
     return texts, np.array(kinds), np.array(strata)
-
-
-def centre_within(acts: np.ndarray, strata: np.ndarray) -> np.ndarray:
-    """acts [N, ...] with each stratum's mean removed (strata [N]).
-
-    Why: the read token is the final direction letter, the largest nuisance there, and it is not
-    orthogonal to v_k (least of all after whitening, which divides by the within-letter spread).
-    Pooled over letters, the letter spread swamps the outcome: on the cpu-small model d was ~0
-    while within letters it was several SDs. Both kinds have the same mix of strata, so a
-    stratum's mean weighs them equally and the comparison is gold vs mold within each letter."""
-    out = np.asarray(acts, dtype=np.float64).copy()
-    for g in np.unique(strata):
-        m = strata == g
-        out[m] -= out[m].mean(0)
-    return out
 
 
 def capture_tracking(model, tokenizer, texts, layers: dict[str, int], batch_size: int, progress: bool, tag: str) -> np.ndarray:

@@ -224,7 +224,7 @@ def test_held_out_projections_centred_within_strata_see_a_signal_under_a_large_n
 def test_tracking_d_is_read_within_final_letters():
     """A letter nuisance not orthogonal to v swamps the pooled d; within letters the outcome shows."""
     from probes.metrics import cohens_d
-    from probes.tracking import centre_within
+    from probes.metrics import centre_within
 
     rng = np.random.default_rng(3)
     h, n = 6, 200

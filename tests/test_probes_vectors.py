@@ -193,3 +193,15 @@ def test_unknown_extraction_design_is_refused(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="unknown extraction design 'pairs'"):
         extract_vectors(model, tok, 4, progress=False, design="pairs")
+
+
+def test_the_cli_offers_exactly_the_extraction_designs():
+    """cmd_probe repeats DESIGNS so the parser does not import torch; they must not drift apart."""
+    import argparse
+
+    from probes.extract import DESIGNS
+    from welfare_axis.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    design = next(a for a in sub.choices["extract"]._actions if a.dest == "design")
+    assert tuple(design.choices) == DESIGNS
