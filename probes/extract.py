@@ -102,21 +102,30 @@ def extract_vectors(
     max_moves: int | None = None,
     out_dir: str | Path | None = None,
     design: str = "independent",
+    gguf_layer: int | None = None,
 ) -> ConceptVectors:
     """v_mold, v_gold, v_path for all layers; with `out_dir`, also save them plus per-example activations.
 
     `design`: "independent" (the paper's) or "paired" (see the module docstring); n_per_class
     is then the number of maze states. The files are written into a temporary folder that
-    becomes `out_dir` at the end (all or nothing)."""
+    becomes `out_dir` at the end (all or nothing). `gguf_layer`: also write each vector at that
+    layer as a llama.cpp control vector, `<name>_layer<l>.gguf`, into the same folder before it
+    becomes `out_dir` (so a failed export leaves no folder behind)."""
     if n_per_class < 2:
         raise ValueError(f"n_per_class must be at least 2, got {n_per_class}")
     if design not in DESIGNS:
         raise ValueError(f"unknown extraction design {design!r}; use one of {', '.join(DESIGNS)}")
     args = (model, tokenizer, n_per_class, seed, maze_config, batch_size, progress, max_moves, design)
     if out_dir is None:
+        if gguf_layer is not None:
+            raise ValueError("gguf_layer needs out_dir (the control vectors are written there)")
         return _extract(*args, None)
     with atomic_folder(out_dir) as tmp:
-        return _extract(*args, tmp)
+        cv = _extract(*args, tmp)
+        if gguf_layer is not None:
+            for name in cv.names:
+                cv.export_gguf(name, tmp / f"{name}_layer{gguf_layer}.gguf", layers=[gguf_layer])
+        return cv
 
 
 def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeConfig | None, batch_size: int, progress: bool,

@@ -319,6 +319,24 @@ def test_failed_extract_writes_none_of_its_files(tmp_path, tiny, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_extract_writes_control_vectors_inside_its_all_or_nothing_folder(tmp_path, monkeypatch):
+    from probes.vectors import ConceptVectors
+
+    args = ["extract", "--model", "tiny", "-n", "2", "--max-moves", "1", "--size", "12", "--gguf-layer", "2", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "v")]) == 0
+    assert sorted(p.name for p in (tmp_path / "v").glob("*.gguf")) == ["gold_layer2.gguf", "mold_layer2.gguf", "path_layer2.gguf"]
+
+    def fail_on_second(self, name, path, layers=None, **kw):
+        if name != self.names[0]:
+            raise OSError("disk full")
+        Path(path).write_bytes(b"partial")
+        return Path(path)
+
+    monkeypatch.setattr(ConceptVectors, "export_gguf", fail_on_second)
+    assert main([*args, "--out", str(tmp_path / "w")]) == 1  # an OSError mid-export: internal error, one line
+    assert not (tmp_path / "w").exists()  # no vectors without their control vectors, nor half the GGUFs
+
+
 def test_failed_analyze_leaves_no_folder(tmp_path, capsys, monkeypatch):
     assert main(["extract", "--model", "tiny", "-n", "4", "--max-moves", "1", "--size", "12", "--out", str(tmp_path / "v"),
                  "--no-progress"]) == 0

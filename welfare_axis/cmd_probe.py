@@ -76,11 +76,8 @@ def run_extract(args: argparse.Namespace) -> int:
                          f"(llama.cpp control vectors cannot steer layers 0 and 1), got {args.gguf_layer}")
     cv = extract_vectors(
         model, tok, args.n, seed=args.seed, maze_config=config, batch_size=args.batch_size,
-        progress=not args.no_progress, max_moves=args.max_moves, out_dir=args.out, design=args.design,
+        progress=not args.no_progress, max_moves=args.max_moves, out_dir=args.out, design=args.design, gguf_layer=args.gguf_layer,
     )
-    if args.gguf_layer is not None:
-        for k in cv.names:
-            cv.export_gguf(k, f"{args.out}/{k}_layer{args.gguf_layer}.gguf", layers=[args.gguf_layer])
     print(f"wrote {', '.join(cv.names)} ({cv.n_layers} layers x {cv.hidden_size}) to {args.out} in {cv.meta['seconds']:.0f} s")
     return 0
 
