@@ -12,6 +12,11 @@ Batches are right-padded: with a causal mask, real tokens never attend to the pa
 to their right, and the default position ids (0..T-1) are correct for every sequence,
 so capture at batch size 1 equals capture in a padded batch (tested).
 
+A prefix common to every sequence (`iter_common_prefix_captures`: the chat template's system
+turn and the start of the maze prompt, ~45% of a one-move extraction trajectory) is run once
+into a KV cache that every batch repeats along its rows; only the rest of each sequence is
+computed, right-padded after the prefix. The activations equal the full sequences' (tested).
+
 Shared prefixes (`iter_continuation_captures`): when several sequences differ only in their
 last token (the paired extraction design, envs.paired_trajectories), the prefix is run once
 into a KV cache, which is repeated along the batch for the one-token continuations; the
@@ -65,6 +70,15 @@ def _span_weights(spans: Sequence[Span], width: int) -> torch.Tensor:
     return w
 
 
+def _checked_layers(model, layers: Sequence[int]) -> list[int]:
+    """`layers` as a list, each a valid decoder-block index of `model` (checked before any forward pass)."""
+    n_blocks = len(decoder_layers(model))
+    layers = list(layers)
+    if not layers or min(layers) < 0 or max(layers) >= n_blocks:
+        raise ValueError(f"layers must be in 0..{n_blocks - 1}, got {layers}")
+    return layers
+
+
 @torch.inference_mode()
 def capture_batch(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, weights: torch.Tensor, layers: Sequence[int], **forward_kwargs
@@ -72,10 +86,7 @@ def capture_batch(
     """[B, len(layers), H] float32: per sequence, sum_t weights[b, t] * hidden_l[b, t] for each layer.
 
     `forward_kwargs` (a KV cache, position ids) go to the model's forward."""
-    blocks = decoder_layers(model)
-    layers = list(layers)
-    if not layers or min(layers) < 0 or max(layers) >= len(blocks):
-        raise ValueError(f"layers must be in 0..{len(blocks) - 1}, got {layers}")
+    layers = _checked_layers(model, layers)
     device = next(model.parameters()).device
     weights = weights.to(device)
     out = torch.empty((input_ids.shape[0], len(layers), model.config.hidden_size), dtype=torch.float32, device=device)
@@ -113,26 +124,14 @@ def _forward_with_hooks(model, hooks: list, input_ids: torch.Tensor, attention_m
             h.remove()
 
 
-@torch.inference_mode()
-def capture_continuations(model, prefix: torch.Tensor, last: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
-    """[B, C, len(layers), H] float32: activations at the last token of prefix[b] + [last[b, c]].
-
-    prefix [B, T] (same length, no padding), last [B, C]. Both passes stop at the deepest
-    requested block's input, so the cache holds exactly the blocks below it."""
+def _prefix_cache(model, prefix: torch.Tensor, deepest: int):
+    """A DynamicCache of prefix [B, T] for the blocks below `deepest` (the pass stops at that block's input)."""
     from transformers import DynamicCache
-
-    blocks = decoder_layers(model)
-    layers = list(layers)
-    if not layers or min(layers) < 0 or max(layers) >= len(blocks):
-        raise ValueError(f"layers must be in 0..{len(blocks) - 1}, got {layers}")
-    device = next(model.parameters()).device
-    n_b, n_t = prefix.shape
-    n_c = last.shape[1]
-    deepest = max(layers)
 
     def stop(_h, _args, _kwargs):
         raise _StopForward
 
+    device = next(model.parameters()).device
     cache = DynamicCache(config=model.config)
     handle = register_layer_hook(model, deepest, stop)
     try:
@@ -141,6 +140,22 @@ def capture_continuations(model, prefix: torch.Tensor, last: torch.Tensor, layer
         pass
     finally:
         handle.remove()
+    return cache
+
+
+@torch.inference_mode()
+def capture_continuations(model, prefix: torch.Tensor, last: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """[B, C, len(layers), H] float32: activations at the last token of prefix[b] + [last[b, c]].
+
+    prefix [B, T] (same length, no padding), last [B, C]. Both passes stop at the deepest
+    requested block's input, so the cache holds exactly the blocks below it."""
+    layers = _checked_layers(model, layers)
+    device = next(model.parameters()).device
+    n_b, n_t = prefix.shape
+    n_c = last.shape[1]
+    deepest = max(layers)
+
+    cache = _prefix_cache(model, prefix, deepest)
     cache.batch_repeat_interleave(n_c)
     ids = last.reshape(n_b * n_c, 1).to(device)
     pos = torch.full((n_b * n_c, 1), n_t, dtype=torch.long, device=device)
@@ -203,6 +218,64 @@ def iter_captures(
         input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
         weights = _span_weights([spans[i] for i in batch], input_ids.shape[1])
         yield batch, capture_batch(model, input_ids, mask, weights, layers)
+
+
+MIN_CACHED_PREFIX = 8  # below this many shared tokens the cache's bookkeeping is not worth it
+
+
+def common_prefix_length(ids: Sequence[Sequence[int]], min_prefix: int = MIN_CACHED_PREFIX) -> int:
+    """Tokens every sequence starts with, leaving at least one token of each after them; 0 if under `min_prefix`."""
+    if not ids:
+        return 0
+    n = min(len(x) for x in ids) - 1
+    first = ids[0]
+    for x in ids[1:]:
+        k = 0
+        while k < n and x[k] == first[k]:
+            k += 1
+        n = k
+    return n if n >= min_prefix else 0
+
+
+@torch.inference_mode()
+def iter_common_prefix_captures(
+    model,
+    ids: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    batch_size: int = 16,
+    pad_id: int = 0,
+    progress: bool = False,
+    desc: str = "capture",
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """`iter_captures` at each sequence's last token, with the prefix common to all of `ids` run once.
+
+    The prefix's KV cache (blocks below the deepest requested layer) is repeated along each
+    batch; the rest of each sequence is right-padded after it, with position ids continuing
+    from the prefix. With no prefix worth caching (`common_prefix_length` 0) this is plain `iter_captures`.
+    """
+    import copy
+
+    from tqdm.auto import tqdm
+
+    n_prefix = common_prefix_length(ids)
+    if n_prefix == 0:
+        yield from iter_captures(model, ids, last_token_spans(ids), layers, batch_size, pad_id, progress, desc)
+        return
+    layers = _checked_layers(model, layers)  # before the prefix pass
+    device = next(model.parameters()).device
+    prefix = _prefix_cache(model, torch.tensor([list(ids[0][:n_prefix])], dtype=torch.long), max(layers))
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        rest = [list(ids[i][n_prefix:]) for i in batch]
+        input_ids, mask = pad_batch(rest, pad_id)
+        n_b, width = input_ids.shape
+        cache = copy.deepcopy(prefix)
+        cache.batch_repeat_interleave(n_b)
+        mask = torch.cat([torch.ones((n_b, n_prefix), dtype=mask.dtype), mask], dim=1)
+        pos = (n_prefix + torch.arange(width)).expand(n_b, width).to(device)
+        weights = _span_weights(last_token_spans(rest), width)
+        yield batch, capture_batch(model, input_ids, mask, weights, layers, position_ids=pos, use_cache=True, **cache_kwargs(model, cache))
 
 
 def capture_texts(

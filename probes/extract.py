@@ -33,7 +33,14 @@ import torch
 
 from envs import TILE_KINDS, MazeConfig, paired_trajectories, scripted_trajectories
 from envs.artifacts import atomic_folder, atomic_write_parquet, provenance
-from probes.capture import iter_captures, iter_continuation_captures, last_token_spans, tokenize_texts
+from probes.capture import (
+    common_prefix_length,
+    iter_captures,
+    iter_common_prefix_captures,
+    iter_continuation_captures,
+    last_token_spans,
+    tokenize_texts,
+)
 from probes.layers import LAYER_CONVENTION
 from probes.metrics import vectors_from_sums
 from probes.vectors import ConceptVectors
@@ -180,6 +187,7 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
             "read_position": "last token of render_up_to_last_assistant (the final direction letter)",
             "design": design,
             "shared_prefix_cache": shared is not None,
+            "common_prefix_tokens": 0 if shared is not None or getattr(model, "welfare_plant", None) else common_prefix_length(ids),
             "n_per_class": counts,
             "maze_config": maze_config.to_dict(),
             "max_moves": max_moves or maze_config.n_moves,
@@ -206,7 +214,10 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
 def _captures(model, ids, shared, n_per_class: int, layers, batch_size: int, pad_id: int, progress: bool):
     """(example indices, activations [b, L, H]): full sequences, or each paired state's prefix once."""
     if shared is None:
-        yield from iter_captures(model, ids, last_token_spans(ids), layers, batch_size, pad_id, progress, "extract")
+        if getattr(model, "welfare_plant", None):  # the plant reads whole sequences (probes/plant.py): no cache
+            yield from iter_captures(model, ids, last_token_spans(ids), layers, batch_size, pad_id, progress, "extract")
+        else:
+            yield from iter_common_prefix_captures(model, ids, layers, batch_size, pad_id, progress, "extract")
         return
     prefixes, last = shared
     for states, acts in iter_continuation_captures(model, prefixes, last, layers, batch_size, progress, "extract (paired)"):

@@ -166,6 +166,47 @@ def test_continuation_capture_equals_full_sequences(tiny):
         assert torch.allclose(got[b], direct, atol=1e-5)
 
 
+def test_common_prefix_length():
+    from probes.capture import common_prefix_length
+
+    shared = list(range(1, 11))
+    assert common_prefix_length([shared + [11], shared + [12, 13], shared + [11, 14]]) == 10
+    assert common_prefix_length([shared, shared + [12]]) == 9  # every sequence keeps a token after the prefix
+    assert common_prefix_length([shared + [11], [1, 2, 3] + shared]) == 0  # nothing shared
+    assert common_prefix_length([shared[:5] + [7], shared[:5] + [8]]) == 0  # 5 shared tokens: under the minimum
+
+
+def test_common_prefix_capture_equals_full_sequences(tiny):
+    """One prefix pass into a KV cache, then right-padded remainders of different lengths with
+    position ids continuing from the prefix, read the same block inputs as whole sequences."""
+    from probes.capture import iter_captures, iter_common_prefix_captures, last_token_spans
+
+    model, _ = tiny
+    g = torch.Generator().manual_seed(1)
+    prefix = torch.randint(5, 200, (11,), generator=g).tolist()
+    ids = [prefix + torch.randint(5, 200, (n,), generator=g).tolist() for n in (1, 6, 3, 9, 2)]
+    layers = [0, 2, 3]
+
+    def gather(it):
+        out = torch.empty((len(ids), len(layers), model.config.hidden_size))
+        for idx, acts in it:
+            out[idx] = acts
+        return out
+
+    cached = gather(iter_common_prefix_captures(model, ids, layers, batch_size=3))
+    full = gather(iter_captures(model, ids, last_token_spans(ids), layers, batch_size=3))
+    assert torch.allclose(cached, full, atol=1e-5)
+    direct = _direct_last_token(model, None, ids, ids=True)[:, layers].float()
+    assert torch.allclose(cached, direct, atol=1e-5)
+
+
+def test_extraction_caches_the_chat_prefix(extracted):
+    cv, _ = extracted
+    # the system turn and the start of the maze prompt are the same in every trajectory; the
+    # vectors still equal a direct computation (test_vectors_match_direct_diff_of_means)
+    assert cv.meta["common_prefix_tokens"] >= 8 and cv.meta["shared_prefix_cache"] is False
+
+
 def test_paired_extraction_shares_prefixes_and_matches_full_sequences(tiny):
     from probes.extract import shared_prefixes
     from probes.capture import tokenize_texts
