@@ -33,12 +33,12 @@ from probes import emotion as emo
 from probes.capture import channel_moments
 from probes.channels import top_channel_share, top_channels
 from probes.extract import load_examples
-from probes.layer_choice import SPACES, antiparallel_split, layer_metrics
+from probes.layer_choice import SPACES, antiparallel_ci, antiparallel_split, layer_metrics, maze_halves
 from probes.layers import LAYER_CONVENTION
 from probes.lens import lens_table
 from probes.metrics import centre_within, centred_mean_cosines, cos_from_norms, cosine_per_layer, n_for_reliability, null_band
 from probes.plots import analysis_plots
-from probes.tracking import capture_tracking, track, tracking_texts
+from probes.tracking import bootstrap_d, capture_tracking, track, tracking_texts
 from probes.vectors import ConceptVectors
 
 VERDICT_SPACE = "whitened"
@@ -54,6 +54,8 @@ class AnalyzeConfig:
     perm_draws: int = 100  # label-permutation null for cos(v_mold, v_gold)
     lens_random: int = 100  # random directions for the logit-lens null
     emotion_null_draws: int = 500
+    track_boot: int = 2000  # bootstrap draws for claim 4's d CIs
+    antiparallel_boot: int = 500  # bootstrap draws for claim 1's cosine CIs (per space: a few seconds each)
     top_k: int = 20
     batch_size: int = 16
     probe: bool = True  # logistic-regression probes per layer (second estimate)
@@ -146,7 +148,12 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
             "shuffled_labels_hi": [float(x) for x in np.nanpercentile(lc.perm_cos[space], 97.5, axis=1)] if np.isfinite(lc.perm_cos[space]).any() else None,
             "split": split, "naive_split": c_split,
             "at_split_layer": {"layer": layer, "trained_half_b": split["cos_half_b"], "naive": float(c_u[layer]),
-                               "shuffled_labels_lo": float(perm_lo[layer])},
+                               "shuffled_labels_lo": float(perm_lo[layer]),
+                               "trained_half_b_ci": antiparallel_ci(acts, examples, lc.spaces, space, layer, ~maze_halves(examples, seed),
+                                                                    cfg.antiparallel_boot, seed),
+                               "naive_ci": antiparallel_ci(c_acts, c_examples, c_lc.spaces, space, layer, None, cfg.antiparallel_boot, seed),
+                               "ci": f"95% percentile bootstrap over examples ({cfg.antiparallel_boot} draws; half B for the trained "
+                                     "model, all examples for the naive one), strata-centred per draw, the space's map fixed"},
             "at_l_star": {k: float(c_v[l_star[k]]) for k in ("mold", "gold")},
         }
         cos_rows[f"{space}_trained"], cos_rows[f"{space}_naive"], cos_rows[f"{space}_shuffled_lo"] = c_v, c_u, perm_lo
@@ -193,12 +200,24 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     n_acts = t_acts if cmodel is model else centre_within(
         capture_tracking(cmodel, ctok, texts, l_star, cfg.batch_size, cfg.progress, "naive"), strata)
     ntr = track(n_acts, kinds, l_star, {"u": uvec, "v": vec}, c_lc.spaces, "naive")
+    boots = bootstrap_d({**{("trained", *k): p for k, p in tr.projections.items()}, **{("naive", *k): p for k, p in ntr.projections.items()}},
+                        kinds, cfg.track_boot, track_seed)
+
+    def ci(b: np.ndarray) -> list[float]:
+        return [float(x) for x in np.nanpercentile(b, [2.5, 97.5])]
+
     tracking = {"layer": l_star, "n_per_class": cfg.n_tracking, "seed": track_seed,
                 "d_definition": "signed Cohen's d of projections on v_k at l*_k: k-final minus other-final (gold vs mold), pooled SD, "
                                 "within final letter x length (each stratum's mean removed from the activations)",
+                "ci": f"95% percentile bootstrap over trajectories ({cfg.track_boot} draws, resampled within kind, the same draws "
+                      "for the trained and the naive model, so trained - naive is paired)",
                 **{space: {"trained_d_gold": tr.d[("v", space, "gold")], "trained_d_mold": tr.d[("v", space, "mold")],
                            "naive_d_gold": ntr.d[("u", space, "gold")], "naive_d_mold": ntr.d[("u", space, "mold")],
-                           "naive_acts_on_v_d_gold": ntr.d[("v", space, "gold")], "naive_acts_on_v_d_mold": ntr.d[("v", space, "mold")]}
+                           "naive_acts_on_v_d_gold": ntr.d[("v", space, "gold")], "naive_acts_on_v_d_mold": ntr.d[("v", space, "mold")],
+                           **{f"trained_d_{k}_ci": ci(boots[("trained", "v", space, k)]) for k in ("gold", "mold")},
+                           **{f"naive_d_{k}_ci": ci(boots[("naive", "u", space, k)]) for k in ("gold", "mold")},
+                           **{f"trained_minus_naive_d_{k}_ci": ci(boots[("trained", "v", space, k)] - boots[("naive", "u", space, k)])
+                              for k in ("gold", "mold")}}
                    for space in SPACES}}
     track_rows = pd.concat([tr.rows, ntr.rows], ignore_index=True)
 

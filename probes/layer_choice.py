@@ -156,3 +156,28 @@ def antiparallel_split(halves: dict, spaces: Spaces, space: str, first_layer: in
     layer = first_layer + int(np.nanargmin(a[first_layer:]))
     return {"layer": layer, "cos_half_a": float(a[layer]), "cos_half_b": float(b[layer]),
             "per_layer_a": [float(x) for x in a], "per_layer_b": [float(x) for x in b]}
+
+
+def antiparallel_ci(acts: np.ndarray, examples: pd.DataFrame, spaces: Spaces, space: str, layer: int, mask: np.ndarray | None = None,
+                    n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95% percentile bootstrap CI of cos(v_mold, v_gold) at `layer` in `space`, the examples in
+    `mask` (default all) resampled with replacement, each draw centred within its direction x
+    length strata as the split halves are; the space's map (the whitener) stays fixed."""
+    labels = examples["kind"].to_numpy()
+    strata = nuisance_strata(examples)
+    idx_all = np.flatnonzero(mask) if mask is not None else np.arange(len(labels))
+    raw = np.asarray(acts[idx_all, layer, :], dtype=np.float64)
+    labels, strata = labels[idx_all], strata[idx_all]
+    rng = np.random.default_rng(seed)
+    cos = np.empty(n_boot)
+    for b in range(n_boot):
+        i = rng.integers(0, len(labels), len(labels))
+        if len(set(labels[i]) & {"mold", "gold"}) < 2:  # a tiny draw without one of the two classes: no cosine
+            cos[b] = np.nan
+            continue
+        x = centre_within(raw[i], strata[i])
+        vm, vg = (spaces.apply(diff_of_means(x, labels[i], k), layer, space) for k in ("mold", "gold"))
+        cos[b] = cosine(vm, vg)
+    if not np.isfinite(cos).any():
+        return [float("nan"), float("nan")]
+    return [float(x) for x in np.nanpercentile(cos, [2.5, 97.5])]

@@ -10,6 +10,8 @@ mix of strata, so a stratum's mean weighs them equally and the comparison is gol
 each letter. Signed: both d_gold and d_mold are positive when the vectors track
 in the expected direction (a large negative d is not tracking). Projections are computed in
 raw, channel-standardised and whitened space (probes/channels.py `Spaces`: x and v mapped alike).
+`bootstrap_d` gives CIs: trajectories resampled within each kind, with the same draws for every
+projection (the trained and the naive model read the same trajectories), so differences are paired.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from training.chat import render_up_to_last_assistant
 class Tracking:
     rows: pd.DataFrame  # model, vector_set, space, vector, layer, final, projection
     d: dict[tuple[str, str, str], float]  # (vector_set, space, concept) -> signed d
+    projections: dict[tuple[str, str, str], np.ndarray]  # the same keys -> [N] projections (kinds' order)
 
 
 def tracking_texts(tokenizer, meta: dict, n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -54,7 +57,7 @@ def capture_tracking(model, tokenizer, texts, layers: dict[str, int], batch_size
 def track(acts: np.ndarray, kinds: np.ndarray, layers: dict[str, int], vector_sets: dict[str, dict[str, np.ndarray]],
           spaces: Spaces, tag: str) -> Tracking:
     """Projections of activations [N, 2, H] on each vector set ({"gold": [L, H], "mold": [L, H]}) in both spaces."""
-    rows, ds = [], {}
+    rows, ds, projections = [], {}, {}
     for set_name, vecs in vector_sets.items():
         for j, k in enumerate(("gold", "mold")):
             layer = layers[k]
@@ -62,6 +65,23 @@ def track(acts: np.ndarray, kinds: np.ndarray, layers: dict[str, int], vector_se
                 p = spaces.apply(acts[:, j], layer, space) @ spaces.apply(vecs[k][layer], layer, space)
                 other = "mold" if k == "gold" else "gold"
                 ds[(set_name, space, k)] = cohens_d(p[kinds == k], p[kinds == other])
+                projections[(set_name, space, k)] = p
                 rows.append(pd.DataFrame({"model": tag, "vector_set": set_name, "space": space, "vector": k, "layer": layer,
                                           "final": kinds, "projection": p}))
-    return Tracking(pd.concat(rows, ignore_index=True), ds)
+    return Tracking(pd.concat(rows, ignore_index=True), ds, projections)
+
+
+def bootstrap_d(projections: dict, kinds: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """{key: [n_boot] signed d}: each key's projections [N] (its last element names the concept,
+    "gold" or "mold"), with the SAME resampled trajectories (within each kind) for every key."""
+    rng = np.random.default_rng(seed)
+    draws = {k: rng.choice(np.flatnonzero(kinds == k), (n_boot, int((kinds == k).sum()))) for k in ("gold", "mold")}
+    out = {}
+    for key, p in projections.items():
+        concept = key[-1]
+        pos, neg = p[draws[concept]], p[draws["mold" if concept == "gold" else "gold"]]  # [n_boot, n]
+        n1, n0 = pos.shape[1], neg.shape[1]
+        pooled = np.sqrt(((n1 - 1) * pos.var(1, ddof=1) + (n0 - 1) * neg.var(1, ddof=1)) / (n1 + n0 - 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[key] = (pos.mean(1) - neg.mean(1)) / pooled
+    return out

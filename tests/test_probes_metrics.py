@@ -241,3 +241,46 @@ def test_tracking_d_is_read_within_final_letters():
     # each stratum's mean is zero afterwards, and an [N, 2, H] capture is centred alike
     c = centre_within(np.stack([acts, acts], 1), strata)
     assert np.allclose(c[:, 0], c[:, 1]) and all(np.allclose(c[strata == g].mean(0), 0) for g in np.unique(strata))
+
+
+def test_tracking_bootstrap_d_is_paired_and_covers_the_estimate():
+    from probes.tracking import bootstrap_d
+
+    rng = np.random.default_rng(5)
+    n = 60
+    kinds = np.array(["gold"] * n + ["mold"] * n)
+    p = rng.standard_normal(2 * n) + np.where(kinds == "gold", 1.0, 0.0)
+    boots = bootstrap_d({("trained", "v", "raw", "gold"): p, ("naive", "u", "raw", "gold"): p.copy(),
+                         ("trained", "v", "raw", "mold"): -p}, kinds, n_boot=400, seed=0)
+    d = cohens_d(p[kinds == "gold"], p[kinds == "mold"])
+    lo, hi = np.percentile(boots[("trained", "v", "raw", "gold")], [2.5, 97.5])
+    assert lo < d < hi and hi - lo < 1.0  # ~0.8 wide at 60 per kind, d ~1
+    # the same draws for every key: identical projections give identical draws, so a paired difference is exactly 0
+    assert np.array_equal(boots[("trained", "v", "raw", "gold")], boots[("naive", "u", "raw", "gold")])
+    # mold's d is mold-final minus gold-final: -p read that way is the same separation, same draws
+    assert np.allclose(boots[("trained", "v", "raw", "mold")], boots[("trained", "v", "raw", "gold")])
+
+
+def test_antiparallel_ci_brackets_a_known_cosine():
+    import pandas as pd
+
+    from probes.channels import Spaces
+    from probes.layer_choice import antiparallel_ci
+
+    rng = np.random.default_rng(2)
+    n, h = 300, 8
+    kinds = np.array(["mold", "gold", "path"] * n)
+    acts = rng.standard_normal((3 * n, 1, h)) * 0.3
+    acts[kinds == "mold", 0, 0] += 1.0
+    acts[kinds == "gold", 0, 0] -= 1.0  # v_mold and v_gold both along channel 0, opposite signs: cos ~ -1
+    acts[kinds == "gold", 0, 1] += 0.5  # plus a gold-only part
+    # class means mold (1, 0), gold (-1, .5), path 0; v_k = mean_k - mean of the others:
+    # v_mold = (1.5, -.25), v_gold = (-1.5, .5), cos = -2.375 / sqrt(2.3125 * 2.5) ~ -0.988
+    examples = pd.DataFrame({"kind": kinds, "final_direction": np.arange(3 * n) % 4, "n_moves": 1})
+    spaces = Spaces(np.ones((1, h)), np.eye(h)[None])
+    lo, hi = antiparallel_ci(acts, examples, spaces, "raw", 0, n_boot=300, seed=0)
+    expected = -2.375 / np.sqrt(2.3125 * 2.5)
+    assert lo - 0.005 < expected < hi + 0.005 and hi - lo < 0.05
+    # a mask restricts the resampling to those examples (half the data: a wider interval)
+    lo_h, hi_h = antiparallel_ci(acts, examples, spaces, "raw", 0, mask=np.arange(3 * n) < 3 * n // 2, n_boot=300, seed=0)
+    assert hi_h - lo_h > hi - lo

@@ -150,9 +150,11 @@ def evaluate(analysis: dict, steering: dict | None) -> list[ClaimResult]:
     full = a.get("trained") or {}
     out.append(ClaimResult(1, th[1].claim, verdict_antiparallel(at.get("trained_half_b"), at.get("shuffled_labels_lo"), at.get("naive")),
                            _f(at.get("trained_half_b")),
-                           f"{space}: layer {at.get('layer', '—')} (min on half A) cos on half B {_fmt(at.get('trained_half_b'))}; "
+                           f"{space}: layer {at.get('layer', '—')} (min on half A) cos on half B {_fmt(at.get('trained_half_b'))} "
+                           f"{_ci(at.get('trained_half_b_ci'))}; "
                            f"full data min {_fmt(full.get('min'))} at layer {full.get('argmin', '—')}, mean {_fmt(full.get('mean'))}",
-                           f"naive u_* at layer {at.get('layer', '—')}: {_fmt(at.get('naive'))}; shuffled labels 2.5th pct {_fmt(at.get('shuffled_labels_lo'))}",
+                           f"naive u_* at layer {at.get('layer', '—')}: {_fmt(at.get('naive'))} {_ci(at.get('naive_ci'))}; "
+                           f"shuffled labels 2.5th pct {_fmt(at.get('shuffled_labels_lo'))}",
                            th[1].rule))
 
     ll = analysis.get("logit_lens") or {}
@@ -181,9 +183,11 @@ def evaluate(analysis: dict, steering: dict | None) -> list[ClaimResult]:
     layers = tr.get("layer") or {}
     out.append(ClaimResult(4, th[4].claim, verdict_tracking(ts.get("trained_d_gold"), ts.get("trained_d_mold"), ts.get("naive_d_gold"), ts.get("naive_d_mold")),
                            min(_f(ts.get("trained_d_gold")), _f(ts.get("trained_d_mold"))),
-                           f"{space}, layers gold {layers.get('gold', '—')} / mold {layers.get('mold', '—')}: d on v_Gold {_fmt(ts.get('trained_d_gold'))}, "
-                           f"on v_Mold {_fmt(ts.get('trained_d_mold'))}",
-                           f"naive on u_*: {_fmt(ts.get('naive_d_gold'))} / {_fmt(ts.get('naive_d_mold'))}", th[4].rule))
+                           f"{space}, layers gold {layers.get('gold', '—')} / mold {layers.get('mold', '—')}: d on v_Gold {_fmt(ts.get('trained_d_gold'))} "
+                           f"{_ci(ts.get('trained_d_gold_ci'))}, on v_Mold {_fmt(ts.get('trained_d_mold'))} {_ci(ts.get('trained_d_mold_ci'))}",
+                           f"naive on u_*: {_fmt(ts.get('naive_d_gold'))} {_ci(ts.get('naive_d_gold_ci'))} / {_fmt(ts.get('naive_d_mold'))} "
+                           f"{_ci(ts.get('naive_d_mold_ci'))}; trained - naive (paired): gold {_ci(ts.get('trained_minus_naive_d_gold_ci'))}, "
+                           f"mold {_ci(ts.get('trained_minus_naive_d_mold_ci'))}", th[4].rule))
 
     caveat = reliability_caveat(analysis)
     for r in out:
