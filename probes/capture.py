@@ -193,6 +193,12 @@ def iter_continuation_captures(
         yield batch, capture_continuations(model, prefix, tails, layers)
 
 
+def length_sorted_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of `ids` sorted by length, in batches of `batch_size`: little padding per batch."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def iter_captures(
     model,
     ids: Sequence[Sequence[int]],
@@ -212,8 +218,7 @@ def iter_captures(
 
     if len(ids) != len(spans):
         raise ValueError(f"{len(ids)} token lists but {len(spans)} spans")
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_sorted_batches(ids, batch_size)
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
         weights = _span_weights([spans[i] for i in batch], input_ids.shape[1])
@@ -264,8 +269,7 @@ def iter_common_prefix_captures(
     layers = _checked_layers(model, layers)  # before the prefix pass
     device = next(model.parameters()).device
     prefix = _prefix_cache(model, torch.tensor([list(ids[0][:n_prefix])], dtype=torch.long), max(layers))
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_sorted_batches(ids, batch_size)
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         rest = [list(ids[i][n_prefix:]) for i in batch]
         input_ids, mask = pad_batch(rest, pad_id)
@@ -325,11 +329,9 @@ def channel_moments(
     s1 = torch.zeros((len(layers), hidden), dtype=torch.float64)
     s2 = torch.zeros_like(s1)
     count = 0
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     from tqdm.auto import tqdm
 
-    for start in tqdm(range(0, len(order), batch_size), desc="channel moments", disable=not progress, unit="batch"):
-        batch = order[start : start + batch_size]
+    for batch in tqdm(length_sorted_batches(ids, batch_size), desc="channel moments", disable=not progress, unit="batch"):
         input_ids, mask = pad_batch([ids[i] for i in batch], pad_token_id(tokenizer))
         keep = torch.zeros(input_ids.shape, dtype=torch.bool)
         for j, i in enumerate(batch):

@@ -193,7 +193,8 @@ TRAIN_PRESETS: dict[str, dict] = {
     # benchmarks/tile_reading.py shows the same sudden transition in isolation.
     # RL deviations from the paper, for speed: 4 moves per episode instead of 15, 8 mazes x 8
     # episodes per step, 8 steps (14 until 2026-12-04; cut so that `make reproduce` fits the
-    # hour), LoRA r16 on the top 15 of 30 blocks (the update runs only
+    # hour; 8 did not measurably move the SFT model, 14 did: docs/experiments.md), LoRA r16 on the
+    # top 15 of 30 blocks (the update runs only
     # those, on hidden states cached by the rollout; blocks 15..29 include floor(2L/3) and
     # floor(5L/6), where claims are read), LR 5e-4 (LoRA needs far more than 3e-6 to move in a
     # few steps), and the paper's token-level REINFORCE variant with entropy beta 0.3: from the
