@@ -6,8 +6,8 @@
    right-padded batches: (a) our capture (hooks on every block, last token kept, LM head
    skipped), (b) a plain `model(...)` forward without hooks (full logits, as a user would
    call it), (c) the base `model.model(...)` forward without hooks (no LM head), (d) the
-   capture with the prefix common to all trajectories (chat system turn, start of the maze
-   prompt) run once into a KV cache (`iter_common_prefix_captures`, what extraction uses).
+   capture with the prefix common to all trajectories (the user-turn header and the start of
+   the maze prompt) run once into a KV cache (`iter_common_prefix_captures`, what extraction uses).
    Goal: capture / plain >= 0.9.
 2. Peak resident memory of `extract_vectors` (streaming class sums, activations written to
    disk) in fresh subprocesses for N and 2N per class: should be flat in N.

@@ -12,8 +12,8 @@ Batches are right-padded: with a causal mask, real tokens never attend to the pa
 to their right, and the default position ids (0..T-1) are correct for every sequence,
 so capture at batch size 1 equals capture in a padded batch (tested).
 
-A prefix common to every sequence (`iter_common_prefix_captures`: the chat template's system
-turn and the start of the maze prompt, ~45% of a one-move extraction trajectory) is run once
+A prefix common to every sequence (`iter_common_prefix_captures`: for extraction the user-turn
+header and the start of the maze prompt, 16 of a one-move trajectory's 83 tokens) is run once
 into a KV cache that every batch repeats along its rows; only the rest of each sequence is
 computed, right-padded after the prefix. The activations equal the full sequences' (tested).
 

@@ -141,7 +141,10 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
     t0 = time.time()
     texts, examples = build_examples(tokenizer, n_per_class, seed, maze_config, max_moves, design)
     ids = tokenize_texts(tokenizer, texts)
-    shared = shared_prefixes(ids, n_per_class) if design == "paired" and not getattr(model, "welfare_plant", None) else None
+    # A planted model (probes/plant.py) reads whole sequences at forward time, so no KV-cache shortcut for it.
+    planted = bool(getattr(model, "welfare_plant", None))
+    shared = shared_prefixes(ids, n_per_class) if design == "paired" and not planted else None
+    cache_common = shared is None and not planted  # the prefix every trajectory shares, run once
     examples["n_tokens"] = [len(x) for x in ids]
     n_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
     layers = list(range(n_layers))
@@ -161,7 +164,7 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
             del mm
             rows_file = stack.enter_context(open(tmp, "r+b"))
             row_bytes = n_layers * hidden * 2
-        for idx, acts in _captures(model, ids, shared, n_per_class, layers, batch_size, pad_id, progress):
+        for idx, acts in _captures(model, ids, shared, cache_common, n_per_class, layers, batch_size, pad_id, progress):
             a = acts.numpy()
             for j, i in enumerate(idx):
                 sums[labels[i]] += a[j]  # float64 running sums
@@ -187,7 +190,7 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
             "read_position": "last token of render_up_to_last_assistant (the final direction letter)",
             "design": design,
             "shared_prefix_cache": shared is not None,
-            "common_prefix_tokens": 0 if shared is not None or getattr(model, "welfare_plant", None) else common_prefix_length(ids),
+            "common_prefix_tokens": common_prefix_length(ids) if cache_common else 0,
             "n_per_class": counts,
             "maze_config": maze_config.to_dict(),
             "max_moves": max_moves or maze_config.n_moves,
@@ -211,13 +214,14 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
     return cv
 
 
-def _captures(model, ids, shared, n_per_class: int, layers, batch_size: int, pad_id: int, progress: bool):
-    """(example indices, activations [b, L, H]): full sequences, or each paired state's prefix once."""
+def _captures(model, ids, shared, cache_common: bool, n_per_class: int, layers, batch_size: int, pad_id: int, progress: bool):
+    """(example indices, activations [b, L, H]): each paired state's prefix once, the prefix common
+    to all sequences once (`cache_common`), or full sequences."""
     if shared is None:
-        if getattr(model, "welfare_plant", None):  # the plant reads whole sequences (probes/plant.py): no cache
-            yield from iter_captures(model, ids, last_token_spans(ids), layers, batch_size, pad_id, progress, "extract")
-        else:
+        if cache_common:
             yield from iter_common_prefix_captures(model, ids, layers, batch_size, pad_id, progress, "extract")
+        else:
+            yield from iter_captures(model, ids, last_token_spans(ids), layers, batch_size, pad_id, progress, "extract")
         return
     prefixes, last = shared
     for states, acts in iter_continuation_captures(model, prefixes, last, layers, batch_size, progress, "extract (paired)"):

@@ -66,9 +66,9 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3, "plant": 2,
                    "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "mechanics": 5, "report": 3},
     ),
-    # The default model on 2 CPU cores. At 150 SFT steps (LR 3e-5), 14 RL steps and 40 new tokens it took
-    # 71 min from a clean clone (2026-12-04: SFT 17.5 min, RL 19.8, steering 12, mechanics 9.1), over
-    # the hour issue 13 asks for; the training preset's comment says what changed (README "Results").
+    # The default model on 2 CPU cores: 58.8 min from a clean clone at cf6bc4c (2026-12-04: SFT 12.7 min,
+    # RL 12.4, steering 10.6, mechanics 9.1; README "Results"). At 150 SFT steps (LR 3e-5), 14 RL steps and
+    # 40 new tokens it took 71 min; the training preset's comment says what changed.
     "cpu-small": ReproducePreset(
         name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", training="sft+rl", eval_mazes=64, extract_n=500,
         tracking_n=60, steer_k=1, alphas=(-4.0, 0.0, 4.0),
