@@ -58,6 +58,11 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     assert html.count("data:image/png;base64,") >= 5
     for rel in [l.split("](")[1].rstrip(")") for l in md.splitlines() if l.startswith("![")]:
         assert (run / "report" / rel).exists(), rel  # figure links resolve from the report folder
+    # the naive control has its own N (the preset's extract_n_naive), and the report states each model's
+    ext_n = {k: json.loads((run / k / "stage.json").read_text())["summary"]["n_per_class"] for k in ("extract_naive", "extract_trained")}
+    assert ext_n == {"extract_naive": 60, "extract_trained": 48}
+    rel = json.loads((run / "analyze" / "summary.json").read_text())["reliability_at_l_star"]["vectors"]
+    assert rel["u_mold"]["n_per_class"] == 60 and rel["v_mold"]["n_per_class"] == 48
     setup = json.loads((run / "run_config.json").read_text())
     assert setup["model"] == "tiny" and setup["package_version"]
     # smoke trains like cpu-small: a full-fine-tune SFT, then LoRA RL starting from the SFT model

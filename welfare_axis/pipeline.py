@@ -30,7 +30,7 @@ class ReproducePreset:
     train_preset: str
     training: str  # one of TRAININGS
     eval_mazes: int
-    extract_n: int
+    extract_n: int  # scripted trajectories per class for the trained (or planted) model's v_*
     tracking_n: int
     steer_k: int
     steer_max_new_tokens: int
@@ -42,6 +42,10 @@ class ReproducePreset:
     batch_size: int = 16
     extract_max_moves: int | None = None  # scripted trajectories of 1..this many moves (None: the maze's n_moves)
     extract_design: str = "independent"  # probes.extract.DESIGNS; with "paired", extract_n counts maze states
+    # The maze-naive control's u_* (None: extract_n). The naive model separates the classes less
+    # (smaller whitened Gold/Mold distances), so its vectors need more trajectories for the same
+    # split-half reliability (the report's "reliability at l*" projects how many).
+    extract_n_naive: int | None = None
     plant_layer: int | None = None  # --plant: layer of the planted axis (None: floor(2L/3))
     plant_scale: float = 1.0  # --plant: ||e|| relative to the natural Gold-Mold difference, standardised units
     screen_layers: tuple[int, ...] | None = None  # steering screen layers (None: 1..L-1)
@@ -57,6 +61,7 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
     # Tiny random model, minutes: a first look and the test suite's end-to-end run.
     "smoke": ReproducePreset(
         name="smoke", model="tiny", train_preset="tiny", training="sft+rl", eval_mazes=4, extract_n=48, tracking_n=24,
+        extract_n_naive=60,  # unequal, as in cpu-small, so the test run covers a control of its own size
         steer_k=1, steer_max_new_tokens=8, alphas=(-4.0, 0.0, 4.0), evals=EVALS, eval_items=2,
         steer_trained=True, batch_size=8, extract_max_moves=2,
         # a random 4-layer model has tiny natural Gold/Mold differences: a strong plant, so a correct pipeline must see it
@@ -66,26 +71,25 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3, "plant": 2,
                    "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "mechanics": 5, "report": 3},
     ),
-    # The default model on 2 CPU cores: 58.8 min from a clean clone at cf6bc4c (2026-12-04: SFT 12.7 min,
-    # RL 12.4, steering 10.6, mechanics 9.1; README "Results"). At 150 SFT steps (LR 3e-5), 14 RL steps and
-    # 40 new tokens it took 71 min; the training preset's comment says what changed.
+    # The default model on 2 CPU cores. At cf6bc4c (2026-12-04, 500 trajectories per class for both
+    # models, 8 RL steps) a clean clone took 58.8 min (SFT 12.7, RL 12.4, steering 10.6, mechanics 9.1;
+    # README "Results"), and the whitened split-half reliability at l* was 0.76-0.94 (0.9 needs ~550
+    # per class for v_Mold, ~1430 for u_Mold). Hence 800 / 1700 per class here, paid for by 4 RL steps.
     "cpu-small": ReproducePreset(
-        name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", training="sft+rl", eval_mazes=64, extract_n=500,
-        tracking_n=60, steer_k=1, alphas=(-4.0, 0.0, 4.0),
+        name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", training="sft+rl", eval_mazes=64, extract_n=800,
+        extract_n_naive=1700, tracking_n=60, steer_k=1, alphas=(-4.0, 0.0, 4.0),
         # 32 new tokens (40 until 2026-12-04): a sentence or two for VADER, ~20% less generation at two layers
         steer_max_new_tokens=32,
-        # 1-move trajectories (83 tokens, 0.125 s each on 2 cores, vs 0.18 s for a 1-2-move mix) buy the
-        # larger N; whitened split-half reliability still needs ~1400 per class (see the report), which
-        # would not fit the hour
+        # 1-move trajectories (83 tokens, ~0.1 s each on 2 cores, vs 0.18 s for a 1-2-move mix) buy the larger N
         evals=("sentiment",), eval_items=0, steer_trained=True, extract_max_moves=1,
         # 8 screen prompts per readout keep the 29-layer screen to minutes; alpha 4 adds 0.4 of the residual norm
         screen_prompts=8, screen_ratios=(0.25, 0.5), unit_ratio=0.1, plant_scale=2.0,
         # half the default drift / CKA episodes and off-target prompts: 13.1 min at the defaults (2026-11-28),
         # 9.1 at these (2026-12-04); the one-step probe's rollouts and gradients (~2 min a batch) are the rest
         mechanics=MechanicsSizes(n_maze=16, n_per_set=16),
-        # stage seconds of the 2026-12-04 clean-clone run, training and generation scaled to this preset's sizes
-        estimates={"naive_eval": 50, "train_rl": 690, "train_sft": 730, "trained_eval": 60, "extract_naive": 180, "plant": 15,
-                   "extract_trained": 190, "analyze": 170, "steer_naive": 580, "steer_trained": 70, "mechanics": 545, "report": 5},
+        # stage seconds of the 2026-12-04 clean-clone run, scaled to this preset's sizes (extraction ~40 s + 0.1 s a trajectory)
+        estimates={"naive_eval": 50, "train_rl": 350, "train_sft": 730, "trained_eval": 60, "extract_naive": 550, "plant": 15,
+                   "extract_trained": 280, "analyze": 330, "steer_naive": 580, "steer_trained": 70, "mechanics": 545, "report": 5},
     ),
     # The paper's sizes, for GPU users (documented, not run on CPU).
     "paper": ReproducePreset(
@@ -208,8 +212,10 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
 
     try:
         ext = {**common, "n": p.extract_n, "batch_size": p.batch_size, "max_moves": p.extract_max_moves, "design": p.extract_design}
+        n_naive = p.extract_n_naive or p.extract_n
+        ext_naive = {**ext, "n": n_naive}
         if plant:
-            runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
+            runner.run("extract_naive", ext_naive, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, n_naive, seed, maze, d, progress))
             runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer, "stories": stories_key},
                        lambda d: _plant(naive_model, naive_tok, plant, runner.stage_dir("extract_naive"), p, seed, maze, d, stories),
                        deps=("extract_naive",))
@@ -250,8 +256,8 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
             runner.run("trained_eval", {**common, "n_mazes": p.eval_mazes}, trained_eval, deps=("naive_eval", trained_stage))
 
 
-            runner.run("extract_naive", ext, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, seed, maze, d, progress))
-        runner.run("extract_trained", ext, lambda d: _extract(extract_vectors, trained_model, trained_tok, p, seed, maze, d, progress),
+            runner.run("extract_naive", ext_naive, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, n_naive, seed, maze, d, progress))
+        runner.run("extract_trained", ext, lambda d: _extract(extract_vectors, trained_model, trained_tok, p, p.extract_n, seed, maze, d, progress),
                    deps=(trained_stage,))
 
         story_half = "b" if plant else None  # a planted valence axis was built from story half "a"
@@ -320,10 +326,10 @@ def _first_move(d: Path, maze, seed: int, n: int, naive, trained) -> dict:
     return {**{name: summarize_first_move(df) for name, df in frames.items()}, "expected_reward_diff": diff}
 
 
-def _extract(extract_vectors, model, tok, p: ReproducePreset, seed, maze, d: Path, progress) -> dict:
-    cv = extract_vectors(model, tok, p.extract_n, seed=seed, maze_config=maze, batch_size=p.batch_size, progress=progress,
+def _extract(extract_vectors, model, tok, p: ReproducePreset, n: int, seed, maze, d: Path, progress) -> dict:
+    cv = extract_vectors(model, tok, n, seed=seed, maze_config=maze, batch_size=p.batch_size, progress=progress,
                          max_moves=p.extract_max_moves, out_dir=d, design=p.extract_design)
-    return {"n_per_class": p.extract_n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"], "design": p.extract_design}
+    return {"n_per_class": n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"], "design": p.extract_design}
 
 
 def _plant(model, tok, kind: str, naive_dir: Path, p: ReproducePreset, seed: int, maze, d: Path, stories: str | None) -> dict:
