@@ -21,7 +21,8 @@ import pandas as pd
 
 from envs import TILE_KINDS
 from probes.channels import Spaces, top_channel_share, whitener
-from probes.metrics import centre_within, choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections, permutation_null_cosines, separation
+from probes.metrics import (centre_within, choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections,
+                            permutation_null_cosines, separation, weighted_centred_diffs)
 
 SPACES = Spaces.NAMES
 
@@ -170,14 +171,12 @@ def antiparallel_ci(acts: np.ndarray, examples: pd.DataFrame, spaces: Spaces, sp
     labels, strata = labels[idx_all], strata[idx_all]
     rng = np.random.default_rng(seed)
     cos = np.empty(n_boot)
-    for b in range(n_boot):
-        i = rng.integers(0, len(labels), len(labels))
-        if len(set(labels[i]) & {"mold", "gold"}) < 2:  # a tiny draw without one of the two classes: no cosine
-            cos[b] = np.nan
-            continue
-        x = centre_within(raw[i], strata[i])
-        vm, vg = (spaces.apply(diff_of_means(x, labels[i], k), layer, space) for k in ("mold", "gold"))
-        cos[b] = cosine(vm, vg)
+    for start in range(0, n_boot, 100):  # 100 draws at a time: [100, N] weights, a few MB
+        counts = np.stack([np.bincount(rng.integers(0, len(labels), len(labels)), minlength=len(labels))
+                           for _ in range(min(100, n_boot - start))])
+        v = weighted_centred_diffs(raw, labels, strata, counts, ("mold", "gold"))
+        vm, vg = (spaces.apply(v[k], layer, space) for k in ("mold", "gold"))
+        cos[start : start + len(counts)] = cosine_per_layer(vm, vg)  # row-wise: one cosine per draw (NaN rows stay NaN)
     if not np.isfinite(cos).any():
         return [float("nan"), float("nan")]
     return [float(x) for x in np.nanpercentile(cos, [2.5, 97.5])]

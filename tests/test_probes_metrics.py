@@ -284,3 +284,45 @@ def test_antiparallel_ci_brackets_a_known_cosine():
     # a mask restricts the resampling to those examples (half the data: a wider interval)
     lo_h, hi_h = antiparallel_ci(acts, examples, spaces, "raw", 0, mask=np.arange(3 * n) < 3 * n // 2, n_boot=300, seed=0)
     assert hi_h - lo_h > hi - lo
+
+
+def test_weighted_centred_diffs_equal_centring_each_resample():
+    from probes.metrics import centre_within, diff_of_means, weighted_centred_diffs
+
+    rng = np.random.default_rng(5)
+    n, h = 60, 7
+    labels = np.array(["mold", "gold", "path"] * (n // 3))
+    strata = np.array(["U|1", "D|1", "L|2", "R|2", "U|2"])[rng.integers(0, 5, n)]
+    x = rng.standard_normal((n, h)) + (labels == "gold")[:, None] * np.arange(h)
+    draws = [rng.integers(0, n, n) for _ in range(6)]
+    draws.append(np.flatnonzero(strata != "U|2")[rng.integers(0, (strata != "U|2").sum(), n)])  # a stratum absent from the draw
+    counts = np.stack([np.bincount(i, minlength=n) for i in draws])
+    got = weighted_centred_diffs(x, labels, strata, counts, ("mold", "gold"))
+    for b, i in enumerate(draws):
+        xc = centre_within(x[i], strata[i])
+        for k in ("mold", "gold"):
+            np.testing.assert_allclose(got[k][b], diff_of_means(xc, labels[i], k), rtol=1e-10, atol=1e-12)
+    # a draw without any gold example has no gold vector (NaN), and its mold vector is still defined
+    no_gold = np.bincount(np.flatnonzero(labels != "gold")[:10], minlength=n)[None]
+    out = weighted_centred_diffs(x, labels, strata, no_gold, ("mold", "gold"))
+    assert np.isnan(out["gold"]).all() and np.isfinite(out["mold"]).all()
+
+
+def test_permutation_null_equals_shuffling_labels_and_recomputing_each_draw():
+    from probes.metrics import cosine, diff_of_means, permutation_null_cosines
+
+    rng = np.random.default_rng(9)
+    n, h = 90, 6
+    labels = np.array(["mold", "gold", "path"] * (n // 3))
+    strata = np.array(["U", "D", "L"])[rng.integers(0, 3, n)]
+    x = rng.standard_normal((n, h)) + (labels == "mold")[:, None]
+    got = permutation_null_cosines(x, labels, "mold", "gold", draws=20, seed=4, strata=strata)
+    # the reference: shuffle within strata draw by draw (same generator, same order) and recompute both means
+    ref_rng, want = np.random.default_rng(4), []
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    for _ in range(20):
+        perm = labels.copy()
+        for g in groups:
+            perm[g] = labels[g][ref_rng.permutation(len(g))]
+        want.append(cosine(diff_of_means(x, perm, "mold"), diff_of_means(x, perm, "gold")))
+    np.testing.assert_allclose(got, want, rtol=1e-10)
