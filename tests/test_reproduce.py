@@ -63,6 +63,7 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     assert ext_n == {"extract_naive": 60, "extract_trained": 48}
     rel = json.loads((run / "analyze" / "summary.json").read_text())["reliability_at_l_star"]["vectors"]
     assert rel["u_mold"]["n_per_class"] == 60 and rel["v_mold"]["n_per_class"] == 48
+    assert "| concept vectors | v_*: 48 1-2-move scripted trajectories per class; u_* (naive): 60 1-2-move" in md
     setup = json.loads((run / "run_config.json").read_text())
     assert setup["model"] == "tiny" and setup["package_version"]
     # smoke trains like cpu-small: a full-fine-tune SFT, then LoRA RL starting from the SFT model

@@ -63,6 +63,7 @@ def _setup(run: Path) -> list:
             ("maze", json.dumps(cfg.get("maze", {}), ensure_ascii=False)),
             ("training", _training_summary(train, training)),
             ("trained blocks", trained_blocks),
+            ("concept vectors", _extraction_summary(run)),
         ],
         columns=["setting", "value"],
     )
@@ -72,6 +73,18 @@ def _setup(run: Path) -> list:
     if rows:
         blocks.append(Table(pd.DataFrame(rows), "Wall time per stage (cached stages show the time of their original run)"))
     return blocks
+
+
+def _extraction_summary(run: Path) -> str:
+    """Trajectories per class behind v_* and u_* (each extraction stage's own record)."""
+    parts = []
+    for stage, name in (("extract_trained", "v_*"), ("extract_naive", "u_* (naive)")):
+        s = _json(run / stage / "stage.json").get("summary") or {}
+        if s.get("n_per_class"):
+            unit = "maze states" if s.get("design") == "paired" else "scripted trajectories"
+            moves = f"1-{s['max_moves']}-move" if s.get("max_moves") and s["max_moves"] > 1 else "1-move" if s.get("max_moves") == 1 else ""
+            parts.append(f"{name}: {s['n_per_class']} {moves + ' ' if moves else ''}{unit} per class")
+    return "; ".join(parts) or "—"
 
 
 def _finetune(t: dict, key: str) -> str:
