@@ -74,7 +74,8 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
     # The default model on 2 CPU cores. At cf6bc4c (2026-12-04, 500 trajectories per class for both
     # models, 8 RL steps) a clean clone took 58.8 min (SFT 12.7, RL 12.4, steering 10.6, mechanics 9.1;
     # README "Results"), and the whitened split-half reliability at l* was 0.76-0.94 (0.9 needs ~550
-    # per class for v_Mold, ~1430 for u_Mold). Hence 800 / 1700 per class here, paid for by 4 RL steps.
+    # per class for v_Mold, ~1430 for u_Mold). Hence 800 / 1700 per class here, paid for by 4 RL steps:
+    # 44.6 min from a clean clone at e7c3dba (2026-12-05, a faster day; reliability 0.90-0.95 at l*).
     "cpu-small": ReproducePreset(
         name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", training="sft+rl", eval_mazes=64, extract_n=800,
         extract_n_naive=1700, tracking_n=60, steer_k=1, alphas=(-4.0, 0.0, 4.0),
@@ -89,7 +90,7 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         mechanics=MechanicsSizes(n_maze=16, n_per_set=16),
         # stage seconds of the 2026-12-04 clean-clone run, scaled to this preset's sizes (extraction ~40 s + 0.1 s a trajectory)
         estimates={"naive_eval": 50, "train_rl": 350, "train_sft": 730, "trained_eval": 60, "extract_naive": 550, "plant": 15,
-                   "extract_trained": 280, "analyze": 330, "steer_naive": 580, "steer_trained": 70, "mechanics": 545, "report": 5},
+                   "extract_trained": 280, "analyze": 200, "steer_naive": 580, "steer_trained": 70, "mechanics": 545, "report": 5},
     ),
     # The paper's sizes, for GPU users (documented, not run on CPU).
     "paper": ReproducePreset(
