@@ -56,6 +56,7 @@ class AnalyzeConfig:
     emotion_null_draws: int = 500
     track_boot: int = 2000  # bootstrap draws for claim 4's d CIs
     antiparallel_boot: int = 500  # bootstrap draws for claim 1's cosine CIs (per space: a few seconds each)
+    reliability_splits: int = 20  # random maze splits whose split-half cosines are averaged
     top_k: int = 20
     batch_size: int = 16
     probe: bool = True  # logistic-regression probes per layer (second estimate)
@@ -125,8 +126,9 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     c_sd = sd if cmodel is model else channel_moments(cmodel, ctok, neutral, layers, batch_size=cfg.batch_size, progress=cfg.progress)[1].numpy()
 
     # 1. per-layer metrics, l* per space, split halves and shuffled-label nulls (both models)
-    lc = layer_metrics(acts, examples, sd, cfg.folds, cfg.bins, cfg.perm_draws, cfg.probe, seed, cfg.progress)
-    c_lc = lc if control_dir is None else layer_metrics(c_acts, c_examples, c_sd, cfg.folds, cfg.bins, cfg.perm_draws, False, seed, cfg.progress)
+    lc = layer_metrics(acts, examples, sd, cfg.folds, cfg.bins, cfg.perm_draws, cfg.probe, seed, cfg.progress, cfg.reliability_splits)
+    c_lc = lc if control_dir is None else layer_metrics(c_acts, c_examples, c_sd, cfg.folds, cfg.bins, cfg.perm_draws, False, seed, cfg.progress,
+                                                        cfg.reliability_splits)
     l_star = lc.l_star[VERDICT_SPACE]
 
     # 2. antiparallelism: per layer, both spaces, with the naive control, shuffled-label and random-direction bands
@@ -223,7 +225,7 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
 
     reliability = {k: {space: [float(x) for x in lc.table[(lc.table.space == space) & (lc.table.vector == k)].sort_values("layer")["split_half_cos"]]
                        for space in SPACES} for k in TILE_KINDS}
-    reliability_at_l_star = _reliability_at_l_star(lc, c_lc, l_star, examples, c_examples)
+    reliability_at_l_star = _reliability_at_l_star(lc, c_lc, l_star, examples, c_examples, cfg.reliability_splits)
     summary = {
         "n_layers": n_layers, "hidden_size": hidden, "layer_convention": LAYER_CONVENTION, "verdict_space": VERDICT_SPACE,
         "why_verdict_space": "a few directions carry most of the variance at the read position (outlier channels, and correlated "
@@ -270,20 +272,23 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
 RELIABILITY_TARGET = 0.9  # split-half cosine wanted at the chosen layers (issue: "raise N until it is >= 0.9")
 
 
-def _reliability_at_l_star(lc, c_lc, l_star: dict, examples: pd.DataFrame, c_examples: pd.DataFrame) -> dict:
+def _reliability_at_l_star(lc, c_lc, l_star: dict, examples: pd.DataFrame, c_examples: pd.DataFrame, n_splits: int) -> dict:
     """Verdict-space split-half cosine of v_* and u_* at l*, and the N per class projected to reach the target.
 
     A vector below the target makes a "not reproduced" partly a lack of samples; the projection
     (probes.metrics.n_for_reliability) says how many scripted trajectories per class would fix it.
     """
-    out = {"space": VERDICT_SPACE, "target": RELIABILITY_TARGET, "vectors": {}}
+    out = {"space": VERDICT_SPACE, "target": RELIABILITY_TARGET, "n_splits": n_splits, "vectors": {},
+           "split_half_cos": f"mean over {n_splits} random splits of the mazes into halves (split_half_min / _max: their range)"}
     for prefix, choice, ex in (("v", lc, examples), ("u", c_lc, c_examples)):
         n = int(ex["kind"].value_counts().min())
         for k in ("mold", "gold"):
             t = choice.table
-            cos = float(t[(t.space == VERDICT_SPACE) & (t.vector == k) & (t.layer == l_star[k])]["split_half_cos"].iloc[0])
+            row = t[(t.space == VERDICT_SPACE) & (t.vector == k) & (t.layer == l_star[k])].iloc[0]
+            cos = float(row["split_half_cos"])  # the mean over random maze splits
             need = n_for_reliability(cos, n, RELIABILITY_TARGET)
-            out["vectors"][f"{prefix}_{k}"] = {"layer": int(l_star[k]), "split_half_cos": cos, "n_per_class": n,
+            out["vectors"][f"{prefix}_{k}"] = {"layer": int(l_star[k]), "split_half_cos": cos, "split_half_min": float(row["split_half_min"]),
+                                              "split_half_max": float(row["split_half_max"]), "n_per_class": n,
                                               "n_per_class_for_target": math.ceil(need) if math.isfinite(need) else None}
     out["below_target"] = sorted(name for name, r in out["vectors"].items() if not r["split_half_cos"] >= RELIABILITY_TARGET)
     return out

@@ -9,7 +9,10 @@ shuffled-label null, in the raw, channel-standardised and whitened spaces (probe
   over layers 1..L-1 (layer 0, the read token's embedding, cannot carry the outcome).
 * Split-half reliability: the mazes are split at random into two halves; per layer,
   cos(v from half A, v from half B), each half centred within its direction x length strata
-  (`metrics.centre_within`). Below ~0.9 most of ||v|| is sampling noise.
+  (`metrics.centre_within`). Below ~0.9 most of ||v|| is sampling noise. One split is one draw
+  (on the default model the cosine moved by +-0.01 between splits), so `split_half_cos` is the
+  mean over `n_splits` random splits, with their min and max; the first split's halves also
+  serve claim 1's held-out layer choice (`antiparallel_split`).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def maze_halves(examples: pd.DataFrame, seed: int) -> np.ndarray:
 
 
 def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, folds: int = 5, bins: int = 30,
-                  perm_draws: int = 100, probe: bool = True, seed: int = 0, progress: bool = False) -> LayerChoice:
+                  perm_draws: int = 100, probe: bool = True, seed: int = 0, progress: bool = False, n_splits: int = 20) -> LayerChoice:
     """All per-layer statistics of one model's extraction activations acts [N, L, H]; sd [L, H] from neutral text."""
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
@@ -71,6 +74,8 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
     labels = examples["kind"].to_numpy()
     fold_list = make_folds(examples, folds, seed)
     in_a = maze_halves(examples, seed)
+    # reliability splits: the first is `in_a`; rows 2j and 2j+1 weight split j's halves A and B
+    split_weights = np.concatenate([np.stack([m, ~m]) for m in (maze_halves(examples, seed + j) for j in range(max(1, n_splits)))]).astype(float)
     strata = nuisance_strata(examples)
     n_layers = acts.shape[1]
     rows = []
@@ -91,6 +96,7 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
                 x_h = centre_within(raw[m], strata[m])
                 for k in TILE_KINDS:
                     halves[h][k][layer] = diff_of_means(x_h, labels[m], k)
+            split_diffs = weighted_centred_diffs(raw, labels, strata, split_weights, TILE_KINDS)  # {k: [2 x splits, H]}
             for space in SPACES:
                 x = spaces.apply(raw, layer, space)
                 if np.ptp(x, axis=0).max() > 0:  # layer 0 can be constant at the read position
@@ -102,8 +108,11 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
                     row["d"] = cohens_d(p[labels == k], p[labels != k])  # signed; the rule uses |d|
                     row["norm"] = float(np.linalg.norm(v))
                     row["top5_share"] = float(top_channel_share(v[None])[0])
-                    va, vb = (spaces.apply(halves[h][k][layer], layer, space) for h in "AB")
-                    row["split_half_cos"] = cosine(va, vb)
+                    d = spaces.apply(split_diffs[k], layer, space)
+                    split_cos = cosine_per_layer(d[0::2], d[1::2])  # one cosine per split
+                    row["split_half_cos"] = float(np.nanmean(split_cos)) if np.isfinite(split_cos).any() else float("nan")
+                    row["split_half_min"], row["split_half_max"] = (float(f(split_cos)) if np.isfinite(split_cos).any() else float("nan")
+                                                                    for f in (np.nanmin, np.nanmax))
                     if probe and space == "raw":
                         row.update(_probe(raw, labels == k, fold_list, v, seed))
                     rows.append(row)

@@ -66,6 +66,7 @@ def test_summary_keys_and_values(analysed):
     assert vm["split_half_cos"] == pytest.approx(s["split_half_reliability"]["mold"]["whitened"][vm["layer"]])
     assert ra["vectors"]["u_mold"]["split_half_cos"] == pytest.approx(vm["split_half_cos"])  # control = same folder here
     assert set(ra["below_target"]) == {n for n, r in ra["vectors"].items() if r["split_half_cos"] < 0.9}
+    assert ra["n_splits"] == 20 and vm["split_half_min"] <= vm["split_half_cos"] <= vm["split_half_max"]
     shares = s["outlier_channels"]["top5_share"]["v_mold"]
     assert all(0 < x <= 1 for x in shares[1:]) and len(s["outlier_channels"]["top_channels_v_mold"][1]) == 5
     assert s["tile_mean_cos_layer"] == 2 and s["tile_mean_cos"]["mold"]["mold"] == pytest.approx(1.0)

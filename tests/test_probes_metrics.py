@@ -10,6 +10,7 @@ from probes.metrics import (
     centred_mean_cosines,
     choose_layer,
     cohens_d,
+    cosine,
     cosine_per_layer,
     diff_of_means,
     held_out_projections,
@@ -169,6 +170,14 @@ def test_split_half_vectors_centre_out_nuisance_imbalance():
     lc = layer_metrics(acts, pd.DataFrame(rows), np.ones((1, h)), folds=3, perm_draws=5, probe=False)
     rel = lc.table[(lc.table.space == "raw") & (lc.table.vector == "mold")]["split_half_cos"].iloc[0]
     assert rel > 0.9  # without centring within strata the halves' opposite nuisance imbalances make this negative
+    # the reliability is a mean over random maze splits, within their range; with one split it is the
+    # cosine of that split's halves, the ones claim 1's held-out layer choice reads
+    row = lc.table[(lc.table.space == "raw") & (lc.table.vector == "gold")].iloc[0]
+    assert row.split_half_min <= row.split_half_cos <= row.split_half_max and row.split_half_min < row.split_half_max
+    one = layer_metrics(acts, pd.DataFrame(rows), np.ones((1, h)), folds=3, perm_draws=5, probe=False, n_splits=1)
+    first = one.table[(one.table.space == "raw") & (one.table.vector == "gold")].iloc[0]
+    assert first.split_half_cos == pytest.approx(cosine(one.halves["A"]["gold"][0], one.halves["B"]["gold"][0]), rel=1e-9)
+    assert first.split_half_min == first.split_half_max == first.split_half_cos
 
 
 def test_n_for_reliability_projects_the_one_over_n_noise_by_hand():

@@ -216,7 +216,8 @@ def reliability_caveat(analysis: dict) -> str:
         return ""
     parts = [f"{name} {_f(r['split_half_cos']):.2f} at layer {r['layer']} (N {r['n_per_class']}/class; ~{r['n_per_class_for_target'] or 'inf'} "
              f"projected for {rel['target']})" for name, r in low]
-    return (f"split-half reliability ({rel.get('space')}) below {rel.get('target')}: " + "; ".join(parts)
+    splits = f", mean of {rel['n_splits']} random maze splits" if rel.get("n_splits") else ""
+    return (f"split-half reliability ({rel.get('space')}{splits}) below {rel.get('target')}: " + "; ".join(parts)
             + ": a 'not reproduced' may partly be too few samples")
 
 

@@ -335,7 +335,8 @@ def _probe_tables(s: dict) -> list:
                      "top-5-channel share of ||v||^2": _fmt((share.get(f"v_{k}") or [math.nan] * (layer + 1))[layer]),
                      **_projected_n(s, k)})
     if rows:
-        blocks.append(Table(pd.DataFrame(rows), "Reliability (cos of vectors from two halves of the mazes; >= 0.9 wanted) and outlier "
+        blocks.append(Table(pd.DataFrame(rows), "Reliability (cos of vectors from two halves of the mazes, mean over random splits "
+                            "with their range; >= 0.9 wanted) and outlier "
                             f"channels at l*; verdicts use the {s.get('verdict_space')} space because {s.get('why_verdict_space')}"))
     ll = s.get("logit_lens") or {}
     at = ll.get("at_layer") or {}
@@ -355,7 +356,8 @@ def _projected_n(s: dict, k: str) -> dict:
     for prefix in ("v", "u"):
         r = (rel.get("vectors") or {}).get(f"{prefix}_{k}")
         if r:
-            out[f"{prefix}_{k} split-half ({rel['space']})"] = _fmt(r["split_half_cos"])
+            spread = f" ({_fmt(r['split_half_min'])} to {_fmt(r['split_half_max'])})" if "split_half_min" in r else ""
+            out[f"{prefix}_{k} split-half ({rel['space']})"] = _fmt(r["split_half_cos"]) + spread
             out[f"{prefix}_{k} N/class now -> for {rel['target']}"] = f"{r['n_per_class']} -> {r['n_per_class_for_target'] or 'inf'}"
     return out
 
