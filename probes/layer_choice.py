@@ -24,7 +24,7 @@ import pandas as pd
 
 from envs import TILE_KINDS
 from probes.channels import Spaces, top_channel_share, whitener
-from probes.metrics import (centre_within, choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections,
+from probes.metrics import (choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections,
                             permutation_null_cosines, separation, weighted_centred_diffs)
 
 SPACES = Spaces.NAMES
@@ -73,8 +73,7 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
 
     labels = examples["kind"].to_numpy()
     fold_list = make_folds(examples, folds, seed)
-    in_a = maze_halves(examples, seed)
-    # reliability splits: the first is `in_a`; rows 2j and 2j+1 weight split j's halves A and B
+    # reliability splits: rows 2j and 2j+1 weight split j's halves A and B; split 0's halves are `halves`
     split_weights = np.concatenate([np.stack([m, ~m]) for m in (maze_halves(examples, seed + j) for j in range(max(1, n_splits)))]).astype(float)
     strata = nuisance_strata(examples)
     n_layers = acts.shape[1]
@@ -88,15 +87,13 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
         for layer in tqdm(range(n_layers), desc="layer metrics", disable=not progress):
             raw = np.asarray(acts[:, layer, :], dtype=np.float64)
             spaces.whiten[layer] = whitener(raw, labels, strata)
-            for h, m in (("A", in_a), ("B", ~in_a)):
-                # The classes are balanced over final directions and lengths as a whole but not within a
-                # random half of the mazes, and those are the largest nuisances at the read position, so
-                # the halves' raw diffs of means would carry opposite imbalances (split-half cosines near
-                # -1). Centring within each stratum removes them; on the balanced whole it changes nothing.
-                x_h = centre_within(raw[m], strata[m])
-                for k in TILE_KINDS:
-                    halves[h][k][layer] = diff_of_means(x_h, labels[m], k)
+            # The classes are balanced over final directions and lengths as a whole but not within a
+            # random half of the mazes, and those are the largest nuisances at the read position, so
+            # the halves' raw diffs of means would carry opposite imbalances (split-half cosines near
+            # -1). Centring within each stratum of the half removes them; on the balanced whole it changes nothing.
             split_diffs = weighted_centred_diffs(raw, labels, strata, split_weights, TILE_KINDS)  # {k: [2 x splits, H]}
+            for k in TILE_KINDS:
+                halves["A"][k][layer], halves["B"][k][layer] = split_diffs[k][0], split_diffs[k][1]
             for space in SPACES:
                 x = spaces.apply(raw, layer, space)
                 if np.ptp(x, axis=0).max() > 0:  # layer 0 can be constant at the read position
@@ -110,9 +107,9 @@ def layer_metrics(acts: np.ndarray, examples: pd.DataFrame, sd: np.ndarray, fold
                     row["top5_share"] = float(top_channel_share(v[None])[0])
                     d = spaces.apply(split_diffs[k], layer, space)
                     split_cos = cosine_per_layer(d[0::2], d[1::2])  # one cosine per split
-                    row["split_half_cos"] = float(np.nanmean(split_cos)) if np.isfinite(split_cos).any() else float("nan")
-                    row["split_half_min"], row["split_half_max"] = (float(f(split_cos)) if np.isfinite(split_cos).any() else float("nan")
-                                                                    for f in (np.nanmin, np.nanmax))
+                    ok = np.isfinite(split_cos).any()  # layer 0 (the read token's embedding) has no class difference
+                    for col, f in (("split_half_cos", np.nanmean), ("split_half_min", np.nanmin), ("split_half_max", np.nanmax)):
+                        row[col] = float(f(split_cos)) if ok else float("nan")
                     if probe and space == "raw":
                         row.update(_probe(raw, labels == k, fold_list, v, seed))
                     rows.append(row)

@@ -124,15 +124,16 @@ def weighted_centred_diffs(x: np.ndarray, labels: np.ndarray, strata: np.ndarray
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     kinds, strats = np.unique(labels), np.unique(strata)
-    sums = {(c, s): w[:, m] @ x[m] for c in kinds for s in strats if (m := (labels == c) & (strata == s)).any()}
-    counts = {cs: w[:, (labels == cs[0]) & (strata == cs[1])].sum(1) for cs in sums}
+    cells = {(c, s): m for c in kinds for s in strats if (m := (labels == c) & (strata == s)).any()}
+    sums = {cs: w[:, m] @ x[m] for cs, m in cells.items()}
+    counts = {cs: w[:, m].sum(1) for cs, m in cells.items()}
     # each stratum's mean over the resample (its rows of zero weight drop out)
     stratum_mean = {}
     for s in strats:
-        cells = [cs for cs in sums if cs[1] == s]
-        n_s = sum(counts[cs] for cs in cells)
+        in_s = [cs for cs in cells if cs[1] == s]
+        n_s = sum(counts[cs] for cs in in_s)
         with np.errstate(invalid="ignore", divide="ignore"):
-            stratum_mean[s] = np.where(n_s[:, None] > 0, sum(sums[cs] for cs in cells) / n_s[:, None], 0.0)
+            stratum_mean[s] = np.where(n_s[:, None] > 0, sum(sums[cs] for cs in in_s) / n_s[:, None], 0.0)
     # per class: sum over its rows of (x - their stratum's mean), and its row count
     centred = {c: sum(sums[cs] - counts[cs][:, None] * stratum_mean[cs[1]] for cs in sums if cs[0] == c) for c in kinds}
     n_c = {c: sum(counts[cs] for cs in sums if cs[0] == c) for c in kinds}
