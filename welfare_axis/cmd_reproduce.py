@@ -26,6 +26,9 @@ def register(sub) -> None:
                    "positive control (default: the shipped set; format of probes/data/emotion_stories.json)")
     p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
                    help=f"redo this stage (and what depends on it); repeatable; one of {', '.join(STAGES)}")
+    p.add_argument("--stop-after", default=None, choices=STAGES, metavar="STAGE",
+                   help="stop once this stage is finished (no report); e.g. extract_trained prepares a seed's models and "
+                        "activations, and a later run without it reads them from the cache")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -46,10 +49,14 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
         load_stories(args.stories)
     out = Path(args.out or f"runs/{args.preset}")
-    md, html = reproduce(
+    paths = reproduce(
         preset=args.preset, out=out, model=args.model, training=args.training, plant=args.plant, stories=args.stories, force=set(args.force),
-        seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
+        seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress, stop_after=args.stop_after,
     )
+    if paths is None:
+        print(f"stopped after {args.stop_after}: {out}")
+        return 0
+    md, html = paths
     print(f"report: {md}\n        {html}")
     return 0
 

@@ -141,10 +141,23 @@ class StageRecord:
     created: str = ""
 
 
-class StageRunner:
-    """Runs named stages in order under one run folder, with one progress bar for the whole run."""
+class StoppedAfter(Exception):
+    """Raised by `StageRunner.run` once the stage named by `stop_after` is finished (run or cached)."""
 
-    def __init__(self, run_dir: Path, estimates: dict[str, float], force: set[str] | None = None, progress: bool = True):
+    def __init__(self, stage: str):
+        super().__init__(stage)
+        self.stage = stage
+
+
+class StageRunner:
+    """Runs named stages in order under one run folder, with one progress bar for the whole run.
+
+    `stop_after`: a stage name; the run stops (StoppedAfter) once that stage is finished, so the
+    expensive stages of several seeds can be prepared before the read-outs are run on them."""
+
+    def __init__(self, run_dir: Path, estimates: dict[str, float], force: set[str] | None = None, progress: bool = True,
+                 stop_after: str | None = None):
+        self.stop_after = stop_after
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.force = set(force or ())
@@ -183,6 +196,7 @@ class StageRunner:
             rec = StageRecord(name, key, True, done.get("wall_time", 0.0), done.get("summary", {}), done.get("run_id"), done.get("created", ""))
             self.records[name] = rec
             self._advance(name, skipped=True)
+            self._maybe_stop(name)
             return rec
         started = _read(folder / STARTED) if done is None else None
         resume = fresh and started is not None and started.get("key") == key and started.get("after") == after
@@ -209,7 +223,12 @@ class StageRunner:
         rec = StageRecord(name, key, False, wall, summary, run_id, record["created"])
         self.records[name] = rec
         self._advance(name, skipped=False)
+        self._maybe_stop(name)
         return rec
+
+    def _maybe_stop(self, name: str) -> None:
+        if name == self.stop_after:
+            raise StoppedAfter(name)
 
     def _still_valid(self, done: dict, key: str, config: dict, deps: tuple[str, ...], after: dict) -> bool:
         """A finished stage is kept when made with this key from its dependencies' current runs."""
