@@ -17,7 +17,10 @@ measured change (`weighted_logp`). Two currencies (`match`):
   off-target distributions more would not be for lack of a longer step. On the naive default
   model the RL step's first-order change of it was negative on a measured batch (no RL row then).
 A step whose direction does not rise to first order, or that misses delta by more than
-MATCH_TOLERANCE, gets no KL (NaN; the batch drops out of H1's paired ratio). The off-target
+MATCH_TOLERANCE, gets no KL (NaN; the batch drops out of H1's paired ratio). A batch in which
+every group's episodes have equal returns has no advantage at all: its RL objective is zero, there is
+no RL step to take and no RL target to raise, so its RL row is not measured (`rl_signal` False, every
+number NaN, no RL gating rows) and the batch drops out of H1 and H2 alike. The off-target
 effect is KL(theta || theta + eta g) on each set (mechanics/drift.py). Only summed gradients
 are kept (no per-example gradients): the two directions and the parameters' copy for exact restores.
 """
@@ -132,15 +135,31 @@ def weighted_logp(model, episodes, actions: torch.Tensor, weights: torch.Tensor,
 
     With w = 1, the labels and temperature 1: T, the mean log-probability of the scripted moves.
     With w = the advantages, the episodes' own actions and the training temperature: the RL step's
-    own target (its surrogate at ratio 1, in nats per unit of |advantage|).
+    own target (its surrogate at ratio 1, in nats per unit of |advantage|). NaN when every weight
+    is zero (a batch without advantage has no RL target), never a division by zero.
     """
+    mass = float(weights.abs().sum())
+    if not mass > 0:
+        return float("nan")  # no weight anywhere (all advantages zero): no target to measure
     total = 0.0
     for lo in range(0, len(episodes), micro_batch):
         idx = slice(lo, min(lo + micro_batch, len(episodes)))
         logp4 = direction_logprobs(model, episodes[idx], dir_ids, temperature, 0, pad_id)
         a, w = actions[idx].to(logp4.device), weights[idx].to(logp4.device)
         total += float((logp4.gather(-1, a.unsqueeze(-1)).squeeze(-1) * w).sum())
-    return total / float(weights.abs().sum())
+    return total / mass
+
+
+def move_advantages(t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """([n_episodes, n_moves] each move's Dr. GRPO advantage, the mean |advantage| over the moves).
+
+    `t` is `episode_tensors`' output. The RL step's own target is the advantage-weighted
+    log-probability per unit of |advantage|; the gradient of that target is the RL direction
+    divided by the mean |advantage|. The mean is 0 exactly when each group's episodes have equal
+    returns: the batch carries no RL signal, and the caller must not divide by it.
+    """
+    adv = compute_advantages("dr_grpo", t).unsqueeze(-1).expand_as(t["actions"])
+    return adv, float(adv.abs().sum()) / adv.numel() if adv.numel() else 0.0
 
 
 def matched_eta(eta0: float, delta: float, measure, refine: int = 1) -> tuple[float, float]:
@@ -172,20 +191,26 @@ def is_matched(achieved: float, delta: float, tolerance: float = MATCH_TOLERANCE
 def probe_batch(model, ref_model, params, tokenizer, chat: ChatTokens, maze_config: MazeConfig, sets: dict[str, list[Example]],
                 maze_seeds: list[int], group_size: int, temperature: float, rollout_seed: int, delta: float, refine: int = 1,
                 micro_batch: int = 8, batch_size: int = 8, label_seed: int = 0, match: str = "own") -> tuple[list[dict], list[dict]]:
-    """(step rows, gating rows) for one batch: per kind the matched step and the KL it causes, per layer the gate shares."""
+    """(step rows, gating rows) for one batch: per kind the matched step and the KL it causes, per layer the gate shares.
+
+    Without advantage (`move_advantages`' mean 0) the RL step is not taken: its row has
+    `rl_signal` False and NaN for every measured number, and it has no gating rows.
+    """
     pad_id = pad_token_id(tokenizer)
     model.eval()
     episodes = rollout(model, tokenizer, maze_config, maze_seeds, group_size, temperature, seed=rollout_seed, chat=chat)
     labels = scripted_labels(episodes, maze_config, seed=label_seed)
     t = episode_tensors(episodes, group_size)
-    adv = compute_advantages("dr_grpo", t).unsqueeze(-1).expand_as(t["actions"])
+    adv, mean_abs_adv = move_advantages(t)
+    rl_signal = mean_abs_adv > 0
+    kinds = KINDS if rl_signal else tuple(k for k in KINDS if k != "rl")
     ones = torch.ones(labels.shape)
     # Each kind's target: (actions, weights, temperature); the gradient of T_scripted is the SFT direction
-    # exactly, and that of the RL step's own target is its direction times norm / sum |A|.
+    # exactly, and that of the RL step's own target is its direction times norm / sum |A| (only with RL signal: sum |A| > 0).
     scripted = (labels, ones, 1.0)
     targets = {"sft": scripted, "rl": scripted if match == "scripted" else (t["actions"], adv, temperature)}
     directions, gating = {}, []
-    for kind in KINDS:
+    for kind in kinds:
         with GateRecorder(model) as rec:
             if kind == "rl":
                 directions[kind] = rl_direction(model, params, episodes, chat.dir_ids, group_size, temperature, pad_id, micro_batch)
@@ -195,10 +220,19 @@ def probe_batch(model, ref_model, params, tokenizer, chat: ChatTokens, maze_conf
         for layer in range(len(rec.mlps)):
             gating.append({"kind": kind, "layer": layer, **{k: float(v[layer]) for k, v in rec.sums.items()},
                            **{k: float(v[layer]) for k, v in shares.items()}})
-    grad_target = {"sft": directions["sft"],
-                   "rl": directions["sft"] if match == "scripted" else directions["rl"] * (adv.numel() / float(adv.abs().sum()))}
+    grad_target = {"sft": directions["sft"]}
+    if rl_signal:
+        grad_target["rl"] = directions["sft"] if match == "scripted" else directions["rl"] * (adv.numel() / float(adv.abs().sum()))
+    shared = {"rl_signal": rl_signal, "mean_abs_advantage": mean_abs_adv, "mean_return": float(np.mean([ep.total_reward for ep in episodes])),
+              "label_agreement": float((labels == torch.tensor([ep.actions for ep in episodes])).float().mean())}
+    nan = float("nan")
     rows = []
     for kind in KINDS:
+        row = {"kind": kind, "match": match, "dot_grad_target": nan, "grad_norm": nan, "eta": nan, "target_change": nan, "matched": False,
+               "step_norm": nan, **shared, **{f"kl_{name}": nan for name in [*sets, "off"]}}
+        rows.append(row)
+        if kind not in directions:
+            continue  # no RL signal in this batch: not measured
         g = directions[kind]
         acts, weights, temp = targets[kind]
         base = weighted_logp(model, episodes, acts, weights, temp, chat.dir_ids, pad_id, micro_batch)
@@ -208,20 +242,17 @@ def probe_batch(model, ref_model, params, tokenizer, chat: ChatTokens, maze_conf
             with shifted(params, g, eta):
                 return weighted_logp(model, episodes, acts, weights, temp, chat.dir_ids, pad_id, micro_batch) - base
 
-        eta, achieved = matched_eta(delta / dot if dot > 0 else float("nan"), delta, measure, refine)
+        eta, achieved = matched_eta(delta / dot if dot > 0 else nan, delta, measure, refine)
         matched = is_matched(achieved, delta)
-        row = {"kind": kind, "match": match, "dot_grad_target": dot, "grad_norm": float(g.norm()), "eta": eta, "target_change": achieved, "matched": matched,
-               "step_norm": eta * float(g.norm()) if np.isfinite(eta) else float("nan"),
-               "mean_return": float(np.mean([ep.total_reward for ep in episodes])), "label_agreement": float((labels == torch.tensor([ep.actions for ep in episodes])).float().mean())}
-        row.update({f"kl_{name}": float("nan") for name in [*sets, "off"]})
+        row.update({"dot_grad_target": dot, "grad_norm": float(g.norm()), "eta": eta, "target_change": achieved, "matched": matched,
+                    "step_norm": eta * float(g.norm()) if np.isfinite(eta) else nan})
         if matched:
             with shifted(params, g, eta):
                 table = kl_table(ref_model, model, sets, pad_id, batch_size)
             means = table.groupby("set")["kl"].mean()
             row.update({f"kl_{name}": float(means[name]) for name in sets})
             off = [means[name] for name in sets if name != ON_TARGET]
-            row["kl_off"] = float(np.mean(off)) if off else float("nan")
-        rows.append(row)
+            row["kl_off"] = float(np.mean(off)) if off else nan
     return rows, gating
 
 
@@ -264,13 +295,17 @@ def probe_summary(steps: pd.DataFrame, gates: pd.DataFrame, n_boot: int = 2000, 
 
     Gating per batch and kind pools every layer (sums, then shares); its CIs resample batches.
     `rl_minus_sft_gating` is the paired difference of the RL and the SFT gating ratios.
+    Batches without RL signal (all advantages zero) have NaN RL rows and no RL gating rows, so they
+    drop out of every RL ratio; `n_no_rl_signal` counts them (when all batches are such, H1, H2 and H2b
+    are not measured: their values and CIs are NaN).
     """
     from mechanics.gating import SUMS, gate_shares
 
     by = {k: steps[steps["kind"] == k].set_index("batch") for k in KINDS}
     common = by["rl"].index.intersection(by["sft"].index)
     kl = {k: by[k].reindex(common).get("kl_off", pd.Series(np.nan, index=common)).to_numpy(dtype=float) for k in KINDS}
-    out = {"n_batches": int(len(common)),
+    signal = by["rl"]["rl_signal"] if "rl_signal" in by["rl"] else pd.Series(True, index=by["rl"].index)
+    out = {"n_batches": int(len(common)), "n_no_rl_signal": int((~signal.astype(bool)).sum()),
            "sft_to_rl_off_target_kl": ratio_of_means_ci(kl["sft"], kl["rl"], n_boot, seed, paired=True),
            "off_target_kl": {k: mean_ci(kl[k], n_boot, seed) for k in KINDS},
            "target_change": {k: mean_ci(by[k]["target_change"], n_boot, seed) for k in KINDS},
