@@ -21,7 +21,7 @@ Layers: l = input of block l (probes/layers.py).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,15 @@ from probes import emotion as emo
 from probes.capture import channel_moments
 from probes.channels import top_channel_share, top_channels
 from probes.extract import load_examples
-from probes.layer_choice import SPACES, antiparallel_ci, antiparallel_split, layer_metrics, maze_halves
+from probes.layer_choice import SPACES, antiparallel_ci, antiparallel_split, layer_metrics, maze_halves, nuisance_strata
 from probes.layers import LAYER_CONVENTION
 from probes.lens import lens_table
 from probes.metrics import centre_within, centred_mean_cosines, cos_from_norms, cosine_per_layer, n_for_reliability, null_band
+from probes.antiparallel import claim1_reads
+from probes import nulls
 from probes.plots import analysis_plots
-from probes.tracking import bootstrap_d, capture_tracking, track, tracking_texts
+from probes.tracking import bootstrap_paired_d, capture_tracking, paired_tracking_texts, pooled_d, track
+from probes.protocol import Protocol
 from probes.vectors import ConceptVectors
 
 VERDICT_SPACE = "whitened"
@@ -68,6 +71,7 @@ class AnalyzeConfig:
     generate_stories: bool = False
     n_generated: int = 8
     progress: bool = True
+    protocol: Protocol = field(default_factory=Protocol)  # the verdict rules: band, null draws, claim 1's parts, claim 4's states
 
 
 def load_model_from_meta(meta: dict, device: str = "cpu"):
@@ -159,18 +163,23 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
             "at_l_star": {k: float(c_v[l_star[k]]) for k in ("mold", "gold")},
         }
         cos_rows[f"{space}_trained"], cos_rows[f"{space}_naive"], cos_rows[f"{space}_shuffled_lo"] = c_v, c_u, perm_lo
+    proto = cfg.protocol
+    band = proto.band.layers(n_layers)
+    claim1 = claim1_reads(acts, examples, c_acts, c_examples, nuisance_strata, band, proto.nulls.draws, proto.claim1.whitener_fraction,
+                          seed, cfg.progress)
     lo, hi, _ = null_band(np.linalg.norm(vec["mold"], axis=1), np.linalg.norm(vec["gold"], axis=1), hidden, cfg.null_draws, seed)
     cos_rows.update(null_lo=lo, null_hi=hi, cos_from_norms=cos_from_norms(*(np.linalg.norm(vec[k], axis=1) for k in TILE_KINDS)))
     outliers = {"top5_share": {f"{tag}_{k}": [float(x) for x in top_channel_share(vs[k])] for tag, vs in (("v", vec), ("u", uvec)) for k in ("mold", "gold")},
                 "top_channels_v_mold": top_channels(vec["mold"]), "channel_sd_ratio_max_median": [float(x) for x in sd.max(1) / np.median(sd, 1)]}
 
     # 3. logit lens (claim 2): fair ranking, every layer, trained vs naive vs random directions
-    logit_layer = cfg.logit_layer if cfg.logit_layer is not None else math.floor(5 * n_layers / 6)
+    logit_layer = cfg.logit_layer if cfg.logit_layer is not None else proto.fixed.logit_lens_layer(n_layers)
     lens_sets = {"v_mold": vec["mold"], "v_gold": vec["gold"], "u_mold": uvec["mold"], "u_gold": uvec["gold"]}
     lens_df, lens_info = lens_table(model, tok, lens_sets, list(range(1, n_layers)), n_random=cfg.lens_random, seed=seed, k=cfg.top_k)
 
     # 4. emotion alignment (claim 3): emotion vectors of the maze-NAIVE model, mean over story tokens
-    tile_layer = math.floor(2 * n_layers / 3)
+    claim2 = _claim2_nulls(model, tok, acts, examples, logit_layer, lens_df, proto.nulls.draws, seed)
+    tile_layer = proto.fixed.emotion_layer(n_layers)
     emotion_layer = cfg.emotion_layer if cfg.emotion_layer is not None else tile_layer
     if cfg.generate_stories:
         stories = emo.generate_stories(cmodel, ctok, stories["emotions"], cfg.n_generated, seed)
@@ -180,46 +189,44 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     emo_rows, emotion = [], {"layer": emotion_layer, "by_layer": {}}
     for j, layer in enumerate(emo_layers):
         ev = emo.emotion_vectors({k: a[:, j] for k, a in per.items()}, emo.denoise_basis(neut[:, j]))
+        if layer == emotion_layer:
+            claim3 = _claim3_nulls(ev, acts, examples, layer, valence, proto.nulls.draws, seed)
         val = np.array([valence[k] for k in ev], dtype=float)
         for tag, vs in (("trained", vec), ("naive", uvec)):
             res = emo.alignment(ev, vs["gold"][layer], vs["mold"][layer], valence)
             res.update(emo.bootstrap_over_emotions(res["cos_gold"], res["cos_mold"], val, seed=seed))
             res["null"] = emo.random_pair_null(ev, vs["gold"][layer], vs["mold"][layer], valence, cfg.emotion_null_draws, seed)
             emotion["by_layer"].setdefault(str(layer), {})[tag] = {k: res[k] for k in (
-                "slope", "r", "valence_r", "slope_ci", "valence_r_ci", "null", "gold_pole", "mold_pole", "pc1_valence_r", "cos_gold_pc1", "cos_mold_pc1")}
+                "slope", "r", "valence_r", "valence_slope", "slope_ci", "valence_r_ci", "null", "gold_pole", "mold_pole", "pc1_valence_r", "cos_gold_pc1", "cos_mold_pc1")}
             emo_rows += [{"model": tag, "layer": layer, "emotion": name, "valence": valence.get(name), "cos_gold": float(res["cos_gold"][i]),
                           "cos_mold": float(res["cos_mold"][i])} for i, name in enumerate(res["names"])]
     emotion.update(emotion["by_layer"][str(emotion_layer)])
     emotion.update(n_emotions=len(per), story_half=cfg.story_half, emotion_model="maze-naive (the control's model)",
                    stories="generated by the naive model" if cfg.generate_stories else (cfg.stories or "shipped probes/data/emotion_stories.json"),
                    token_reduce="mean over story tokens from token 3, plain text (no chat template); top neutral-text PCs (>= 50% var) projected out")
+    claim3.update(slope=emotion["trained"]["slope"], valence_r=emotion["trained"]["valence_r"], valence_r_ci=emotion["trained"]["valence_r_ci"],
+                  valence_slope=emotion["trained"]["valence_slope"], naive_valence_r=emotion["naive"]["valence_r"],
+                  naive_valence_slope=emotion["naive"]["valence_slope"])
+    for fam in claim3["nulls"].values():
+        fam["p"] = nulls.empirical_p(claim3["valence_slope"], np.asarray(fam.pop("draws_of_statistic")), "greater")
 
-    # 5. tracking (claim 4) on fresh trajectories at l* (the verdict space's layer rule)
+    # 5. tracking (claim 4) on paired trajectories: the same prompt, only the final move differs
     track_seed = int(cv.meta.get("seed") or 0) + 10_007 + seed
-    texts, kinds, strata = tracking_texts(tok, cv.meta, cfg.n_tracking, track_seed)
-    t_acts = centre_within(capture_tracking(model, tok, texts, l_star, cfg.batch_size, cfg.progress, "trained"), strata)
-    tr = track(t_acts, kinds, l_star, {"v": vec}, lc.spaces, "trained")
-    n_acts = t_acts if cmodel is model else centre_within(
-        capture_tracking(cmodel, ctok, texts, l_star, cfg.batch_size, cfg.progress, "naive"), strata)
-    ntr = track(n_acts, kinds, l_star, {"u": uvec, "v": vec}, c_lc.spaces, "naive")
-    boots = bootstrap_d({**{("trained", *k): p for k, p in tr.projections.items()}, **{("naive", *k): p for k, p in ntr.projections.items()}},
-                        kinds, cfg.track_boot, track_seed)
-
-    def ci(b: np.ndarray) -> list[float]:
-        return [float(x) for x in np.nanpercentile(b, [2.5, 97.5])]
-
-    tracking = {"layer": l_star, "n_per_class": cfg.n_tracking, "seed": track_seed,
-                "d_definition": "signed Cohen's d of projections on v_k at l*_k: k-final minus other-final (gold vs mold), pooled SD, "
-                                "within final letter x length (each stratum's mean removed from the activations)",
-                "ci": f"95% percentile bootstrap over trajectories ({cfg.track_boot} draws, resampled within kind, the same draws "
-                      "for the trained and the naive model, so trained - naive is paired)",
+    track_layers = lc.l_star[proto.claim4.layer_space]
+    texts, kinds, strata, state = paired_tracking_texts(tok, cv.meta, proto.claim4.n_states, track_seed)
+    raw_t = capture_tracking(model, tok, texts, track_layers, cfg.batch_size, cfg.progress, "trained")
+    raw_n = raw_t if cmodel is model else capture_tracking(cmodel, ctok, texts, track_layers, cfg.batch_size, cfg.progress, "naive")
+    claim4 = _claim4(raw_t, raw_n, kinds, state, track_layers, vec, proto.claim4.boot, track_seed, proto.ci_percentiles)
+    # secondary: within final letter x length (centred), every space, the naive model also on its own u_*
+    tr = track(centre_within(raw_t, strata), kinds, track_layers, {"v": vec}, lc.spaces, "trained")
+    ntr = track(centre_within(raw_n, strata), kinds, track_layers, {"u": uvec, "v": vec}, c_lc.spaces, "naive")
+    tracking = {"layer": track_layers, "layer_space": proto.claim4.layer_space, "n_states": proto.claim4.n_states, "seed": track_seed,
+                "design": "paired: each maze state gives one gold-final and one mold-final trajectory with the same prompt",
+                "primary": claim4,
+                "secondary_definition": "signed Cohen's d within final letter x length (each stratum's mean removed), per space",
                 **{space: {"trained_d_gold": tr.d[("v", space, "gold")], "trained_d_mold": tr.d[("v", space, "mold")],
                            "naive_d_gold": ntr.d[("u", space, "gold")], "naive_d_mold": ntr.d[("u", space, "mold")],
-                           "naive_acts_on_v_d_gold": ntr.d[("v", space, "gold")], "naive_acts_on_v_d_mold": ntr.d[("v", space, "mold")],
-                           **{f"trained_d_{k}_ci": ci(boots[("trained", "v", space, k)]) for k in ("gold", "mold")},
-                           **{f"naive_d_{k}_ci": ci(boots[("naive", "u", space, k)]) for k in ("gold", "mold")},
-                           **{f"trained_minus_naive_d_{k}_ci": ci(boots[("trained", "v", space, k)] - boots[("naive", "u", space, k)])
-                              for k in ("gold", "mold")}}
+                           "naive_acts_on_v_d_gold": ntr.d[("v", space, "gold")], "naive_acts_on_v_d_mold": ntr.d[("v", space, "mold")]}
                    for space in SPACES}}
     track_rows = pd.concat([tr.rows, ntr.rows], ignore_index=True)
 
@@ -248,6 +255,7 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
                        "at_layer": lens_df[lens_df.layer == logit_layer].set_index("vector").to_dict("index")},
         "emotion": emotion,
         "tracking": tracking,
+        "verdict_inputs": {"protocol": proto.stamp(), "band": band, "claim1": claim1, "claim2": claim2, "claim3": claim3, "claim4": claim4},
         "probe_auroc": {k: [float(x) for x in lc.table[(lc.table.space == "raw") & (lc.table.vector == k)].sort_values("layer")["probe_auroc"]]
                         for k in TILE_KINDS} if cfg.probe else None,
         "vectors_dir": str(vectors_dir), "control_dir": None if control_dir is None else str(control_dir),
@@ -291,4 +299,61 @@ def _reliability_at_l_star(lc, c_lc, l_star: dict, examples: pd.DataFrame, c_exa
                                               "split_half_max": float(row["split_half_max"]), "n_per_class": n,
                                               "n_per_class_for_target": math.ceil(need) if math.isfinite(need) else None}
     out["below_target"] = sorted(name for name, r in out["vectors"].items() if not r["split_half_cos"] >= RELIABILITY_TARGET)
+    return out
+
+
+def _claim2_nulls(model, tok, acts, examples, layer: int, lens_df: pd.DataFrame, draws: int, seed: int) -> dict:
+    """Failure scores of v_Mold and v_Gold at the lens layer against each null family's failure scores."""
+    from probes.lens import failure_mask, failure_scores, random_failure_scores, unembedding
+
+    w_u, gain = (t.numpy() for t in unembedding(model))
+    mask = failure_mask(tok, vocab_size=w_u.shape[0])
+    labels, strata = examples["kind"].to_numpy(), nuisance_strata(examples)
+    shuf = nulls.shuffled_diffs(acts, labels, strata, ("mold", "gold"), draws, seed, [layer])
+    fams = {"shuffled": np.concatenate([shuf["mold"][:, 0], shuf["gold"][:, 0]]),
+            "covariance": nulls.covariance_directions(acts, draws, seed, [layer], strata)[:, 0]}
+    scores = {name: failure_scores(w_u, gain, mask, d) for name, d in fams.items()}
+    scores["isotropic"] = random_failure_scores(w_u, gain, mask, n=draws, seed=seed)
+    at = lens_df[lens_df.layer == layer].set_index("vector")["failure_score"]
+    obs = {k: float(at.get(k, np.nan)) for k in ("v_mold", "v_gold", "u_mold", "u_gold")}
+    return {"layer": layer, **obs, "nulls": {name: {"p_mold": nulls.empirical_p(obs["v_mold"], sc, "greater"),
+                                                    "p_gold": nulls.empirical_p(obs["v_gold"], sc, "less"),
+                                                    "q2_5": float(np.percentile(sc, 2.5)), "q97_5": float(np.percentile(sc, 97.5)),
+                                                    "draws": len(sc)} for name, sc in scores.items()}}
+
+
+def _claim3_nulls(ev: dict, acts, examples, layer: int, valence: dict, draws: int, seed: int) -> dict:
+    """Slope and valence r of direction pairs from each null family against the same emotion vectors."""
+    labels, strata = examples["kind"].to_numpy(), nuisance_strata(examples)
+    shuf = nulls.shuffled_diffs(acts, labels, strata, ("gold", "mold"), draws, seed, [layer])
+    x = centre_within(np.asarray(acts[:, layer, :], dtype=np.float64), strata)
+    cw = nulls.covariance_class_weights(labels, ("gold", "mold"), draws, np.random.default_rng([seed, 5]))
+    iso = nulls.isotropic_directions(draws, 2, acts.shape[2], seed)
+    pairs = {"shuffled": (shuf["gold"][:, 0], shuf["mold"][:, 0]), "covariance": (cw["gold"] @ x, cw["mold"] @ x),
+             "isotropic": (iso[:, 0], iso[:, 1])}
+    out = {}
+    for name, (g, m) in pairs.items():
+        st = emo.pair_statistics(ev, g, m, valence)
+        r = st["valence_r"][np.isfinite(st["valence_r"])]
+        vs = st["valence_slope"][np.isfinite(st["valence_slope"])]
+        out[name] = {"valence_r": r, "slope": st["slope"], "valence_slope": vs}
+    return {"layer": layer, "nulls": {name: {"valence_slope_q95": float(np.percentile(v["valence_slope"], 95)),
+                                             "r_q95": float(np.percentile(v["valence_r"], 95)), "r_median": float(np.median(v["valence_r"])),
+                                             "slope_q2_5": float(np.nanpercentile(v["slope"], 2.5)), "draws_of_statistic": v["valence_slope"].tolist(),
+                                             "draws": len(v["valence_slope"])} for name, v in out.items()}}
+
+
+def _claim4(raw_t: np.ndarray, raw_n: np.ndarray, kinds: np.ndarray, state: np.ndarray, layers: dict, vec: dict, n_boot: int,
+            seed: int, q: tuple[float, float]) -> dict:
+    """Pooled raw d of the trained v_* on both models' activations (raw_* [N, 2, H] at (l*_gold, l*_mold)), with state-bootstrap CIs."""
+    proj = {(m, k): a[:, j] @ vec[k][layers[k]] for m, a in (("trained", raw_t), ("naive", raw_n)) for j, k in enumerate(("gold", "mold"))}
+    boots = bootstrap_paired_d(proj, kinds, state, n_boot, seed)
+    out = {"definition": "signed Cohen's d (pooled SD, no centring) of raw projections on the trained v_k at l*_k: k-final minus "
+                         "other-final on paired trajectories; the naive model's activations on the same vector",
+           "ci": f"{q[1] - q[0]:.0f}% percentile bootstrap over maze states ({n_boot} draws, the same draws for both models)"}
+    for (m, k), p in proj.items():
+        out[f"{m}_d_{k}"] = pooled_d(p, kinds, k)
+        out[f"{m}_d_{k}_ci"] = [float(x) for x in np.nanpercentile(boots[(m, k)], q)]
+    for k in ("gold", "mold"):
+        out[f"trained_minus_naive_d_{k}_ci"] = [float(x) for x in np.nanpercentile(boots[("trained", k)] - boots[("naive", k)], q)]
     return out

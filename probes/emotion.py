@@ -152,6 +152,7 @@ def alignment(evecs: dict[str, np.ndarray], v_gold: np.ndarray, v_mold: np.ndarr
         "pc1_explained": float(s[0] ** 2 / np.sum(s**2)),
         "pc1_valence_r": r_val,
         "valence_r": _valence_r(val, cg - cm),  # valence vs cos(e, v_gold) - cos(e, v_mold): is the Gold pole the positive one?
+        "valence_slope": valence_slope(val, cg - cm),  # ... and how far apart the poles are, in cosine per unit of valence
         "cos_gold_pc1": cosine(v_gold, pc1),
         "cos_mold_pc1": cosine(v_mold, pc1),
     }
@@ -190,6 +191,41 @@ def random_pair_null(evecs: dict[str, np.ndarray], v_gold: np.ndarray, v_mold: n
             "valence_r_mean": float(np.nanmean(rs)), "valence_r_lo": float(np.nanpercentile(rs, 2.5)),
             "valence_r_hi": float(np.nanpercentile(rs, 97.5)), "draws": draws, "cos_pair": c,
             "kind": "random orientation of a pair with the same cos(v_mold, v_gold), normalised emotion vectors"}
+
+
+def pair_statistics(evecs: dict[str, np.ndarray], gold_dirs: np.ndarray, mold_dirs: np.ndarray, valence: dict[str, float]) -> dict:
+    """Slope (cos with gold on cos with mold, across emotions) and valence r of many direction pairs at once.
+
+    gold_dirs, mold_dirs [D, H]: pair i is (gold_dirs[i], mold_dirs[i]), e.g. the shuffled-label or
+    covariance null pairs of probes/nulls.py. Returns {"slope": [D], "valence_r": [D]}."""
+    names = list(evecs)
+    e = np.stack([evecs[k] / (np.linalg.norm(evecs[k]) or 1.0) for k in names])
+    val = np.array([valence.get(k, np.nan) for k in names], dtype=float)
+
+    def cos(d):
+        d = np.asarray(d, dtype=np.float64)
+        n = np.linalg.norm(d, axis=1, keepdims=True)
+        return (d / np.where(n > 0, n, 1.0)) @ e.T  # [D, emotions]
+
+    cg, cm = cos(gold_dirs), cos(mold_dirs)
+    xc = cm - cm.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (xc * (cg - cg.mean(1, keepdims=True))).sum(1) / (xc**2).sum(1)
+    return {"slope": slope, "valence_r": np.array([_valence_r(val, g - m) for g, m in zip(cg, cm)]),
+            "valence_slope": np.array([valence_slope(val, g - m) for g, m in zip(cg, cm)])}
+
+
+def valence_slope(valence: np.ndarray, gap: np.ndarray) -> float:
+    """OLS slope of gap = cos(e, v_Gold) - cos(e, v_Mold) on valence across emotions.
+
+    Unlike the correlation r, it has a size: when the emotion vectors lie near one line (one
+    dominant valence direction) every pair of directions gets r near +-1, and only the slope says
+    whether the pair is closer to that line than chance."""
+    ok = ~np.isnan(valence)
+    if ok.sum() < 3 or np.std(valence[ok]) == 0:
+        return float("nan")
+    v = valence[ok] - valence[ok].mean()
+    return float((v * (gap[ok] - gap[ok].mean())).sum() / (v**2).sum())
 
 
 def _valence_r(valence: np.ndarray, gap: np.ndarray) -> float:

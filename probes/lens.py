@@ -222,19 +222,24 @@ def _fit(mask, size: int) -> np.ndarray:
 def random_failure_scores(w_u, gain, mask, n: int = 100, seed: int = 0, chunk: int = 32) -> np.ndarray:
     """failure_score of n seeded Gaussian directions r (ranked by cos(W_U[i], gain * r)).
 
-    The null for a direction found by a probe: same unembedding, same gain, random direction.
-    A direction's norm does not change its ranks, so rows are normalised once and directions
-    are processed `chunk` columns at a time (memory V x chunk floats). The directions are drawn
-    all at once, so the result does not depend on `chunk`.
+    The isotropic null for a direction found by a probe: same unembedding, same gain, random
+    direction. The directions are drawn all at once, so the result does not depend on `chunk`.
     """
+    r = np.random.default_rng(seed).standard_normal((np.asarray(w_u).shape[1], int(n))).astype(np.float32)
+    return failure_scores(w_u, gain, mask, r.T, chunk)
+
+
+def failure_scores(w_u, gain, mask, directions: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """failure_score of each row of directions [D, H]. A direction's norm does not change its ranks,
+    so rows of W_U are normalised once and directions are processed `chunk` at a time (memory V x chunk)."""
     w = _unit_rows(w_u)
     g = np.asarray(gain, dtype=np.float32).reshape(-1, 1)
-    r = np.random.default_rng(seed).standard_normal((w.shape[1], int(n))).astype(np.float32)
+    r = np.asarray(directions, dtype=np.float32).T
     idx = np.flatnonzero(_fit(mask, w.shape[0]))
     if len(idx) == 0:
         raise ValueError("the mask has no failure tokens")
-    out = np.empty(int(n))
-    for a in range(0, int(n), chunk):
+    out = np.empty(r.shape[1])
+    for a in range(0, r.shape[1], chunk):
         block = w @ (g * r[:, a : a + chunk])
         for j in range(block.shape[1]):
             out[a + j] = _percentiles_of(block[:, j].astype(np.float64), idx).mean()

@@ -85,3 +85,46 @@ def bootstrap_d(projections: dict, kinds: np.ndarray, n_boot: int = 2000, seed: 
         with np.errstate(divide="ignore", invalid="ignore"):
             out[key] = (pos.mean(1) - neg.mean(1)) / pooled
     return out
+
+
+def paired_tracking_texts(tokenizer, meta: dict, n_states: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Gold-final and mold-final trajectories from the same maze states (`envs.scripted.paired_trajectories`):
+    one prompt, with Gold, Mold and Path all adjacent, and only the final move differs, so the prompt's
+    content cannot tell the outcomes apart. Returns (texts, kinds, strata "final direction|moves", state index)."""
+    from envs.scripted import paired_trajectories
+
+    config = MazeConfig(**meta["maze_config"]) if meta.get("maze_config") else MazeConfig()
+    texts, kinds, strata, state = [], [], [], []
+    for i, trajs in enumerate(paired_trajectories(n_states, seed=seed, config=config, max_moves=meta.get("max_moves"))):
+        for kind in ("gold", "mold"):
+            t = trajs[kind]
+            texts.append(render_up_to_last_assistant(tokenizer, t.messages))
+            kinds.append(kind)
+            strata.append(f"{t.final_direction}|{t.n_moves}")
+            state.append(i)
+    return texts, np.array(kinds), np.array(strata), np.array(state)
+
+
+def pooled_d(p: np.ndarray, kinds: np.ndarray, concept: str) -> float:
+    """Signed Cohen's d of projections p: concept-final minus other-final, pooled SD, no centring."""
+    other = "mold" if concept == "gold" else "gold"
+    return cohens_d(p[kinds == concept], p[kinds == other])
+
+
+def bootstrap_paired_d(projections: dict, kinds: np.ndarray, state: np.ndarray, n_boot: int, seed: int) -> dict:
+    """{key: [n_boot] signed pooled d} with maze states resampled (each state keeps its gold and mold
+    trajectory), the same draws for every key, so differences between keys are paired."""
+    rng = np.random.default_rng([seed, 77])
+    states = np.unique(state)
+    rows = {k: {s: np.flatnonzero((state == s) & (kinds == k))[0] for s in states} for k in ("gold", "mold")}
+    draw = rng.choice(states, (n_boot, len(states)))
+    idx = {k: np.vectorize(rows[k].get)(draw) for k in ("gold", "mold")}
+    out = {}
+    for key, p in projections.items():
+        concept = key[-1]
+        pos, neg = p[idx[concept]], p[idx["mold" if concept == "gold" else "gold"]]
+        n = pos.shape[1]
+        pooled = np.sqrt((pos.var(1, ddof=1) + neg.var(1, ddof=1)) / 2) if n > 1 else np.full(n_boot, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[key] = (pos.mean(1) - neg.mean(1)) / pooled
+    return out

@@ -7,36 +7,44 @@ from welfare_axis.document import Figure, Heading, Para, Table, to_html, to_mark
 from welfare_axis.stages import StageRunner
 
 
+def _fams(**p):
+    return {f: dict(p) for f in ("shuffled", "covariance", "isotropic")}
+
+
 def test_verdicts_beat_their_controls_not_zero():
     R, N, M = claims.REPRODUCED, claims.NOT_REPRODUCED, claims.NOT_MEASURED
-    # 1: held-out half, shuffled-label band and the naive model at the same layer
-    assert claims.verdict_antiparallel(-0.9, -0.6, -0.3) == R
-    assert claims.verdict_antiparallel(-0.9, -0.6, -0.8) == N  # the naive model is just as antiparallel
-    assert claims.verdict_antiparallel(-0.9, -0.98, -0.3) == N  # inside the shuffled-label band
-    assert claims.verdict_antiparallel(-0.4, -0.3, 0.0) == N
-    assert claims.verdict_antiparallel(float("nan"), -0.5, -0.1) == M
-    # 2: failure scores against u_* and random directions
-    assert claims.verdict_logit_lens(0.8, 0.5, 0.2, 0.5, 0.3, 0.7) == R
-    assert claims.verdict_logit_lens(0.8, 0.85, 0.2, 0.5, 0.3, 0.7) == N  # u_Mold does it too
-    assert claims.verdict_logit_lens(0.65, 0.5, 0.2, 0.5, 0.3, 0.7) == N  # within the random band
-    # 3: slope, valence r with CI, random-pair null and the naive model
-    assert claims.verdict_emotion(-0.9, 0.8, 0.4, 0.6, 0.1) == R
-    assert claims.verdict_emotion(-0.9, 0.8, 0.4, 0.85, 0.1) == N  # random pairs do as well
-    assert claims.verdict_emotion(-0.9, 0.8, -0.1, 0.6, 0.1) == N  # CI includes 0
-    assert claims.verdict_emotion(-0.9, 0.8, 0.4, 0.6, 0.9) == N  # the naive u_* as aligned
-    assert claims.verdict_emotion(0.2, 0.8, 0.4, 0.6, 0.1) == N
-    # 4: signed d in the expected direction
-    assert claims.verdict_tracking(1.7, 1.8, 0.1, 0.05) == R
-    assert claims.verdict_tracking(1.7, -1.8, 0.1, 0.05) == N  # v_Mold tracks the wrong way
-    assert claims.verdict_tracking(1.7, 1.8, 1.5, 0.05) == N
-    assert claims.verdict_tracking(0.5, 1.8, 0.0, 0.0) == N
-    # 5: beats u_* and random directions with paired CIs, and only if the positive control worked
-    s = {"v_mold": -0.5, "u_mold": 0.0, "v_gold": 0.5, "u_gold": 0.0, "random_lo": -0.2, "random_hi": 0.2,
-         "diff_mold_hi": -0.1, "diff_gold_lo": 0.1, "valence": 0.6}
+    # 1: held-out half, every null family through the same layer pick, the naive model at that layer
+    c1 = {"cos_half_b": -0.9, "naive_at_layer": -0.3, "nulls": _fams(p=0.01)}
+    assert claims.verdict_antiparallel(c1) == R
+    assert claims.verdict_antiparallel({**c1, "naive_at_layer": -0.8}) == N  # the naive model is just as antiparallel
+    assert claims.verdict_antiparallel({**c1, "nulls": {**c1["nulls"], "covariance": {"p": 0.2}}}) == N  # one family is as extreme
+    assert claims.verdict_antiparallel({**c1, "cos_half_b": -0.4}) == N
+    assert claims.verdict_antiparallel({**c1, "nulls": {"shuffled": {"p": 0.01}}}) == M  # a family missing: not measured
+    assert claims.verdict_antiparallel({**c1, "cos_half_b": float("nan")}) == M
+    # 2: failure scores against u_* and every null family
+    c2 = {"v_mold": 0.8, "u_mold": 0.5, "v_gold": 0.2, "u_gold": 0.5, "nulls": _fams(p_mold=0.01, p_gold=0.02)}
+    assert claims.verdict_logit_lens(c2) == R
+    assert claims.verdict_logit_lens({**c2, "u_mold": 0.85}) == N  # u_Mold does it too
+    assert claims.verdict_logit_lens({**c2, "nulls": _fams(p_mold=0.01, p_gold=0.3)}) == N  # v_Gold within the nulls
+    # 3: slope, valence r with CI, null pairs and the naive model
+    c3 = {"slope": -0.9, "valence_slope": 0.3, "valence_r_ci": [0.4, 0.9], "naive_valence_slope": 0.02, "nulls": _fams(p=0.01)}
+    assert claims.verdict_emotion(c3) == R
+    assert claims.verdict_emotion({**c3, "nulls": _fams(p=0.2)}) == N  # null pairs do as well
+    assert claims.verdict_emotion({**c3, "valence_r_ci": [-0.1, 0.9]}) == N  # CI includes 0
+    assert claims.verdict_emotion({**c3, "naive_valence_slope": 0.4}) == N  # the naive u_* as aligned
+    assert claims.verdict_emotion({**c3, "slope": 0.2}) == N
+    # 4: intervals: the trained CI above 1, the naive CI below 0.5, both vectors
+    c4 = {"trained_d_gold_ci": [1.2, 2.0], "trained_d_mold_ci": [1.1, 1.9], "naive_d_gold_ci": [-0.2, 0.3], "naive_d_mold_ci": [-0.3, 0.4]}
+    assert claims.verdict_tracking(c4) == R
+    assert claims.verdict_tracking({**c4, "trained_d_mold_ci": [0.9, 1.9]}) == N  # the CI reaches below 1
+    assert claims.verdict_tracking({**c4, "naive_d_gold_ci": [0.1, 0.6]}) == N  # the naive model may track as well
+    assert claims.verdict_tracking({}) == M
+    # 5: the axis clears every family and the finite-alpha CI is above 0, only if the positive control clears them
+    s = {"axis": {"nulls": _fams(p=0.01)}, "valence": {"nulls": _fams(p=0.01)}, "confirm": {"ci": [0.1, 0.5]}}
     assert claims.verdict_steering(s) == R
-    assert claims.verdict_steering({**s, "v_mold": -0.1}) == N  # inside the random band
-    assert claims.verdict_steering({**s, "diff_gold_lo": -0.1}) == N  # paired CI includes 0
-    assert claims.verdict_steering({**s, "valence": 0.1}) == M  # positive control failed: could not have seen it
+    assert claims.verdict_steering({**s, "axis": {"nulls": {**_fams(p=0.01), "covariance": {"p": 0.3}}}}) == N
+    assert claims.verdict_steering({**s, "confirm": {"ci": [-0.1, 0.5]}}) == N  # the finite step does not confirm it
+    assert claims.verdict_steering({**s, "valence": {"nulls": _fams(p=0.4)}}) == M  # positive control failed
     assert claims.verdict_steering(None) == M
 
 

@@ -3,9 +3,8 @@
 A random 4-layer model has no valence of its own, so these runs use small stories whose
 valence is carried by shared words (tests/data/lexical_stories.json): there the tiny model's
 story activations do have a valence axis, which the valence plant writes into the maze
-letters. Claim 5 cannot be positive on a random model (its replies are byte noise that no
-sentiment scorer reads), and the run says so: the valence positive control does not clear
-the random directions, so the verdict is "not measured", never "not reproduced".
+letters. Claim 5's positive control (that valence direction) moves the tiny model's
+teacher-forced sentiment log-odds beyond every null family, so its verdict is measured.
 """
 
 import json
@@ -31,7 +30,9 @@ def planted(tmp_path_factory):
 def test_planted_valence_axis_is_seen(planted):
     run, c = planted["valence"]
     assert [c[i]["verdict"] for i in (1, 3, 4)] == ["reproduced"] * 3, {i: c[i]["measured"] for i in c}
-    assert c[5]["verdict"] == "not measured"  # a random model cannot move a sentiment scorer: the positive control fails
+    axis = json.loads((run / "steer_naive" / "axis_claim.json").read_text())
+    # the lexical stories give the tiny model a valence direction that moves its sentiment log-odds beyond every null family
+    assert all(f["p"] < 0.05 and f["draws"] == 200 for f in axis["valence"]["nulls"].values()), axis["valence"]["nulls"]
     assert not (run / "train_rl").exists() and (run / "plant" / "plant.json").exists()
     assert not (run / "mechanics").exists()  # no training to dissect: the report says so
     assert "Not measured: a planted axis has no training to dissect." in (run / "report" / "report.md").read_text()

@@ -11,6 +11,7 @@ from probes import ConceptVectors
 from probes.analyze import run_analyses
 from probes.extract import extract_vectors
 from probes.metrics import cosine_per_layer
+from probes.protocol import PROTOCOL
 from training.models import load_model
 from welfare_axis.cli import main
 
@@ -96,7 +97,8 @@ def test_output_files(analysed):
     assert set(emo.model) == {"trained", "naive"} and set(emo.emotion) == set(STORIES["emotions"])
     track = pd.read_parquet(out / "tracking.parquet")
     assert set(track.final) == {"gold", "mold"} and set(track.space) == {"raw", "standardised", "whitened"}
-    assert (track[(track.model == "trained") & (track.space == "raw")].groupby("vector").size() == 12).all()
+    # paired tracking: one gold-final and one mold-final trajectory per maze state of the protocol
+    assert (track[(track.model == "trained") & (track.space == "raw")].groupby("vector").size() == 2 * PROTOCOL.claim4.n_states).all()
     assert set(pd.read_parquet(out / "logit_lens.parquet").vector) == {"v_mold", "v_gold", "u_mold", "u_gold"}
     for png in ("cosine_by_layer.png", "emotion_scatter.png", "tracking_hist.png", "layer_metrics.png", "logit_lens.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

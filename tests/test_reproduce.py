@@ -1,6 +1,8 @@
 """End to end: `welfare-axis reproduce --preset smoke` (tiny model), its report, and resume."""
 
 import json
+
+from probes.protocol import PROTOCOL
 import os
 import signal
 import subprocess
@@ -71,9 +73,13 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     assert "| training | SFT: full fine-tune, 4 steps x 4 scripted 3-move trajectories" in md and "; then RL from the SFT model: dr_grpo, LoRA r4" in md
     rl_model = json.loads((run / "train_rl" / "config.json").read_text())["config"]["model"]
     assert Path(rl_model).parent.parent.parent == run / "train_sft" and "SFT training curves" in md
-    assert "(min on half A) cos on half B" in md  # claim 1 reads a held-out half at a named layer
     written = json.loads((run / "report" / "claims.json").read_text())
     assert [c["id"] for c in written["claims"]] == [1, 2, 3, 4, 5, 6] and all(c["threshold"] for c in written["claims"])
+    # every verdict names the protocol that decided it, and seed 0 (which informed the rules) is exploratory
+    assert written["protocol"] == PROTOCOL.stamp() and written["seed"] == 0 and written["status"] == "exploratory"
+    assert written["trained_model"].startswith("sft+rl: SFT 4 steps") and "RL 4 steps (dr_grpo" in written["trained_model"]
+    c1 = json.loads((run / "analyze" / "summary.json").read_text())["verdict_inputs"]["claim1"]["trained"]["raw"]
+    assert set(c1["nulls"]) == {"shuffled", "covariance", "isotropic"} and all(f["draws"] == PROTOCOL.nulls.draws for f in c1["nulls"].values())
     fm = json.loads((run / "trained_eval" / "comparison.json").read_text())["first_move"]
     assert fm["naive"]["n_mazes"] == fm["trained"]["n_mazes"] == 4 and "ci_low" in fm["expected_reward_diff"]
     assert "| Gold excess (> 0: moves toward Gold) |" in md

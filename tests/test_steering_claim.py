@@ -7,7 +7,6 @@ import torch
 
 from probes import ConceptVectors
 from steering.claim import claim_directions, claim_inputs, paired_diff, per_prompt_slopes
-from welfare_axis import claims
 
 
 def _samples(slopes: dict[str, float], n_prompts=12, seed=0):
@@ -33,11 +32,10 @@ def test_claim_inputs_give_reproduced_only_when_controls_are_beaten():
     rnd = {f"random_{i}": s for i, s in enumerate(np.linspace(-0.1, 0.1, 10))}
     good = claim_inputs(_samples({"v_mold": -0.5, "v_gold": 0.5, "u_mold": 0.0, "u_gold": 0.0, "valence": 0.6, **rnd}), 5, "test", 0.1)
     assert good["n_random"] == 10 and good["random_lo"] < -0.05 and good["alpha_in_residual_norms"]["4.0"] == 0.4
-    assert claims.verdict_steering(good) == claims.REPRODUCED
+    # the generated self-reports are claim 5's secondary: slopes next to the random band and paired CIs
+    assert good["v_mold"] < good["random_lo"] and good["v_gold"] > good["random_hi"] and good["diff_mold_hi"] < 0 < good["diff_gold_lo"]
     flat = claim_inputs(_samples({"v_mold": -0.05, "v_gold": 0.5, "u_mold": 0.0, "u_gold": 0.0, "valence": 0.6, **rnd}), 5, "test", 0.1)
-    assert claims.verdict_steering(flat) == claims.NOT_REPRODUCED  # v_Mold within the random band
-    no_control = claim_inputs(_samples({"v_mold": -0.5, "v_gold": 0.5, "u_mold": 0.0, "u_gold": 0.0, "valence": 0.0, **rnd}), 5, "test", 0.1)
-    assert claims.verdict_steering(no_control) == claims.NOT_MEASURED
+    assert flat["random_lo"] < flat["v_mold"] < flat["random_hi"]
 
 
 def test_claim_directions_are_all_the_same_norm():

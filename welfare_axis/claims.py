@@ -1,12 +1,13 @@
 """The claims table: each claim of the study, what a run measured, and a verdict from the
-thresholds stated here (and printed in the report and claims.json) before any run.
+rules of the frozen protocol (probes/protocol.py; docs/protocol.md states them in words and
+logs every change).
 
 Every verdict compares the trained vectors with matched controls, not with zero: the
-maze-naive u_* at the same layer, a shuffled-label or random-direction null, and for
-steering a positive control (a valence direction) that must move sentiment before a
-failure to move it can count. Claims 1 and 4 use the whitened space (see
-probes/analyze.py for why); claim 5 steers with the raw vectors, scaled to a stated
-fraction of the residual norm.
+maze-naive model at the same layer and equal N, and structured null directions (shuffled-label
+differences of means, Gaussian directions with the layer's covariance, isotropic ones; a
+verdict must clear every family). Where the data picks a layer, the nulls go through the same
+pick, so their p-values are family-wise. Claim 5 also needs its positive control to clear the
+nulls before a failure can count.
 """
 
 from __future__ import annotations
@@ -14,14 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "not reproduced", "not measured"
+from probes.protocol import PROTOCOL, Protocol
 
-# Stated before any run; every rule below reads these.
-ANTIPARALLEL_MAX = -0.5  # cos on the held-out half must be at most this
-NAIVE_MARGIN = 0.2  # ... and this much below the naive u_* at the same layer
-TRACKING_MIN_D = 1.0  # signed d on both vectors
-TRACKING_NAIVE_MARGIN = 0.5
-EMOTION_MAX_SLOPE = -0.5
+REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "not reproduced", "not measured"
 
 
 @dataclass(frozen=True)
@@ -32,37 +28,48 @@ class Threshold:
     rule: str
 
 
-THRESHOLDS = (
-    Threshold(1, "v_Mold and v_Gold are nearly antiparallel",
-              "min over layers of cos(v_Mold, v_Gold) in [-0.95, -0.84]; naive controls u_* only [-0.23, -0.13]; layer mean -0.21",
-              f"whitened vectors; the layer of the minimum is chosen on half A of the mazes and the cosine read on half B: "
-              f"reproduced if it is <= {ANTIPARALLEL_MAX}, below the shuffled-label 2.5th percentile at that layer, and at least "
-              f"{NAIVE_MARGIN} below cos(u_Mold, u_Gold) of the naive model at that layer"),
-    Threshold(2, "Logit lens: v_Mold promotes failure tokens, v_Gold suppresses them",
-              '"cannot", "impossible", "does not exist" among v_Mold\'s top tokens',
-              "tokens ranked by cosine with the unembedding rows; failure score = mean percentile rank of the failure-stem tokens; at the "
-              "paper's lens layer floor(5L/6): reproduced if v_Mold's score is above the random directions' 97.5th percentile and above "
-              "u_Mold's, and v_Gold's is below the random 2.5th percentile and below u_Gold's"),
-    Threshold(3, "Emotion vectors line up on one valence axis",
-              "cos with v_Gold vs cos with v_Mold across emotions: slope near -1; control vectors show no pattern",
-              f"emotion vectors of the maze-naive model at floor(2L/3): reproduced if the slope is <= {EMOTION_MAX_SLOPE}, the valence "
-              "alignment r (valence vs cos(e, v_Gold) - cos(e, v_Mold)) has a bootstrap CI above 0, is above the 97.5th percentile of "
-              "randomly oriented pairs with the same cos(v_Mold, v_Gold), and is above the naive u_*'s r"),
-    Threshold(4, "Projections track goal achievement",
-              "Cohen's d > 1.6 between Gold-final and Mold-final trajectories after training, |d| < 0.12 before",
-              f"whitened projections at l*, within final letter x length: reproduced if the signed d (expected direction) is >= {TRACKING_MIN_D} on both v_Gold "
-              f"and v_Mold and the naive model's largest |d| on u_* is at least {TRACKING_NAIVE_MARGIN} smaller"),
-    Threshold(5, "Steering the naive model moves self-reported sentiment",
-              "+0.71 per unit alpha for v_Gold, -0.65 for v_Mold (best layer); norm-matched controls flat",
-              "generated self-reports at the steering screen's best layer (largest z(v_Gold) - z(v_Mold), z in SDs of the random "
-              "directions at that layer, chosen on half A of the prompts; slopes on half B): "
-              "reproduced if v_Mold's slope is below u_Mold's and below the 2.5th percentile of >= 10 random directions, with the paired "
-              "CI of v_Mold - u_Mold below 0, and v_Gold mirrored; trusted only if the valence positive control's slope clears "
-              "the random 97.5th percentile (else not measured)"),
-    Threshold(6, "Robust to emoji swap, scale, base vs instruct, algorithm, LoRA vs full, SFT",
-              "effects survive all variations",
-              "not run by one reproduce run (needs several trainings); compare runs of reproduce --training rl / sft / sft+rl"),
-)
+def thresholds(p: Protocol = PROTOCOL) -> tuple[Threshold, ...]:
+    """Each claim's rule in words, generated from the protocol so the text cannot drift from the code."""
+    a, c1, c3, c4 = p.nulls.alpha, p.claim1, p.claim3, p.claim4
+    fams = "/".join(p.nulls.families)
+    return (
+        Threshold(1, "v_Mold and v_Gold are nearly antiparallel",
+                  "min over layers of cos(v_Mold, v_Gold) in [-0.95, -0.84]; naive controls u_* only [-0.23, -0.13]; layer mean -0.21",
+                  f"{c1.primary_space} space; mazes split into a whitener part ({c1.whitener_fraction:.2f}), half A and half B; the layer of "
+                  f"the minimum cosine over the band is chosen on half A and the cosine read on half B: reproduced if it is <= {c1.max_cos}, "
+                  f"its family-wise p < {a} against every null family ({fams}, {p.nulls.draws} draws each, through the same pick), "
+                  f"and it is at least {c1.naive_margin} below the naive model's half-B cosine at that layer (equal N per class)"),
+        Threshold(2, "Logit lens: v_Mold promotes failure tokens, v_Gold suppresses them",
+                  '"cannot", "impossible", "does not exist" among v_Mold\'s top tokens',
+                  f"failure score (mean percentile rank of failure-stem tokens by cosine with the unembedding rows) at the fixed lens layer "
+                  f"floor({p.fixed.logit_lens:.3f} L): reproduced if v_Mold's score has p < {a} (high side) and v_Gold's p < {a} (low side) "
+                  f"against every null family ({fams}), v_Mold above u_Mold and v_Gold below u_Gold"),
+        Threshold(3, "Emotion vectors line up on one valence axis",
+                  "cos with v_Gold vs cos with v_Mold across emotions: slope near -1; control vectors show no pattern",
+                  f"emotion vectors of the maze-naive model at floor({p.fixed.emotion:.3f} L): reproduced if the slope is <= {c3.max_slope}, "
+                  f"the valence alignment r (valence vs cos(e, v_Gold) - cos(e, v_Mold)) has a bootstrap CI low end > {c3.r_ci_low_above}, "
+                  f"the valence slope (OLS of that gap on valence) has p < {a} against direction pairs from every null family ({fams}), "
+                  "and the slope is above the naive u_*'s"),
+        Threshold(4, "Projections track goal achievement",
+                  "Cohen's d > 1.6 between Gold-final and Mold-final trajectories after training, |d| < 0.12 before",
+                  f"{c4.primary} on paired trajectories ({c4.n_states} maze states; the same prompt, only the final move differs), "
+                  f"the trained v_* at l* ({c4.layer_space} layer rule) on both models' activations: reproduced if the {p.ci_level:.0%} CI's "
+                  f"low end is >= {c4.trained_ci_low_min} for d_Gold and d_Mold on the trained model and its high end < "
+                  f"{c4.naive_ci_high_max} for both on the naive model"),
+        Threshold(5, "Steering the naive model moves self-reported sentiment",
+                  "+0.71 per unit alpha for v_Gold, -0.65 for v_Mold (best layer); norm-matched controls flat",
+                  f"one welfare axis unit(v_Gold - v_Mold); primary statistic: the derivative of the teacher-forced sentiment log-odds "
+                  f"per unit alpha (alpha 1 = {p.claim5.unit_ratio} x the residual norm), max z over the band: reproduced if its "
+                  f"family-wise p < {a} against every null family ({fams}) and, at the selected layer, steering with "
+                  f"+-{p.claim5.confirm_alpha} moves the log-odds up (prompt-cluster t CI above 0); not measured unless the valence "
+                  "positive control clears every family the same way"),
+        Threshold(6, "Robust to emoji swap, scale, base vs instruct, algorithm, LoRA vs full, SFT",
+                  "effects survive all variations",
+                  "not run by one reproduce run (needs several trainings); compare runs of reproduce --training rl / sft / sft+rl"),
+    )
+
+
+THRESHOLDS = thresholds()
 
 
 @dataclass
@@ -95,117 +102,123 @@ def _fmt(x) -> str:
     return f"{_f(x):+.2f}" if _ok(x) else "—"
 
 
-def verdict_antiparallel(half_b: float, shuffled_lo: float, naive: float) -> str:
-    if not _ok(half_b, shuffled_lo, naive):
+def _clears(nulls: dict, key: str, p: Protocol) -> bool | None:
+    """True if every protocol family has p < alpha under `key`; None if a family is missing or not finite."""
+    ps = [_f((nulls.get(f) or {}).get(key)) for f in p.nulls.families]
+    if not ps or not all(math.isfinite(x) for x in ps):
+        return None
+    return all(x < p.nulls.alpha for x in ps)
+
+
+def _ps(nulls: dict, key: str = "p") -> str:
+    return ", ".join(f"{f} p={_f((v or {}).get(key)):.3f}" for f, v in (nulls or {}).items())
+
+
+def verdict_antiparallel(c: dict, p: Protocol = PROTOCOL) -> str:
+    """c: claim 1's statistics in the primary space (probes.antiparallel), with naive_at_layer."""
+    half_b, naive = c.get("cos_half_b"), c.get("naive_at_layer")
+    clears = _clears(c.get("nulls") or {}, "p", p)
+    if not _ok(half_b, naive) or clears is None:
         return NOT_MEASURED
-    ok = half_b <= ANTIPARALLEL_MAX and half_b < shuffled_lo and half_b <= naive - NAIVE_MARGIN
+    ok = half_b <= p.claim1.max_cos and clears and half_b <= naive - p.claim1.naive_margin
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
-def verdict_logit_lens(v_mold: float, u_mold: float, v_gold: float, u_gold: float, random_lo: float, random_hi: float) -> str:
-    if not _ok(v_mold, u_mold, v_gold, u_gold, random_lo, random_hi):
+def verdict_logit_lens(c: dict, p: Protocol = PROTOCOL) -> str:
+    nulls = c.get("nulls") or {}
+    mold, gold = _clears(nulls, "p_mold", p), _clears(nulls, "p_gold", p)
+    if not _ok(c.get("v_mold"), c.get("u_mold"), c.get("v_gold"), c.get("u_gold")) or mold is None or gold is None:
         return NOT_MEASURED
-    ok = v_mold > random_hi and v_mold > u_mold and v_gold < random_lo and v_gold < u_gold
+    ok = mold and gold and c["v_mold"] > c["u_mold"] and c["v_gold"] < c["u_gold"]
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
-def verdict_emotion(slope: float, r: float, r_ci_lo: float, null_r_hi: float, naive_r: float) -> str:
-    if not _ok(slope, r, r_ci_lo, null_r_hi, naive_r):
+def verdict_emotion(c: dict, p: Protocol = PROTOCOL) -> str:
+    ci = c.get("valence_r_ci") or [math.nan, math.nan]
+    clears = _clears(c.get("nulls") or {}, "p", p)
+    if not _ok(c.get("slope"), c.get("valence_slope"), ci[0], c.get("naive_valence_slope")) or clears is None:
         return NOT_MEASURED
-    ok = slope <= EMOTION_MAX_SLOPE and r_ci_lo > 0 and r > null_r_hi and r > naive_r
+    ok = c["slope"] <= p.claim3.max_slope and ci[0] > p.claim3.r_ci_low_above and clears and c["valence_slope"] > c["naive_valence_slope"]
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
-def verdict_tracking(d_gold: float, d_mold: float, naive_d_gold: float, naive_d_mold: float) -> str:
-    """Signed: both d must be in the expected direction (the d's are k-final minus other-final)."""
-    if not _ok(d_gold, d_mold, naive_d_gold, naive_d_mold):
+def verdict_tracking(c: dict, p: Protocol = PROTOCOL) -> str:
+    """c: claim 4's primary (pooled raw d with CIs on paired trajectories, the same vector on both models)."""
+    lows = [(c.get(f"trained_d_{k}_ci") or [math.nan])[0] for k in ("gold", "mold")]
+    highs = [(c.get(f"naive_d_{k}_ci") or [math.nan, math.nan])[1] for k in ("gold", "mold")]
+    if not _ok(*lows, *highs):
         return NOT_MEASURED
-    trained = min(d_gold, d_mold)
-    ok = trained >= TRACKING_MIN_D and max(abs(naive_d_gold), abs(naive_d_mold)) <= trained - TRACKING_NAIVE_MARGIN
+    ok = min(lows) >= p.claim4.trained_ci_low_min and max(highs) < p.claim4.naive_ci_high_max
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
-def verdict_steering(s: dict | None) -> str:
-    """`s`: the steering claim inputs (steering.claim.claim_inputs): slopes, random percentiles, paired CIs, positive control."""
+def verdict_steering(s: dict | None, p: Protocol = PROTOCOL) -> str:
+    """s: claim 5's primary (steering.claim: the welfare axis and the valence positive control against the nulls,
+    and the finite-alpha confirmation at the selected layer)."""
     if not s:
         return NOT_MEASURED
-    need = ("v_mold", "u_mold", "v_gold", "u_gold", "random_lo", "random_hi", "diff_mold_hi", "diff_gold_lo", "valence")
-    if not _ok(*(s.get(k) for k in need)):
+    axis, control = s.get("axis") or {}, s.get("valence") or {}
+    positive = _clears(control.get("nulls") or {}, "p", p)
+    clears = _clears(axis.get("nulls") or {}, "p", p)
+    ci = (s.get("confirm") or {}).get("ci") or [math.nan, math.nan]
+    if positive is None or clears is None or not _ok(ci[0]):
         return NOT_MEASURED
-    if not s["valence"] > s["random_hi"]:
-        return NOT_MEASURED  # the positive control did not move sentiment: this run could not have seen an effect
-    mold = s["v_mold"] < s["u_mold"] and s["v_mold"] < s["random_lo"] and s["diff_mold_hi"] < 0
-    gold = s["v_gold"] > s["u_gold"] and s["v_gold"] > s["random_hi"] and s["diff_gold_lo"] > 0
-    return REPRODUCED if mold and gold else NOT_REPRODUCED
+    if not positive:
+        return NOT_MEASURED  # the positive control did not clear the nulls: this run could not have seen an effect
+    return REPRODUCED if clears and ci[0] > 0 else NOT_REPRODUCED
 
 
-def evaluate(analysis: dict, steering: dict | None) -> list[ClaimResult]:
-    """All six claims from an analyze summary.json and the steering claim inputs (None if not run)."""
-    th = {t.id: t for t in THRESHOLDS}
-    out = []
-    space = analysis.get("verdict_space", "whitened")
-
-    a = (analysis.get("antiparallel") or {}).get(space) or {}
-    at = a.get("at_split_layer") or {}
-    full = a.get("trained") or {}
-    out.append(ClaimResult(1, th[1].claim, verdict_antiparallel(at.get("trained_half_b"), at.get("shuffled_labels_lo"), at.get("naive")),
-                           _f(at.get("trained_half_b")),
-                           f"{space}: layer {at.get('layer', '—')} (min on half A) cos on half B {_fmt(at.get('trained_half_b'))} "
-                           f"{_ci(at.get('trained_half_b_ci'))}; "
-                           f"full data min {_fmt(full.get('min'))} at layer {full.get('argmin', '—')}, mean {_fmt(full.get('mean'))}",
-                           f"naive u_* at layer {at.get('layer', '—')}: {_fmt(at.get('naive'))} {_ci(at.get('naive_ci'))}; "
-                           f"shuffled labels 2.5th pct {_fmt(at.get('shuffled_labels_lo'))}",
-                           th[1].rule))
-
-    ll = analysis.get("logit_lens") or {}
-    rows = ll.get("at_layer") or {}
-    sc = {k: (rows.get(k) or {}).get("failure_score") for k in ("v_mold", "u_mold", "v_gold", "u_gold")}
-    out.append(ClaimResult(2, th[2].claim, verdict_logit_lens(sc["v_mold"], sc["u_mold"], sc["v_gold"], sc["u_gold"], ll.get("random_lo"), ll.get("random_hi")),
-                           _f(sc["v_mold"]),
-                           f"layer {ll.get('layer', '—')}: failure score v_Mold {_fmt(sc['v_mold'])}, v_Gold {_fmt(sc['v_gold'])} (0.5 = chance)",
-                           f"u_Mold {_fmt(sc['u_mold'])}, u_Gold {_fmt(sc['u_gold'])}; random directions 95% [{_fmt(ll.get('random_lo'))}, {_fmt(ll.get('random_hi'))}]",
-                           th[2].rule))
-
-    e = analysis.get("emotion") or {}
-    t, n = e.get("trained") or {}, e.get("naive") or {}
-    null = t.get("null") or {}
-    r_ci = t.get("valence_r_ci") or [math.nan, math.nan]
-    out.append(ClaimResult(3, th[3].claim, verdict_emotion(t.get("slope"), t.get("valence_r"), r_ci[0], null.get("valence_r_hi"), n.get("valence_r")),
-                           _f(t.get("valence_r")),
-                           f"layer {e.get('layer', '—')}: slope {_fmt(t.get('slope'))} {_ci(t.get('slope_ci'))}, valence r {_fmt(t.get('valence_r'))} {_ci(r_ci)}; "
-                           f"Gold pole {', '.join((t.get('gold_pole') or [])[:3])}; Mold pole {', '.join((t.get('mold_pole') or [])[:3])}",
-                           f"naive u_*: slope {_fmt(n.get('slope'))}, valence r {_fmt(n.get('valence_r'))}; random pairs: slope 95% "
-                           f"[{_fmt(null.get('slope_lo'))}, {_fmt(null.get('slope_hi'))}], r 97.5th pct {_fmt(null.get('valence_r_hi'))}",
-                           th[3].rule))
-
-    tr = analysis.get("tracking") or {}
-    ts = tr.get(space) or {}
-    layers = tr.get("layer") or {}
-    out.append(ClaimResult(4, th[4].claim, verdict_tracking(ts.get("trained_d_gold"), ts.get("trained_d_mold"), ts.get("naive_d_gold"), ts.get("naive_d_mold")),
-                           min(_f(ts.get("trained_d_gold")), _f(ts.get("trained_d_mold"))),
-                           f"{space}, layers gold {layers.get('gold', '—')} / mold {layers.get('mold', '—')}: d on v_Gold {_fmt(ts.get('trained_d_gold'))} "
-                           f"{_ci(ts.get('trained_d_gold_ci'))}, on v_Mold {_fmt(ts.get('trained_d_mold'))} {_ci(ts.get('trained_d_mold_ci'))}",
-                           f"naive on u_*: {_fmt(ts.get('naive_d_gold'))} {_ci(ts.get('naive_d_gold_ci'))} / {_fmt(ts.get('naive_d_mold'))} "
-                           f"{_ci(ts.get('naive_d_mold_ci'))}; trained - naive (paired): gold {_ci(ts.get('trained_minus_naive_d_gold_ci'))}, "
-                           f"mold {_ci(ts.get('trained_minus_naive_d_mold_ci'))}", th[4].rule))
-
+def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL) -> list[ClaimResult]:
+    """All six claims from an analyze summary.json and claim 5's inputs (None if not run)."""
+    th = {t.id: t for t in thresholds(p)}
+    vi = analysis.get("verdict_inputs") or {}
+    space = p.claim1.primary_space
+    c1 = ((vi.get("claim1") or {}).get("trained") or {}).get(space) or {}
+    c2, c3, c4 = vi.get("claim2") or {}, vi.get("claim3") or {}, vi.get("claim4") or {}
+    band = vi.get("band") or []
+    band_txt = f"band {band[0]}-{band[-1]}" if band else "band —"
+    out = [
+        ClaimResult(1, th[1].claim, verdict_antiparallel(c1, p), _f(c1.get("cos_half_b")),
+                    f"{space}, {band_txt}: layer {c1.get('layer', '—')} (min on half A, {_fmt(c1.get('cos_half_a'))}); cos on half B "
+                    f"{_fmt(c1.get('cos_half_b'))}; whitened (secondary): "
+                    f"{_fmt((((vi.get('claim1') or {}).get('trained') or {}).get('whitened') or {}).get('cos_half_b'))}",
+                    f"naive at that layer (equal N): {_fmt(c1.get('naive_at_layer'))}; nulls through the same pick: {_ps(c1.get('nulls'))}",
+                    th[1].rule),
+        ClaimResult(2, th[2].claim, verdict_logit_lens(c2, p), _f(c2.get("v_mold")),
+                    f"layer {c2.get('layer', '—')}: failure score v_Mold {_fmt(c2.get('v_mold'))}, v_Gold {_fmt(c2.get('v_gold'))} (0.5 = chance)",
+                    f"u_Mold {_fmt(c2.get('u_mold'))}, u_Gold {_fmt(c2.get('u_gold'))}; v_Mold vs nulls: {_ps(c2.get('nulls'), 'p_mold')}; "
+                    f"v_Gold vs nulls: {_ps(c2.get('nulls'), 'p_gold')}", th[2].rule),
+        ClaimResult(3, th[3].claim, verdict_emotion(c3, p), _f(c3.get("valence_r")),
+                    f"layer {c3.get('layer', '—')}: slope {_fmt(c3.get('slope'))}, valence r {_fmt(c3.get('valence_r'))} {_ci(c3.get('valence_r_ci'))}, "
+                    f"valence slope {_fmt(c3.get('valence_slope'))}",
+                    f"naive u_*: r {_fmt(c3.get('naive_valence_r'))}, valence slope {_fmt(c3.get('naive_valence_slope'))}; null pairs (valence "
+                    f"slope): {_ps(c3.get('nulls'))}", th[3].rule),
+        ClaimResult(4, th[4].claim, verdict_tracking(c4, p),
+                    min(_f(c4.get("trained_d_gold")), _f(c4.get("trained_d_mold"))),
+                    f"pooled raw d, layers gold {((analysis.get('tracking') or {}).get('layer') or {}).get('gold', '—')} / mold "
+                    f"{((analysis.get('tracking') or {}).get('layer') or {}).get('mold', '—')}: trained d_Gold {_fmt(c4.get('trained_d_gold'))} "
+                    f"{_ci(c4.get('trained_d_gold_ci'))}, d_Mold {_fmt(c4.get('trained_d_mold'))} {_ci(c4.get('trained_d_mold_ci'))}",
+                    f"naive on the same v_*: d_Gold {_fmt(c4.get('naive_d_gold'))} {_ci(c4.get('naive_d_gold_ci'))}, d_Mold "
+                    f"{_fmt(c4.get('naive_d_mold'))} {_ci(c4.get('naive_d_mold_ci'))}", th[4].rule),
+    ]
     caveat = reliability_caveat(analysis)
     for r in out:
-        if r.id in (1, 4):  # the two claims read the verdict-space vectors at the chosen layers
+        if r.id in (1, 4):  # the two claims read the vectors at the chosen layers
             r.caveat = caveat
-
-    s = steering or {}
-    out.append(ClaimResult(5, th[5].claim, verdict_steering(steering), _f(s.get("v_mold")),
-                           f"layer {s.get('layer', '—')} ({s.get('layer_rule', '—')}; alpha 1 = {s.get('unit_ratio', '—')} x the mean residual "
-                           f"norm {_f(s.get('residual_norm')):.1f}, alphas {sorted(map(float, s.get('alpha_in_residual_norms', {})))}), "
-                           f"sentiment slope per unit alpha: v_Mold {_fmt(s.get('v_mold'))}, "
-                           f"v_Gold {_fmt(s.get('v_gold'))}; paired v-u CIs: mold [{_fmt(s.get('diff_mold_lo'))}, {_fmt(s.get('diff_mold_hi'))}], "
-                           f"gold [{_fmt(s.get('diff_gold_lo'))}, {_fmt(s.get('diff_gold_hi'))}]",
-                           f"u_Mold {_fmt(s.get('u_mold'))}, u_Gold {_fmt(s.get('u_gold'))}; {s.get('n_random', 0)} random: 95% "
-                           f"[{_fmt(s.get('random_lo'))}, {_fmt(s.get('random_hi'))}]; valence positive control {_fmt(s.get('valence'))}",
-                           th[5].rule))
+    out.append(_steering_result(steering, th[5]))
     out.append(ClaimResult(6, th[6].claim, NOT_MEASURED, math.nan, "—", "—", th[6].rule))
     return out
+
+
+def _steering_result(s: dict | None, t: Threshold) -> ClaimResult:
+    s = s or {}
+    axis, val, conf = s.get("axis") or {}, s.get("valence") or {}, s.get("confirm") or {}
+    return ClaimResult(5, t.claim, verdict_steering(s or None), _f(axis.get("z")),
+                       f"welfare axis: selected layer {axis.get('layer', '—')}, z {_fmt(axis.get('z'))} (d log-odds per unit alpha "
+                       f"{_fmt(axis.get('effect'))}); finite alpha +-{conf.get('alpha', '—')}: log-odds change {_fmt(conf.get('mean'))} "
+                       f"{_ci(conf.get('ci'))}",
+                       f"nulls (max over band): {_ps(axis.get('nulls'))}; valence positive control: layer {val.get('layer', '—')}, "
+                       f"z {_fmt(val.get('z'))}, {_ps(val.get('nulls'))}", t.rule)
 
 
 def reliability_caveat(analysis: dict) -> str:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from welfare_axis.options import add_download_arg, device_arg, model_arg, out_dir, seed_int
-from welfare_axis.pipeline import PLANTS, REPRODUCE_PRESETS, TRAININGS
+from welfare_axis.pipeline import OPTIONAL_STAGES, PLANTS, REPRODUCE_PRESETS, TRAININGS
 from welfare_axis.stages import STAGES
 
 
@@ -29,7 +29,11 @@ def register(sub) -> None:
     p.add_argument("--stop-after", default=None, choices=STAGES, metavar="STAGE",
                    help="stop once this stage is finished (no report); e.g. extract_trained prepares a seed's models and "
                         "activations, and a later run without it reads them from the cache")
-    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--skip", action="append", default=[], choices=OPTIONAL_STAGES, metavar="STAGE",
+                   help=f"leave out an optional stage that no claim verdict reads; repeatable; one of {', '.join(OPTIONAL_STAGES)}")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="draws the mazes, trajectories, training, prompt draws and null directions; seeds listed as exploration "
+                        "seeds in probes/protocol.py give exploratory verdicts, any other seed confirmatory ones")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
@@ -52,6 +56,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     paths = reproduce(
         preset=args.preset, out=out, model=args.model, training=args.training, plant=args.plant, stories=args.stories, force=set(args.force),
         seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress, stop_after=args.stop_after,
+        skip=set(args.skip),
     )
     if paths is None:
         print(f"stopped after {args.stop_after}: {out}")

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from envs.artifacts import atomic_write_json, provenance
 from mechanics.suite import MechanicsSizes
+from probes.protocol import PROTOCOL
 from welfare_axis.stages import EVALS, STAGES
 
+OPTIONAL_STAGES = ("steer_trained", "mechanics")  # stages no claim verdict reads: --skip may leave them out
 PLANTS = ("valence", "random")  # --plant (probes.plant.PLANT_KINDS, repeated so the CLI parser need not import torch; tested equal)
 TRAININGS = ("rl", "sft", "sft+rl")  # "sft+rl": RL continues from the SFT checkpoint
 
@@ -127,13 +129,17 @@ def reproduce(
     device: str = "cpu",
     dtype: str = "float32",
     progress: bool = True,
-) -> tuple[Path, Path]:
+    stop_after: str | None = None,
+    skip: set[str] | None = None,
+) -> tuple[Path, Path] | None:
     """Run (or resume) every stage of the study; returns the paths of report.md and report.html.
 
     With `plant` ("valence" or "random"), training is replaced by a planted axis (probes/plant.py):
     the pipeline's positive and negative control. `stories`: an emotion-stories JSON for claim 3,
     the valence plant and the steering positive control (default: the shipped set).
     Everything cheap is checked before any slow work; one process at a time runs in `out` (a lock).
+    `stop_after`: stop once this stage is finished and return None (no report). `skip`: optional stages
+    (OPTIONAL_STAGES) to leave out.
     """
     from training.config import config_from_preset
     from welfare_axis.stages import lock_run
@@ -154,13 +160,21 @@ def reproduce(
                          "needs sft_finetune='full' (a LoRA SFT adapter is not a model to start from); use --training sft or rl")
     if plant is not None and plant not in PLANTS:
         raise ValueError(f"unknown plant {plant!r}; use one of {', '.join(PLANTS)}")
-    unknown = set(force or ()) - set(STAGES)
+    unknown = (set(force or ()) | ({stop_after} if stop_after else set())) - set(STAGES)
+    if set(skip or ()) - set(OPTIONAL_STAGES):
+        raise ValueError(f"only {', '.join(OPTIONAL_STAGES)} can be skipped, not {', '.join(sorted(set(skip) - set(OPTIONAL_STAGES)))}")
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use one of {', '.join(STAGES)}")
     stories_key = _stories_key(stories)
 
+    from welfare_axis.stages import StoppedAfter
+
     with lock_run(out):
-        return _run_stages(p, preset, out, model_id, training, plant, stories, stories_key, force, seed, device, dtype, progress, train_cfg)
+        try:
+            return _run_stages(p, preset, out, model_id, training, plant, stories, stories_key, force, seed, device, dtype, progress,
+                               train_cfg, stop_after, set(skip or ()))
+        except StoppedAfter:
+            return None
 
 
 def _stories_key(stories: str | None) -> str | None:
@@ -176,7 +190,8 @@ def _stories_key(stories: str | None) -> str | None:
 
 
 def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, training: str, plant: str | None, stories: str | None,
-                stories_key: str | None, force: set[str] | None, seed: int, device: str, dtype: str, progress: bool, train_cfg):
+                stories_key: str | None, force: set[str] | None, seed: int, device: str, dtype: str, progress: bool, train_cfg,
+                stop_after: str | None = None, skip_stages: set[str] | None = None):
     from probes import LAYER_CONVENTION, ConceptVectors
     from probes.analyze import run_analyses
     from probes.extract import extract_vectors
@@ -203,12 +218,13 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
     skip |= {"train_rl"} if "rl" not in training else set()
     skip |= {"steer_trained"} if not p.steer_trained else set()
     skip |= {"mechanics"} if p.mechanics is None else set()
+    skip |= set(skip_stages or ())
     if plant:  # the plant is the "training": no policy to train or to evaluate, nothing to steer but the naive model, no update to dissect
         skip |= {"naive_eval", "train_sft", "train_rl", "trained_eval", "steer_trained", "mechanics"}
     else:
         skip |= {"plant"}
     estimates = {k: v for k, v in p.estimates.items() if k not in skip}
-    runner = StageRunner(out, estimates, force=force, progress=progress)
+    runner = StageRunner(out, estimates, force=force, progress=progress, stop_after=stop_after)
     common = {"model": model_id, "seed": seed, "maze": maze.to_dict(), "dtype": dtype}
 
     try:
@@ -263,7 +279,7 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
 
         story_half = "b" if plant else None  # a planted valence axis was built from story half "a"
         runner.run(
-            "analyze", {"seed": seed, "n_tracking": p.tracking_n, "story_half": story_half, "stories": stories_key},
+            "analyze", {"seed": seed, "story_half": story_half, "stories": stories_key, "protocol": PROTOCOL.stamp()},
             lambda d: _summary_keys(run_analyses(runner.stage_dir("extract_trained"), d, control_dir=runner.stage_dir("extract_naive"),
                                                  seed=seed, n_tracking=p.tracking_n, device=device, batch_size=p.batch_size,
                                                  story_half=story_half, stories=stories, progress=progress)),
@@ -274,26 +290,33 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
         control = ConceptVectors.load(runner.stage_dir("extract_naive"))
         steer_cfg = {"alphas": p.alphas, "k": p.steer_k, "max_new_tokens": p.steer_max_new_tokens, "evals": p.evals,
                      "items": p.eval_items, "seed": seed, "screen_layers": p.screen_layers, "screen_ratios": p.screen_ratios, "screen_prompts": p.screen_prompts,
-                     "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star, "stories": stories_key}
+                     "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star, "stories": stories_key,
+                     "protocol": PROTOCOL.stamp()}
 
         def steer_naive(d: Path) -> dict:
+            from probes.extract import load_examples
+            from steering.axis_claim import run_axis_claim
             from steering.claim import run_sentiment_claim
 
+            examples, acts = load_examples(runner.stage_dir("extract_trained"), (vectors.n_layers, vectors.hidden_size))
+            axis = run_axis_claim(naive_model, naive_tok, vectors, acts, examples, d, protocol=PROTOCOL, maze_config=maze, seed=seed,
+                                  stories=stories, progress=progress)
             claim = run_sentiment_claim(naive_model, naive_tok, vectors, control, layer_choice["mold"], d, screen_layers=p.screen_layers,
                                         screen_ratios=p.screen_ratios, screen_prompts=p.screen_prompts, unit_ratio=p.unit_ratio, alphas=p.alphas, k=p.steer_k,
                                         n_random=p.n_random, max_new_tokens=p.steer_max_new_tokens, at_l_star=p.steer_at_l_star,
                                         maze_config=maze, seed=seed, stories=stories, progress=progress)
             others = _steer(evals, naive_model, naive_tok, vectors, control, claim["best_layer"], p,
                             [e for e in p.evals if e != "sentiment"], seed, maze, d, progress)
-            return {"sentiment": claim, **others}
+            return {"axis": {k: axis[k] for k in ("band", "confirm")} | {"layer": axis["axis"]["layer"], "z": axis["axis"]["z"]},
+                    "sentiment": claim, **others}
 
         runner.run("steer_naive", steer_cfg, steer_naive, deps=("analyze",))
-        if p.steer_trained and not plant:  # the trained model steered with its own vectors, at the naive model's chosen layer
+        if "steer_trained" not in skip:  # the trained model steered with its own vectors, at the naive model's chosen layer
             best = json.loads((runner.stage_dir("steer_naive") / "stage.json").read_text())["summary"]["sentiment"]["best_layer"]
             runner.run("steer_trained", steer_cfg,
                        lambda d: _steer(evals, trained_model, trained_tok, vectors, None, best, p, ("sentiment",), seed, maze, d, progress),
                        deps=("steer_naive",))
-        if p.mechanics is not None and not plant:
+        if "mechanics" not in skip:
             lora = train_cfg.finetune == "lora" and ("sft" not in training or train_cfg.sft_finetune == "lora")
             runner.run("mechanics", {"sizes": dataclasses.asdict(p.mechanics), "seed": seed, "lora_only": lora},
                        lambda d: _mechanics(model_id, base, checkpoint, (naive_model, trained_model, trained_tok), vectors, control, p.mechanics,

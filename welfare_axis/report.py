@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from envs.artifacts import atomic_write_json, atomic_write_png, atomic_write_text, provenance  # noqa: E402
+from probes.protocol import PROTOCOL  # noqa: E402
 from welfare_axis import claims  # noqa: E402
 from welfare_axis.document import Code, Figure, Heading, Para, Table, to_html, to_markdown  # noqa: E402
 from welfare_axis.stages import STAGES  # noqa: E402
@@ -181,18 +182,46 @@ def _pm(x: dict, key: str) -> str:
 
 def claim_results(run: Path) -> list:
     """The claims of this run, from analyze/summary.json and the steering stage's claim inputs."""
-    steering = _json(run / "steer_naive" / "sentiment_claim.json") or None
+    steering = _json(run / "steer_naive" / "axis_claim.json") or None
     return claims.evaluate(_json(run / "analyze" / "summary.json"), steering)
 
 
+def trained_history(cfg: dict) -> str:
+    """The trained model's history in one line, from run_config.json (which arm, how many steps, algorithm, LoRA or full)."""
+    training = cfg.get("training", "?")
+    if str(training).startswith("plant:"):
+        return f"no training: a {training.split(':', 1)[1]} axis planted into the naive model (a control run)"
+    t = (cfg.get("config") or {}).get("train") or {}
+    parts = []
+    if "sft" in training:
+        parts.append(f"SFT {t.get('sft_steps', '?')} steps ({t.get('sft_finetune', '?')} fine-tune, LR {t.get('sft_lr', '?')})")
+    if "rl" in training:
+        lora = f"LoRA r{t.get('lora_r', '?')}" if t.get("finetune") == "lora" else "full fine-tune"
+        parts.append(f"then RL {t.get('n_steps', '?')} steps ({t.get('algo', '?')}, {lora}, LR {t.get('lr', '?')})" if parts
+                     else f"RL {t.get('n_steps', '?')} steps ({t.get('algo', '?')}, {lora}, LR {t.get('lr', '?')})")
+    return f"{training}: " + " ".join(parts)
+
+
+def verdict_header(run: Path) -> dict:
+    """What claims.json and the report's claims section say about how to read the verdicts."""
+    cfg = _json(run / "run_config.json")
+    seed = int(cfg.get("seed", 0) or 0)
+    plant = str(cfg.get("training", "")).split(":", 1)[1] if str(cfg.get("training", "")).startswith("plant:") else None
+    return {"protocol": PROTOCOL.stamp(), "seed": seed, "status": PROTOCOL.status(seed, plant), "trained_model": trained_history(cfg),
+            "model": cfg.get("model"), "preset": cfg.get("preset")}
+
+
 def _claims(run: Path) -> list:
+    head = verdict_header(run)
     frame = pd.DataFrame(
         [{"claim": f"{r.id}. {r.claim}", "paper": t.paper, "this run (metric, layer, CI)": r.measured, "controls": r.controls,
-          "threshold (stated in advance)": r.threshold, "verdict": r.verdict, "caveat": r.caveat or "—"}
+          "rule (protocol)": r.threshold, "verdict": r.verdict, "caveat": r.caveat or "—"}
          for r, t in zip(claim_results(run), claims.THRESHOLDS)]
     )
-    return [Heading("Claims"), Para("Each verdict is computed by `welfare_axis/claims.py` from the threshold in its row and written "
-                                    "to report/claims.json; layers are 0-based block inputs (layer 0 = embeddings; the last block's "
+    return [Heading("Claims"), Para(f"Protocol {head['protocol']['version']} (hash {head['protocol']['hash']}; docs/protocol.md); seed "
+                                    f"{head['seed']}: **{head['status']}** verdicts. Trained model: {head['trained_model']}. Each verdict "
+                                    "is computed by `welfare_axis/claims.py` from the protocol's rule in its row and written to "
+                                    "report/claims.json; layers are 0-based block inputs (layer 0 = embeddings; the last block's "
                                     "output is never a layer)."), Table(frame)]
 
 
@@ -314,7 +343,8 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     blocks += _steering(run)
     blocks += _mechanics(run)
     blocks += _examples(run)
-    atomic_write_json(out / "claims.json", {"claims": [r.to_dict() for r in claim_results(run)], **provenance(config={"run": str(run)})})
+    atomic_write_json(out / "claims.json", {**provenance(config={"run": str(run)}), **verdict_header(run),
+                                            "claims": [r.to_dict() for r in claim_results(run)]})
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, to_markdown(blocks, out))
     atomic_write_text(html_path, to_html(blocks, "welfare-axis report"))

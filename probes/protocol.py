@@ -1,0 +1,159 @@
+"""The verdict protocol: every rule that decides a claim's verdict, as data.
+
+It lives in probes/ because the analyses are the first package that reads it (the package order is
+envs -> training -> probes -> steering -> mechanics -> welfare_axis). A rule lives here and nowhere
+else; the claims (welfare_axis/claims.py), the analyses and the
+steering claim read it. Its version and a hash of its content go into claims.json and the
+report header. Changing any field changes the hash; changing a rule also bumps `VERSION` and
+adds an entry to docs/protocol.md's change log (what, why, verdicts before and after).
+
+Exploratory vs confirmatory: a verdict is confirmatory only on a seed whose results never
+informed a rule (`EXPLORATION_SEEDS` lists the ones that did). Mazes, trajectories, prompt
+draws and null directions are all drawn from the run's seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+VERSION = "1.0"
+
+# Seeds whose results were looked at while any rule below was written or changed.
+EXPLORATION_SEEDS: tuple[int, ...] = (0,)
+
+NULL_FAMILIES = ("shuffled", "covariance", "isotropic")
+
+
+@dataclass(frozen=True)
+class NullSpec:
+    """Null directions: `draws` per family; a verdict must clear every family (the decisive one is the widest)."""
+
+    families: tuple[str, ...] = NULL_FAMILIES  # shuffled-label diffs of means, Gaussian with the layer's covariance, isotropic
+    draws: int = 200  # per family: enough that a 95% band is a 95% band (>= 100)
+    alpha: float = 0.05  # family-wise level, one-sided in the predicted direction
+
+
+@dataclass(frozen=True)
+class LayerBand:
+    """Layers the data may choose from (block inputs, probes/layers.py): [ceil(start * L), L - end_offset]."""
+
+    start: float = 0.25
+    end_offset: int = 2
+
+    def layers(self, n_layers: int) -> list[int]:
+        lo = max(1, math.ceil(self.start * n_layers))
+        hi = max(lo, n_layers - self.end_offset)
+        return list(range(lo, min(hi, n_layers - 1) + 1))
+
+
+@dataclass(frozen=True)
+class FixedLayers:
+    """Layers fixed by the study's conventions (fractions of L, floored)."""
+
+    logit_lens: float = 5 / 6  # claim 2
+    emotion: float = 2 / 3  # claim 3 and the tile-mean cosines
+
+    def logit_lens_layer(self, n_layers: int) -> int:
+        return math.floor(self.logit_lens * n_layers)
+
+    def emotion_layer(self, n_layers: int) -> int:
+        return math.floor(self.emotion * n_layers)
+
+
+@dataclass(frozen=True)
+class Claim1:
+    """Antiparallelism, on three disjoint thirds of the mazes: the whitener's third, half A picks the layer, half B reads it."""
+
+    primary_space: str = "raw"  # the paper's; "whitened" is reported as secondary
+    max_cos: float = -0.5  # half-B cosine at the chosen layer must be at most this
+    naive_margin: float = 0.2  # ... and this much below the naive model's (equal N, same procedure) at that layer
+    whitener_fraction: float = 1 / 3  # mazes used only to fit the whitener
+
+
+@dataclass(frozen=True)
+class Claim2:
+    """Logit lens at the fixed lens layer: v_Mold promotes failure tokens, v_Gold suppresses them."""
+
+    beat_naive: bool = True  # v_Mold above u_Mold's failure score and v_Gold below u_Gold's
+
+
+@dataclass(frozen=True)
+class Claim3:
+    """Emotion alignment at the fixed emotion layer."""
+
+    max_slope: float = -0.5
+    r_ci_low_above: float = 0.0
+
+
+@dataclass(frozen=True)
+class Claim4:
+    """Tracking on paired trajectories (same prompt, only the final move differs), the trained v_* on both models."""
+
+    primary: str = "pooled raw d"  # within-letter and whitened d are secondary
+    layer_space: str = "raw"  # d is read at l* of this space's layer rule (chosen on the extraction data, not these trajectories)
+    trained_ci_low_min: float = 1.0  # both d_gold and d_mold: the 95% CI's low end at least this
+    naive_ci_high_max: float = 0.5  # the naive model on the same vector: the CI's high end below this
+    n_states: int = 60  # paired maze states (each gives one gold-final and one mold-final trajectory)
+    boot: int = 2000
+
+
+@dataclass(frozen=True)
+class Claim5:
+    """Steering the maze-naive model along one welfare axis, unit(v_Gold - v_Mold).
+
+    Primary: the derivative of the teacher-forced sentiment log-odds per unit alpha, max over the
+    band of its z against each null family (family-wise p); the positive control (a valence
+    direction from emotion stories) must clear the nulls the same way, else "not measured";
+    then the selected layer is confirmed at a finite alpha (mean log-odds change with a
+    prompt-cluster t interval on the predicted side of 0).
+    Secondary (reported, not deciding): generated self-reports at the selected layer.
+    """
+
+    confirm_alpha: float = 2.0  # the finite-alpha confirmation: +-this, in units of unit_ratio x the residual norm
+    unit_ratio: float = 0.1  # alpha 1 adds this fraction of the mean residual norm at the layer
+    alphas_generated: tuple[float, ...] = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    version: str = VERSION
+    nulls: NullSpec = field(default_factory=NullSpec)
+    band: LayerBand = field(default_factory=LayerBand)
+    fixed: FixedLayers = field(default_factory=FixedLayers)
+    claim1: Claim1 = field(default_factory=Claim1)
+    claim2: Claim2 = field(default_factory=Claim2)
+    claim3: Claim3 = field(default_factory=Claim3)
+    claim4: Claim4 = field(default_factory=Claim4)
+    claim5: Claim5 = field(default_factory=Claim5)
+    ci_level: float = 0.95
+    reliability_target: float = 0.9  # split-half cosine wanted at the chosen layers (a caveat, not a rule)
+    exploration_seeds: tuple[int, ...] = EXPLORATION_SEEDS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def ci_percentiles(self) -> tuple[float, float]:
+        tail = 100 * (1 - self.ci_level) / 2
+        return tail, 100 - tail
+
+    def stamp(self) -> dict:
+        """What every verdict-bearing artifact records."""
+        return {"version": self.version, "hash": self.hash}
+
+    def status(self, seed: int, plant: str | None = None) -> str:
+        """'exploratory' on a seed that informed a rule, 'control' for a planted run, else 'confirmatory'."""
+        if plant:
+            return "control"
+        return "exploratory" if seed in self.exploration_seeds else "confirmatory"
+
+
+PROTOCOL = Protocol()
