@@ -58,7 +58,7 @@ def _pair_cos(x_half: np.ndarray, weights: dict[str, np.ndarray], w_map: np.ndar
 
 
 def claim1_statistics(acts: np.ndarray, examples: pd.DataFrame, band: list[int], draws: int, seed: int,
-                      whitener_fraction: float, strata: np.ndarray, progress: bool = False) -> dict:
+                      whitener_fraction: float, strata: np.ndarray, progress: bool = False, spaces: tuple[str, ...] = ("raw", "whitened")) -> dict:
     """Per space (raw, whitened): half-A and half-B cosines over the band, the chosen layer, its half-B
     cosine, and per null family the same select-then-test statistic with its p-value (one-sided, low)."""
     from tqdm.auto import tqdm
@@ -74,13 +74,12 @@ def claim1_statistics(acts: np.ndarray, examples: pd.DataFrame, band: list[int],
         shuf = {k: diff_weights(perms[:, m], labels[m], k) for k in PAIR}
         cov = covariance_class_weights(labels[m], PAIR, draws, rng)
         halves[h] = (m, real, shuf, cov)
-    spaces = ("raw", "whitened")
     cos = {s: {h: {f: np.full((1 if f == "real" else draws, len(band)), np.nan) for f in ("real", "shuffled", "covariance")}
                for h in ("A", "B")} for s in spaces}
     for j, layer in enumerate(tqdm(band, desc="claim 1 nulls", disable=not progress)):
         x = np.asarray(acts[:, layer, :], dtype=np.float64)
         wm = parts["W"]
-        w_map = whitener(x[wm], labels[wm], strata[wm]) if wm.any() else None
+        w_map = whitener(x[wm], labels[wm], strata[wm]) if wm.any() and "whitened" in spaces else None
         for h, (m, real, shuf, cov) in halves.items():
             xc = centre_within(x[m], strata[m])
             for s in spaces:

@@ -186,3 +186,17 @@ def antiparallel_ci(acts: np.ndarray, examples: pd.DataFrame, spaces: Spaces, sp
     if not np.isfinite(cos).any():
         return [float("nan"), float("nan")]
     return [float(x) for x in np.nanpercentile(cos, [2.5, 97.5])]
+
+
+def raw_layer_choice(acts: np.ndarray, examples: pd.DataFrame, folds: int = 5, bins: int = 30, seed: int = 0) -> dict[str, int]:
+    """l* per class by the layer rule in raw space only (held-out AUROC, |d| and overlap, as `layer_metrics`),
+    without the other spaces' whiteners: for read-outs that need only the raw l* many times."""
+    labels = examples["kind"].to_numpy()
+    fold_list, strata = make_folds(examples, folds, seed), nuisance_strata(examples)
+    stats = {k: np.full((acts.shape[1], 3), np.nan) for k in TILE_KINDS}
+    for layer in range(1, acts.shape[1]):
+        x = np.asarray(acts[:, layer, :], dtype=np.float64)
+        for k in TILE_KINDS:
+            s = _separation(held_out_projections(x, labels, k, fold_list, strata), labels == k, bins)
+            stats[k][layer] = (s["auroc"], s["abs_d"], s["overlap"])
+    return {k: choose_layer(*(v[:, j] for j in range(3)), first_layer=min(1, acts.shape[1] - 1)) for k, v in stats.items()}

@@ -1,8 +1,6 @@
 """End to end: `welfare-axis reproduce --preset smoke` (tiny model), its report, and resume."""
 
 import json
-
-from probes.protocol import PROTOCOL
 import os
 import signal
 import subprocess
@@ -10,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from probes.protocol import PROTOCOL
 from welfare_axis.cli import main
 from welfare_axis.report import SECTIONS
 
@@ -108,3 +109,14 @@ def test_smoke_reproduce_with_sft_only_uses_the_sft_model(tmp_path):
     md = (run / "report" / "report.md").read_text()
     assert "| training | SFT: full fine-tune" in md and "RL" not in md.split("| training |")[1].splitlines()[0]
     assert json.loads((run / "run_config.json").read_text())["training"] == "sft"
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_smoke_reproduce_on_other_seeds_gives_confirmatory_verdicts(tmp_path, seed):
+    run = tmp_path / f"seed{seed}"
+    assert main(["reproduce", "--preset", "smoke", "--seed", str(seed), "--out", str(run), "--no-progress"]) == 0
+    written = json.loads((run / "report" / "claims.json").read_text())
+    assert written["seed"] == seed and written["status"] == "confirmatory" and written["protocol"]["hash"] == PROTOCOL.hash
+    assert written["hardware"]["cpu_flags"] is not None  # bitwise equality is promised per machine kind: the run says which
+    assert (run / "mechanics" / "stage.json").exists()  # seed 3 once divided by zero there
+    assert json.loads((run / "run_config.json").read_text())["seed"] == seed

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "welfare_axis.cmd_probe",
     "welfare_axis.cmd_steer",
     "welfare_axis.cmd_reproduce",
+    "welfare_axis.cmd_calibrate",
     "welfare_axis.cmd_mechanics",
     "welfare_axis.cmd_demo",
 )

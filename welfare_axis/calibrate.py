@@ -1,0 +1,314 @@
+"""`welfare-axis calibrate`: the power and false-positive rate of the protocol's read-outs, measured.
+
+A known axis e is planted into the maze-naive model's own extraction activations (a reproduce
+run's `extract_naive`) and every claim's primary statistic is run on the planted activations by
+the protocol's own code, verdict functions included. Each cell of the design is repeated over
+seeds, so a detection rate is a rate with a CI, not one pass:
+
+* strengths: ||e|| = strength x the natural ||mean Gold - mean Mold|| of the naive activations
+  at the plant layer; per-move noise: each move's plant is scaled by max(0, 1 + noise x N(0, 1));
+* alignment: e = c x valence + sqrt(1 - c^2) x a random direction orthogonal to it, with the
+  valence direction from a source disjoint from the positive control's and claim 3's emotion
+  stories (VADER-lexicon words in a neutral frame, `lexicon_valence`); c = 0 is a random plant;
+* null runs: no plant at all;
+* the plant layer (floor(L/2) by default) is one no fixed-layer claim reads. The plant is added
+  at that layer and carried unchanged to every later layer: the residual stream's zeroth-order
+  propagation of a direction written at one block. Read-outs that need a forward pass through a
+  planted model (claim 5's finite-alpha confirmation) steer the naive model with the planted
+  vectors, exactly as a reproduce run does.
+
+What this measures: whether each read-out detects an axis of a given size and alignment in real
+activations with their real nuisances, and how often it reports one that is not there. What it
+does not: how a trained model's later blocks transform a written direction (first and higher
+orders), which only a trained model shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from probes.protocol import PROTOCOL, Protocol
+
+
+@dataclass
+class CalibrationConfig:
+    """The calibration design; every field is a flag of `welfare-axis calibrate`."""
+
+    strengths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # plant norm as a multiple of the natural Gold - Mold difference
+    alignments: tuple[float, ...] = (0.3, 0.6, 1.0)  # cos(plant, lexicon valence direction); random plants are c = 0
+    seeds: int = 5  # repeats of every cell (plant draw, noise, maze splits, null directions)
+    noise: float = 0.5  # per-move relative SD of the plant's size
+    plant_layer_fraction: float = 0.5  # plant layer = floor(fraction x L)
+    confirm: bool = True  # run claim 5's finite-alpha confirmation where the family test passes (a forward pass per prompt)
+    protocol: Protocol = field(default_factory=lambda: PROTOCOL)
+
+
+def lexicon_words(n: int = 40, lo: float = 2.0, hi: float = 3.0) -> tuple[list[str], list[str]]:
+    """n positive and n negative VADER-lexicon words with lo <= |score| <= hi (clear valence, no extremes), sorted."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    lex = SentimentIntensityAnalyzer().lexicon
+    words = sorted(w for w, s in lex.items() if w.isalpha() and len(w) >= 4 and lo <= abs(s) <= hi)
+    return [w for w in words if lex[w] > 0][:n], [w for w in words if lex[w] < 0][:n]
+
+
+def lexicon_valence(model, tokenizer, layer: int, batch_size: int = 16) -> np.ndarray:
+    """mean(positive words) - mean(negative words) at `layer`, last token of "Here is a word: <w>", neutral-text PCs removed."""
+    from probes.capture import capture_texts
+    from probes.emotion import denoise_basis, load_neutral
+
+    pos, neg = lexicon_words()
+    acts = capture_texts(model, tokenizer, [f"Here is a word: {w}" for w in pos + neg], [layer], "last", batch_size=batch_size)
+    acts = acts.numpy().astype(np.float64)[:, 0]
+    d = acts[: len(pos)].mean(0) - acts[len(pos):].mean(0)
+    neut = capture_texts(model, tokenizer, load_neutral(), [layer], "mean", batch_size=batch_size).numpy().astype(np.float64)[:, 0]
+    basis = denoise_basis(neut)
+    if basis is not None and len(basis):
+        d = d - basis.T @ (basis @ d)
+    return d / np.linalg.norm(d)
+
+
+def plant_direction(valence: np.ndarray, alignment: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit direction with cos `alignment` to the unit `valence` (a random direction for 0)."""
+    r = rng.standard_normal(len(valence))
+    r -= (r @ valence) * valence
+    r /= np.linalg.norm(r)
+    return alignment * valence + np.sqrt(max(0.0, 1 - alignment**2)) * r
+
+
+def planted(acts: np.ndarray, signs: np.ndarray, e: np.ndarray, layer: int, size: np.ndarray) -> np.ndarray:
+    """acts [N, L, H] with signs[i] x size[i] x e added at `layer` and every later layer (float64 copy)."""
+    out = np.asarray(acts, dtype=np.float64).copy()
+    out[:, layer:, :] += (signs * size)[:, None, None] * e[None, None, :]
+    return out
+
+
+def outcome_signs(kinds: np.ndarray) -> np.ndarray:
+    return np.where(kinds == "gold", 1.0, np.where(kinds == "mold", -1.0, 0.0))
+
+
+def cells(cfg: CalibrationConfig) -> list[dict]:
+    """Every run of the design: null runs, random plants and aligned plants, each `cfg.seeds` times."""
+    out = [{"plant": "none", "strength": 0.0, "alignment": float("nan"), "seed": s} for s in range(cfg.seeds)]
+    for strength in cfg.strengths:
+        for s in range(cfg.seeds):
+            out.append({"plant": "random", "strength": strength, "alignment": 0.0, "seed": s})
+            out += [{"plant": "valence", "strength": strength, "alignment": c, "seed": s} for c in cfg.alignments]
+    return out
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def rate_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Detection rate (verdict "reproduced") per claim and cell, with a 95% Wilson interval."""
+    out = []
+    for keys, g in rows.groupby(["plant", "strength", "alignment", "claim"], dropna=False):
+        k, n = int((g["verdict"] == "reproduced").sum()), len(g)
+        lo, hi = _wilson(k, n)
+        out.append(dict(zip(("plant", "strength", "alignment", "claim"), keys), detected=k, runs=n, rate=k / n, ci_low=lo, ci_high=hi))
+    return pd.DataFrame(out)
+
+
+@dataclass
+class Fixed:
+    """What every cell shares, computed once on the maze-naive model."""
+
+    acts: np.ndarray  # [N, L, H] extraction activations (naive)
+    examples: pd.DataFrame
+    v_naive: dict  # {k: [L, H]} the naive model's own diffs of means (u_*)
+    track_acts: np.ndarray  # [2 x states, L, H] paired tracking trajectories
+    track_kinds: np.ndarray
+    track_state: np.ndarray
+    lens: tuple  # claim 2's (W_U, gain, failure mask)
+    emotion_vectors: dict  # claim 3's emotion vectors at the emotion layer
+    emotion_valence: dict
+    naive_emotion: dict  # alignment of u_* with them
+    grads: object  # claim 5's LogOddsGradients over the band
+    valence_band: np.ndarray  # the positive control (stories half a) per band layer
+    naive_claim1: dict  # claim 1's raw statistics on the unplanted activations
+    lexicon: np.ndarray  # the plant's valence source (unit), at the plant layer
+    natural: float  # ||mean Gold - mean Mold|| at the plant layer
+    layer: int
+
+
+def diffs_of_means(acts: np.ndarray, labels: np.ndarray) -> dict:
+    """{k: [L, H]} mean(k) - mean(rest) at every layer (the extraction recipe)."""
+    return {k: acts[labels == k].mean(0) - acts[labels != k].mean(0) for k in ("mold", "gold", "path")}
+
+
+def prepare(model, tok, naive_dir: Path, cfg: CalibrationConfig, seed: int = 0, progress: bool = False) -> Fixed:
+    from probes import emotion as emo
+    from probes.analyze import lens_inputs
+    from probes.antiparallel import claim1_statistics
+    from probes.capture import capture_texts
+    from probes.extract import load_examples
+    from probes.layer_choice import nuisance_strata
+    from probes.tracking import paired_tracking_texts
+    from probes.vectors import ConceptVectors
+    from steering.logodds import logodds_gradients
+    from steering.prompts import sentiment_prompts
+
+    p = cfg.protocol
+    cv = ConceptVectors.load(naive_dir)
+    L, H = cv.n_layers, cv.hidden_size
+    examples, acts = load_examples(naive_dir, (L, H))
+    acts = np.asarray(acts, dtype=np.float32)
+    labels = examples["kind"].to_numpy()
+    layer = int(cfg.plant_layer_fraction * L)
+    v_naive = diffs_of_means(acts, labels)
+    texts, kinds, _, state = paired_tracking_texts(tok, cv.meta, p.claim4.n_states, seed + 10_007)
+    track = capture_texts(model, tok, texts, list(range(L)), "last", progress=progress).numpy().astype(np.float32)
+    e_layer = p.fixed.emotion_layer(L)
+    stories, neutral = emo.load_stories(None), emo.load_neutral(None)
+    per, neut = emo.story_activations(model, tok, stories, neutral, [e_layer], 16, progress)
+    ev = emo.emotion_vectors({k: a[:, 0] for k, a in per.items()}, emo.denoise_basis(neut[:, 0]))
+    valence = {k: v.get("valence", np.nan) for k, v in stories["emotions"].items()}
+    band = p.band.layers(L)
+    grads = logodds_gradients(model, tok, sentiment_prompts(None), layers=band, progress=progress)
+    vb = emo.valence_directions(model, tok, band, "a")
+    naive_c1 = claim1_statistics(acts, examples, band, p.nulls.draws, seed, p.claim1.whitener_fraction, nuisance_strata(examples),
+                                 spaces=("raw",))["raw"]
+    return Fixed(acts, examples, v_naive, track, kinds, state, lens_inputs(model, tok), ev, valence,
+                 emo.alignment(ev, v_naive["gold"][e_layer], v_naive["mold"][e_layer], valence), grads, np.stack([vb[l] for l in band]),
+                 naive_c1, lexicon_valence(model, tok, layer), float(np.linalg.norm(v_naive["gold"][layer] - v_naive["mold"][layer])), layer)
+
+
+def evaluate_cell(model, tok, fx: Fixed, cell: dict, cfg: CalibrationConfig) -> list[dict]:
+    """The verdicts of claims 1-5 on one planted (or unplanted) copy of the activations."""
+    from probes import emotion as emo
+    from probes.analyze import claim2_reads, claim3_reads, claim4_reads
+    from probes.antiparallel import claim1_statistics, half_b_at
+    from probes.layer_choice import nuisance_strata, raw_layer_choice
+    from probes.lens import failure_score, token_cosines
+    from welfare_axis import claims
+
+    p, seed = cfg.protocol, 1000 + int(cell["seed"])
+    rng = np.random.default_rng([seed, int(round(100 * cell["strength"])), int(round(100 * np.nan_to_num(cell["alignment"], nan=2.0)))])
+    labels, strata = fx.examples["kind"].to_numpy(), nuisance_strata(fx.examples)
+    if cell["plant"] == "none":
+        acts, track = fx.acts, fx.track_acts
+    else:
+        e = plant_direction(fx.lexicon, cell["alignment"], rng)
+        norm = cell["strength"] * fx.natural
+
+        def size(n):
+            return norm * np.maximum(0.0, 1 + cfg.noise * rng.standard_normal(n))
+
+        acts = planted(fx.acts, outcome_signs(labels), e, fx.layer, size(len(labels)))
+        track = planted(fx.track_acts, outcome_signs(fx.track_kinds), e, fx.layer, size(len(fx.track_kinds)))
+    v = diffs_of_means(acts, labels)
+    L = acts.shape[1]
+    band = p.band.layers(L)
+    c1 = claim1_statistics(acts, fx.examples, band, p.nulls.draws, seed, p.claim1.whitener_fraction, strata, spaces=("raw",))["raw"]
+    c1["naive_at_layer"] = half_b_at(fx.naive_claim1, c1["layer"]) if c1.get("layer") is not None else float("nan")
+    w_u, gain, mask = fx.lens
+    lens_layer = p.fixed.logit_lens_layer(L)
+    obs = {f"{t}_{k}": failure_score(token_cosines(w_u, gain, vs[k][lens_layer]), mask) for t, vs in (("v", v), ("u", fx.v_naive))
+           for k in ("mold", "gold")}
+    c2 = claim2_reads(fx.lens, acts, fx.examples, lens_layer, obs, p.nulls.draws, seed)
+    e_layer = p.fixed.emotion_layer(L)
+    trained = emo.alignment(fx.emotion_vectors, v["gold"][e_layer], v["mold"][e_layer], fx.emotion_valence)
+    val = np.array([fx.emotion_valence[k] for k in trained["names"]], dtype=float)
+    trained.update(emo.bootstrap_over_emotions(trained["cos_gold"], trained["cos_mold"], val, seed=seed))
+    c3 = claim3_reads(fx.emotion_vectors, acts, fx.examples, e_layer, fx.emotion_valence, trained, fx.naive_emotion, p.nulls.draws, seed)
+    ls = raw_layer_choice(acts, fx.examples, seed=seed)
+    cols = [ls["gold"], ls["mold"]]
+    c4 = claim4_reads(track[:, cols], fx.track_acts[:, cols], fx.track_kinds, fx.track_state, ls, v, p.claim4.boot, seed, p.ci_percentiles)
+    c5 = _claim5(model, tok, fx, acts, v, band, cfg, seed)
+    rows = [(1, claims.verdict_antiparallel(c1, p), c1.get("cos_half_b")), (2, claims.verdict_logit_lens(c2, p), c2.get("v_mold")),
+            (3, claims.verdict_emotion(c3, p), c3.get("valence_slope")),
+            (4, claims.verdict_tracking(c4, p), min(c4["trained_d_gold"], c4["trained_d_mold"])),
+            (5, claims.verdict_steering(c5, p), (c5.get("axis") or {}).get("z"))]
+    return [{**cell, "claim": i, "verdict": verdict, "value": float(value) if value is not None else float("nan")} for i, verdict, value in rows]
+
+
+def _claim5(model, tok, fx: Fixed, acts: np.ndarray, v: dict, band: list[int], cfg: CalibrationConfig, seed: int) -> dict:
+    """Claim 5's inputs for planted vectors: the family test of the axis and of the positive control, then the
+    finite-alpha confirmation (only where both clear every family, the only case in which it can change the verdict)."""
+    from probes import nulls as nl
+    from steering.axis_claim import against_nulls, confirm, null_directions
+    from steering.logodds import directional_effects
+    from steering.prompts import sentiment_prompts
+
+    p = cfg.protocol
+    u = p.claim5.unit_ratio
+    axis = np.stack([nl.unit(v["gold"][l]) - nl.unit(v["mold"][l]) for l in band])
+    null_effects = {k: directional_effects(fx.grads, d, u).mean(-1) for k, d in null_directions(acts, fx.examples, band, p.nulls.draws, seed).items()}
+    res = {"axis": against_nulls(directional_effects(fx.grads, axis, u)[0].mean(-1), null_effects, band),
+           "valence": against_nulls(directional_effects(fx.grads, fx.valence_band, u)[0].mean(-1), null_effects, band)}
+    clear = all(f["p"] < p.nulls.alpha for r in res.values() for f in r["nulls"].values())
+    if clear and cfg.confirm:
+        j = band.index(res["axis"]["layer"])
+        res["confirm"] = confirm(model, tok, sentiment_prompts(None), axis[j], band[j], p.claim5.confirm_alpha, u,
+                                 float(fx.grads.residual_norm[j]), p.ci_level)
+    else:
+        res["confirm"] = {"ci": [float("-inf"), float("nan")]}  # not run: the family test already decides "not reproduced"
+    return res
+
+
+def run_calibration(run_dir: str | Path, out_dir: str | Path, cfg: CalibrationConfig, device: str = "cpu", progress: bool = True) -> dict:
+    """Calibrate the protocol on a reproduce run's naive extraction; resumable (finished cells are kept in cells.parquet)."""
+    from tqdm.auto import tqdm
+
+    from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
+    from probes.analyze import load_model_from_meta
+    from probes.vectors import ConceptVectors
+
+    naive_dir = Path(run_dir) / "extract_naive"
+    if not (naive_dir / "meta.json").exists():
+        raise ValueError(f"{run_dir} has no finished extract_naive stage; run 'welfare-axis reproduce --out {run_dir} "
+                         "--stop-after extract_naive' first")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tok = load_model_from_meta(ConceptVectors.load(naive_dir).meta, device)
+    t0 = __import__("time").time()
+    fx = prepare(model, tok, naive_dir, cfg, progress=progress)
+    done_path = out / "cells.parquet"
+    rows = pd.read_parquet(done_path) if done_path.exists() else pd.DataFrame()
+    key = ["plant", "strength", "alignment", "seed"]
+    done = set() if rows.empty else {_cell_key(r) for r in rows[key].to_dict("records")}
+    todo = [c for c in cells(cfg) if _cell_key(c) not in done]
+    for cell in tqdm(todo, desc="calibration cells", disable=not progress):
+        rows = pd.concat([rows, pd.DataFrame(evaluate_cell(model, tok, fx, cell, cfg))], ignore_index=True)
+        atomic_write_parquet(done_path, rows)
+    table = rate_table(rows)
+    atomic_write_parquet(out / "rates.parquet", table)
+    summary = {"plant_layer": fx.layer, "natural_norm": fx.natural, "cells": len(rows) // 5, "wall_time_s": __import__("time").time() - t0,
+               **provenance(config={k: v for k, v in asdict(cfg).items() if k != "protocol"}, seed=0, protocol=cfg.protocol.stamp())}
+    atomic_write_json(out / "calibration.json", summary)
+    (out / "calibration.md").write_text(markdown_tables(table))
+    return summary
+
+
+def _cell_key(cell: dict) -> tuple:
+    """A cell's identity as read back from parquet (NaN alignment of the null runs compares equal)."""
+    a = float(cell["alignment"])
+    return (str(cell["plant"]), round(float(cell["strength"]), 6), None if a != a else round(a, 6), int(cell["seed"]))
+
+
+def markdown_tables(table: pd.DataFrame) -> str:
+    """The power table (aligned and random plants) and the false-positive table (no plant), detection rate [95% CI]."""
+    def cell(r):
+        return f"{r['rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['detected']}/{r['runs']})"
+
+    lines = ["## Power (detection rate per claim; plants by strength x alignment with valence)", "",
+             "| plant | strength | alignment | " + " | ".join(f"claim {i}" for i in range(1, 6)) + " |", "|---" * 8 + "|"]
+    planted = table[table.plant != "none"]
+    for (plant, strength, alignment), g in planted.groupby(["plant", "strength", "alignment"]):
+        by = g.set_index("claim")
+        lines.append(f"| {plant} | {strength:g} | {alignment:g} | " + " | ".join(cell(by.loc[i]) for i in range(1, 6)) + " |")
+    lines += ["", "## False positives (no plant)", "", "| " + " | ".join(f"claim {i}" for i in range(1, 6)) + " |", "|---" * 5 + "|"]
+    by = table[table.plant == "none"].set_index("claim")
+    lines.append("| " + " | ".join(cell(by.loc[i]) for i in range(1, 6)) + " |")
+    return "\n".join(lines) + "\n"
