@@ -109,12 +109,12 @@ class Claim5:
     direction from emotion stories) must clear the nulls the same way, else "not measured";
     then the selected layer is confirmed at a finite alpha (mean log-odds change with a
     prompt-cluster t interval on the predicted side of 0).
-    Secondary (reported, not deciding): generated self-reports at the selected layer.
+    Secondary (reported, not deciding): the generated self-reports of the steering stage (the
+    preset's alphas, samples and layers; steering/claim.py).
     """
 
     confirm_alpha: float = 2.0  # the finite-alpha confirmation: +-this, in units of unit_ratio x the residual norm
     unit_ratio: float = 0.1  # alpha 1 adds this fraction of the mean residual norm at the layer
-    alphas_generated: tuple[float, ...] = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
