@@ -50,14 +50,12 @@ VERDICT_SPACE = "whitened"
 @dataclass
 class AnalyzeConfig:
     seed: int = 0
-    n_tracking: int = 100  # fresh trajectories per class (gold-final, mold-final)
     folds: int = 5
     bins: int = 30
     null_draws: int = 200
     perm_draws: int = 100  # label-permutation null for cos(v_mold, v_gold)
     lens_random: int = 100  # random directions for the logit-lens null
     emotion_null_draws: int = 500
-    track_boot: int = 2000  # bootstrap draws for claim 4's d CIs
     antiparallel_boot: int = 500  # bootstrap draws for claim 1's cosine CIs (per space: a few seconds each)
     reliability_splits: int = 20  # random maze splits whose split-half cosines are averaged
     top_k: int = 20
@@ -99,11 +97,11 @@ def _curve(c: np.ndarray) -> dict:
 
 
 def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str | Path | None = None, seed: int = 0,
-                 n_tracking: int = 100, device: str = "cpu", **options) -> dict:
+                 device: str = "cpu", **options) -> dict:
     """All analyses of one vectors folder (and its naive control); writes the outputs and returns summary.json.
 
     Inputs and options are checked before any slow work, and the outputs appear in `out_dir` together at the end."""
-    cfg = AnalyzeConfig(seed=seed, n_tracking=n_tracking, **options)
+    cfg = AnalyzeConfig(seed=seed, **options)
     out = Path(out_dir)
     cv = ConceptVectors.load(vectors_dir)
     ctrl = ConceptVectors.load(control_dir) if control_dir is not None else cv

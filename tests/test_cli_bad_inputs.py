@@ -311,7 +311,7 @@ TEMPLATES = {  # command -> (argv before the option, options with numbers, optio
     "extract": (lambda f: ["extract", "--model", "tiny", "--out", f["root"] / "h_extract"],
                 ["-n", "--batch-size", "--max-moves", "--seed", "--gguf-layer", "--size", "--wind"], ["--out", "--model"]),
     "analyze": (lambda f: ["analyze", "--vectors", f["good"], "--out", f["root"] / "h_analyze"],
-                ["--n-tracking", "--batch-size", "--top-k", "--emotion-layer", "--logit-layer", "--n-generated", "--seed"],
+                ["--batch-size", "--top-k", "--emotion-layer", "--logit-layer", "--n-generated", "--seed"],
                 ["--vectors", "--control", "--out", "--stories", "--neutral"]),
     "train eval": (lambda f: ["train", "eval", "--model", "tiny", "--out", f["root"] / "h_te.parquet"],
                    ["--n-mazes", "--temperature", "--batch-mazes", "--seed", "--size", "--n-moves", "--wind"], ["--out", "--model", "--baseline"]),

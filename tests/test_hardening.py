@@ -349,7 +349,7 @@ def test_failed_analyze_leaves_no_folder(tmp_path, capsys, monkeypatch):
     import probes.analyze as an
 
     monkeypatch.setattr(an, "analysis_plots", lambda *a: (_ for _ in ()).throw(ValueError("no display")))
-    assert main(["analyze", "--vectors", str(tmp_path / "v"), "--out", str(out), "--n-tracking", "4", "--no-probe", "--no-progress"]) == 2
+    assert main(["analyze", "--vectors", str(tmp_path / "v"), "--out", str(out), "--no-probe", "--no-progress"]) == 2
     assert not out.exists()
 
 

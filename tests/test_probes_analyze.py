@@ -34,7 +34,7 @@ def analysed(tmp_path_factory):
     (root / "stories.json").write_text(json.dumps(STORIES))
     (root / "neutral.json").write_text(json.dumps(NEUTRAL))
     summary = run_analyses(
-        root / "v", root / "a", control_dir=root / "v", seed=0, n_tracking=6, progress=False,
+        root / "v", root / "a", control_dir=root / "v", seed=0, progress=False,
         stories=str(root / "stories.json"), neutral=str(root / "neutral.json"), top_k=5, null_draws=50,
     )
     return root, summary

@@ -43,7 +43,6 @@ def register(sub) -> None:
     a.add_argument("--control", default=None, help="folder of the maze-naive model's vectors u_*")
     a.add_argument("--out", type=out_dir, required=True, help="output folder")
     a.add_argument("--seed", type=seed_int, default=0)
-    a.add_argument("--n-tracking", type=positive_int, default=100, help="fresh gold-final and mold-final trajectories each (default 100)")
     a.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     a.add_argument("--batch-size", type=positive_int, default=16)
     a.add_argument("--no-probe", action="store_true", help="skip the logistic-regression probes")
@@ -85,10 +84,8 @@ def run_extract(args: argparse.Namespace) -> int:
 def run_analyze(args: argparse.Namespace) -> int:
     from probes.analyze import run_analyses
 
-    if args.n_tracking < 2:
-        raise ValueError(f"--n-tracking must be at least 2, got {args.n_tracking}")
     s = run_analyses(
-        args.vectors, args.out, control_dir=args.control, seed=args.seed, n_tracking=args.n_tracking, device=args.device,
+        args.vectors, args.out, control_dir=args.control, seed=args.seed, device=args.device,
         batch_size=args.batch_size, probe=not args.no_probe, emotion_layer=args.emotion_layer, logit_layer=args.logit_layer,
         top_k=args.top_k, stories=args.stories, neutral=args.neutral, generate_stories=args.generate_stories,
         n_generated=args.n_generated, progress=not args.no_progress,

@@ -33,7 +33,6 @@ class ReproducePreset:
     training: str  # one of TRAININGS
     eval_mazes: int
     extract_n: int  # scripted trajectories per class for the trained (or planted) model's v_*
-    tracking_n: int
     steer_k: int
     steer_max_new_tokens: int
     alphas: tuple[float, ...]
@@ -62,7 +61,7 @@ class ReproducePreset:
 REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
     # Tiny random model, minutes: a first look and the test suite's end-to-end run.
     "smoke": ReproducePreset(
-        name="smoke", model="tiny", train_preset="tiny", training="sft+rl", eval_mazes=4, extract_n=48, tracking_n=24,
+        name="smoke", model="tiny", train_preset="tiny", training="sft+rl", eval_mazes=4, extract_n=48,
         extract_n_naive=60,  # unequal, as in cpu-small, so the test run covers a control of its own size
         steer_k=1, steer_max_new_tokens=8, alphas=(-4.0, 0.0, 4.0), evals=EVALS, eval_items=2,
         steer_trained=True, batch_size=8, extract_max_moves=2,
@@ -80,7 +79,7 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
     # 44.6 min from a clean clone at e7c3dba (2026-12-05, a faster day; reliability 0.90-0.95 at l*).
     "cpu-small": ReproducePreset(
         name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", training="sft+rl", eval_mazes=64, extract_n=800,
-        extract_n_naive=1700, tracking_n=60, steer_k=1, alphas=(-4.0, 0.0, 4.0),
+        extract_n_naive=1700, steer_k=1, alphas=(-4.0, 0.0, 4.0),
         # 32 new tokens (40 until 2026-12-04): a sentence or two for VADER, ~20% less generation at two layers
         steer_max_new_tokens=32,
         # 1-move trajectories (83 tokens, ~0.1 s each on 2 cores, vs 0.18 s for a 1-2-move mix) buy the larger N
@@ -97,7 +96,7 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
     # The paper's sizes, for GPU users (documented, not run on CPU).
     "paper": ReproducePreset(
         name="paper", model="smollm2-135m-instruct", train_preset="paper", training="rl", eval_mazes=256, extract_n=5000,
-        tracking_n=500, steer_k=20, steer_max_new_tokens=128, alphas=(-4.0, -2.0, 0.0, 2.0, 4.0),
+        steer_k=20, steer_max_new_tokens=128, alphas=(-4.0, -2.0, 0.0, 2.0, 4.0),
         evals=EVALS, eval_items=60, steer_trained=True, batch_size=64,
         estimates={"naive_eval": 600, "train_rl": 36000, "train_sft": 7200, "trained_eval": 600, "extract_naive": 1800,
                    "extract_trained": 1800, "analyze": 900, "steer_naive": 7200, "steer_trained": 3600, "mechanics": 1800, "report": 10},
@@ -281,7 +280,7 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
         runner.run(
             "analyze", {"seed": seed, "story_half": story_half, "stories": stories_key, "protocol": PROTOCOL.stamp()},
             lambda d: _summary_keys(run_analyses(runner.stage_dir("extract_trained"), d, control_dir=runner.stage_dir("extract_naive"),
-                                                 seed=seed, n_tracking=p.tracking_n, device=device, batch_size=p.batch_size,
+                                                 seed=seed, device=device, batch_size=p.batch_size,
                                                  story_half=story_half, stories=stories, progress=progress)),
             deps=("extract_naive", "extract_trained"),
         )
