@@ -125,3 +125,24 @@ def test_vectors_below_the_reliability_target_caveat_the_vector_claims():
     assert "v_mold 0.66 at layer 16" in results[1].caveat and "~1391" in results[4].caveat
     assert "v_gold" not in results[1].caveat and results[2].caveat == results[5].caveat == ""
     assert claims.evaluate({"reliability_at_l_star": {**rel, "below_target": []}}, None)[0].caveat == ""
+
+
+def test_seeds_table_counts_confirmatory_agreement_and_refuses_mixed_protocols(tmp_path):
+    import pytest
+
+    from welfare_axis.report import seeds_table_markdown
+
+    def write(name, seed, status, verdicts, protocol="abc"):
+        d = tmp_path / name / "report"
+        d.mkdir(parents=True)
+        claims_ = [{"id": i + 1, "claim": f"claim {i + 1}", "verdict": v, "value": 0.5} for i, v in enumerate(verdicts)]
+        (d / "claims.json").write_text(json.dumps({"protocol": {"hash": protocol}, "seed": seed, "status": status, "claims": claims_}))
+        return tmp_path / name
+
+    runs = [write("s0", 0, "exploratory", ["reproduced", "reproduced"]), write("s1", 1, "confirmatory", ["reproduced", "not reproduced"]),
+            write("s2", 2, "confirmatory", ["reproduced", "reproduced"])]
+    rows = seeds_table_markdown(runs).splitlines()
+    assert rows[0] == "| claim | seed 0 (exploratory) | seed 1 (confirmatory) | seed 2 (confirmatory) | confirmatory runs reproducing |"
+    assert rows[2].endswith("| 2 of 2 |") and rows[3].endswith("| 1 of 2 |")  # the exploratory seed does not count
+    with pytest.raises(ValueError, match="different protocols"):
+        seeds_table_markdown(runs + [write("s3", 3, "confirmatory", ["reproduced", "reproduced"], protocol="other")])

@@ -40,8 +40,9 @@ def register(sub) -> None:
     add_download_arg(p)
     p.set_defaults(func=run_reproduce)
 
-    r = sub.add_parser("report", help="rebuild report.md/report.html of a reproduce run from its files")
-    r.add_argument("run", help="run folder of 'welfare-axis reproduce'")
+    r = sub.add_parser("report", help="rebuild report.md/report.html of a reproduce run from its files; with several runs "
+                                      "(e.g. one per seed), also print the claims table across them")
+    r.add_argument("run", nargs="+", help="run folder(s) of 'welfare-axis reproduce'")
     r.set_defaults(func=run_report)
 
 
@@ -67,11 +68,15 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from welfare_axis.report import build_report
+    from welfare_axis.report import build_report, seeds_table_markdown
 
-    run = Path(args.run)
-    if not (run / "run_config.json").exists():
-        raise ValueError(f"{run} is not a reproduce run folder (no run_config.json); run 'welfare-axis reproduce --out {run}' first")
-    md, html = build_report(run)
-    print(f"report: {md}\n        {html}")
+    runs = [Path(r) for r in args.run]
+    for run in runs:  # every folder is checked before any report is written
+        if not (run / "run_config.json").exists():
+            raise ValueError(f"{run} is not a reproduce run folder (no run_config.json); run 'welfare-axis reproduce --out {run}' first")
+    for run in runs:
+        md, html = build_report(run)
+        print(f"report: {md}\n        {html}")
+    if len(runs) > 1:
+        print(seeds_table_markdown(runs))
     return 0

@@ -392,6 +392,25 @@ def _projected_n(s: dict, k: str) -> dict:
     return out
 
 
+def seeds_table_markdown(run_dirs: list[str | Path]) -> str:
+    """One row per claim, one column per run (its seed and status), each cell the verdict and the rule's headline
+    number, and how many confirmatory runs reproduce it: the across-seeds claims table, read from each claims.json."""
+    written = [json.loads((Path(r) / "report" / "claims.json").read_text()) for r in run_dirs]
+    stamps = {w["protocol"]["hash"] for w in written}
+    if len(stamps) > 1:
+        raise ValueError(f"the runs were judged under different protocols ({', '.join(sorted(stamps))}); rebuild their reports first")
+    head = ["claim"] + [f"seed {w['seed']} ({w['status']})" for w in written] + ["confirmatory runs reproducing"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for i, c in enumerate(written[0]["claims"]):
+        cells = []
+        for w in written:
+            r = w["claims"][i]
+            cells.append(f"{r['verdict']} ({_fmt(r['value'])})")
+        conf = [w["claims"][i]["verdict"] for w in written if w["status"] == "confirmatory"]
+        lines.append(f"| {c['id']}. {c['claim']} | " + " | ".join(cells) + f" | {conf.count('reproduced')} of {len(conf)} |")
+    return "\n".join(lines) + "\n"
+
+
 def claims_table_markdown(run_dir: str | Path) -> str:
     """Just the claims table, for pasting into the README."""
     return to_markdown(_claims(Path(run_dir))[2:], Path(run_dir))
