@@ -203,24 +203,13 @@ def permutation_null_cosines(x_layer: np.ndarray, labels: np.ndarray, a, b, draw
     are shuffled within each stratum, so the shuffled classes keep the data's balance over
     nuisances (a plain shuffle unbalances them, and their imbalance alone gives about -1).
     """
-    rng = np.random.default_rng(seed)
-    groups = [np.arange(len(labels))] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    perms = np.empty((draws, len(labels)), dtype=labels.dtype)
-    for i in range(draws):
-        perm = labels.copy()
-        for g in groups:
-            perm[g] = labels[g][rng.permutation(len(g))]
-        perms[i] = perm
-    # A diff of means is a fixed linear map of x: +1/n_k on the class's rows, -1/(N - n_k) on the
-    # rest (n_k is the same in every draw: shuffling keeps the class sizes), so all draws are one
-    # [draws, N] @ [N, H] product instead of 2 x draws passes over x.
+    from probes.nulls import diff_weights, shuffled_labels
+
+    perms = shuffled_labels(labels, strata, draws, np.random.default_rng(seed))
+    # A diff of means is a fixed linear map of x (`diff_weights`; the class sizes are the same in
+    # every draw), so all draws are one [draws, N] @ [N, H] product instead of 2 x draws passes over x.
     x = np.asarray(x_layer, dtype=np.float64)
-    vs = []
-    for k in (a, b):
-        n_k = int((labels == k).sum())
-        if n_k in (0, len(labels)):
-            raise ValueError(f"class {k!r} needs examples both in and out of the class")
-        vs.append(np.where(perms == k, 1.0 / n_k, -1.0 / (len(labels) - n_k)) @ x)
+    vs = [diff_weights(perms, labels, k) @ x for k in (a, b)]
     return cosine_per_layer(*vs)  # row-wise: one cosine per draw
 
 
