@@ -317,7 +317,7 @@ def claim2_reads(lens: tuple, acts, examples, layer: int, observed: dict, draws:
     labels, strata = examples["kind"].to_numpy(), nuisance_strata(examples)
     shuf = nulls.shuffled_diffs(acts, labels, strata, ("mold", "gold"), draws, seed, [layer])
     fams = {"shuffled": np.concatenate([shuf["mold"][:, 0], shuf["gold"][:, 0]]),
-            "covariance": nulls.covariance_directions(acts, draws, seed, [layer], strata)[:, 0]}
+            "covariance": nulls.covariance_directions(acts, draws, seed, [layer], nulls.within_class(labels, strata))[:, 0]}
     scores = {name: failure_scores(w_u, gain, mask, d) for name, d in fams.items()}
     scores["isotropic"] = random_failure_scores(w_u, gain, mask, n=draws, seed=seed)
     obs = {k: float(observed.get(k, np.nan)) for k in LENS_KEYS}
@@ -327,12 +327,19 @@ def claim2_reads(lens: tuple, acts, examples, layer: int, observed: dict, draws:
                                                     "draws": len(sc)} for name, sc in scores.items()}}
 
 
+def _pct(x: np.ndarray, q: float) -> float:
+    """The q-th percentile of the finite values of x; NaN when there are none (too few examples to draw a null)."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, q)) if len(x) else float("nan")
+
+
 def claim3_reads(ev: dict, acts, examples, layer: int, valence: dict, trained: dict, naive: dict, draws: int, seed: int) -> dict:
     """Claim 3's statistics (`trained` / `naive`: emotion alignments of v_* / u_*) and the valence slope of
     direction pairs from each null family against the same emotion vectors, with p-values."""
     labels, strata = examples["kind"].to_numpy(), nuisance_strata(examples)
     shuf = nulls.shuffled_diffs(acts, labels, strata, ("gold", "mold"), draws, seed, [layer])
-    x = centre_within(np.asarray(acts[:, layer, :], dtype=np.float64), strata)
+    x = centre_within(np.asarray(acts[:, layer, :], dtype=np.float64), nulls.within_class(labels, strata))
     cw = nulls.covariance_class_weights(labels, ("gold", "mold"), draws, np.random.default_rng([seed, 5]))
     iso = nulls.isotropic_directions(draws, 2, acts.shape[2], seed)
     pairs = {"shuffled": (shuf["gold"][:, 0], shuf["mold"][:, 0]), "covariance": (cw["gold"] @ x, cw["mold"] @ x),
@@ -343,9 +350,8 @@ def claim3_reads(ev: dict, acts, examples, layer: int, valence: dict, trained: d
     for name, (g, m) in pairs.items():
         st = emo.pair_statistics(ev, g, m, valence)
         vs, r = (st[k][np.isfinite(st[k])] for k in ("valence_slope", "valence_r"))
-        out["nulls"][name] = {"p": nulls.empirical_p(out["valence_slope"], vs, "greater"), "valence_slope_q95": float(np.percentile(vs, 95)),
-                              "r_q95": float(np.percentile(r, 95)), "r_median": float(np.median(r)),
-                              "slope_q2_5": float(np.nanpercentile(st["slope"], 2.5)), "draws": len(vs)}
+        out["nulls"][name] = {"p": nulls.empirical_p(out["valence_slope"], vs, "greater"), "valence_slope_q95": _pct(vs, 95),
+                              "r_q95": _pct(r, 95), "r_median": _pct(r, 50), "slope_q2_5": _pct(st["slope"], 2.5), "draws": len(vs)}
     return out
 
 

@@ -9,7 +9,7 @@ Nulls go through the same pick (`probes.nulls.select_then_test`), so their p-val
 family-wise over the band:
 * shuffled: labels permuted within strata (one relabelling of all examples per draw, read at
   every layer);
-* covariance: class means drawn as Gaussians with each half's covariance and the classes' sizes;
+* covariance: class means drawn as Gaussians with each half's within-class covariance and the classes' sizes;
 * isotropic: pairs of standard Gaussian directions.
 The whitened space uses a whitener fit on the whitener part only. Because that part is disjoint
 from both halves, a shuffle of the halves' labels keeps it fixed: the test is conditional on the
@@ -23,7 +23,7 @@ import pandas as pd
 
 from probes.channels import whitener
 from probes.metrics import centre_within, cosine_per_layer
-from probes.nulls import covariance_class_weights, diff_weights, empirical_p, select_then_test, shuffled_labels
+from probes.nulls import covariance_class_weights, diff_weights, empirical_p, select_then_test, shuffled_labels, within_class
 
 PAIR = ("mold", "gold")
 
@@ -82,12 +82,13 @@ def claim1_statistics(acts: np.ndarray, examples: pd.DataFrame, band: list[int],
         w_map = whitener(x[wm], labels[wm], strata[wm]) if wm.any() and "whitened" in spaces else None
         for h, (m, real, shuf, cov) in halves.items():
             xc = centre_within(x[m], strata[m])
+            noise = centre_within(x[m], within_class(labels[m], strata[m]))  # the covariance null draws from the noise around the class means
             for s in spaces:
                 mp = w_map if s == "whitened" else None
                 if s == "whitened" and mp is None:
                     continue
-                for f, wts in (("real", real), ("shuffled", shuf), ("covariance", cov)):
-                    cos[s][h][f][:, j] = _pair_cos(xc, wts, mp)
+                for f, wts, xs in (("real", real, xc), ("shuffled", shuf, xc), ("covariance", cov, noise)):
+                    cos[s][h][f][:, j] = _pair_cos(xs, wts, mp)
     iso = _isotropic_pair_cos(draws, len(band), acts.shape[2], seed)
     return {s: _select_and_test(cos[s], iso, band) for s in spaces}
 

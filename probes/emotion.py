@@ -152,7 +152,8 @@ def alignment(evecs: dict[str, np.ndarray], v_gold: np.ndarray, v_mold: np.ndarr
         "pc1_explained": float(s[0] ** 2 / np.sum(s**2)),
         "pc1_valence_r": r_val,
         "valence_r": _valence_r(val, cg - cm),  # valence vs cos(e, v_gold) - cos(e, v_mold): is the Gold pole the positive one?
-        "valence_slope": valence_slope(val, cg - cm),  # ... and how far apart the poles are, in cosine per unit of valence
+        # ... and how far apart the poles are, per unit of valence, for a pair of unit distance (see valence_slope)
+        "valence_slope": valence_slope(val, cg - cm) / _pair_distance(v_gold, v_mold),
         "cos_gold_pc1": cosine(v_gold, pc1),
         "cos_mold_pc1": cosine(v_mold, pc1),
     }
@@ -208,11 +209,19 @@ def pair_statistics(evecs: dict[str, np.ndarray], gold_dirs: np.ndarray, mold_di
         return (d / np.where(n > 0, n, 1.0)) @ e.T  # [D, emotions]
 
     cg, cm = cos(gold_dirs), cos(mold_dirs)
+    dist = np.array([_pair_distance(g, m) for g, m in zip(gold_dirs, mold_dirs)])
     xc = cm - cm.mean(1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = (xc * (cg - cg.mean(1, keepdims=True))).sum(1) / (xc**2).sum(1)
     return {"slope": slope, "valence_r": np.array([_valence_r(val, g - m) for g, m in zip(cg, cm)]),
-            "valence_slope": np.array([valence_slope(val, g - m) for g, m in zip(cg, cm)])}
+            "valence_slope": np.array([valence_slope(val, g - m) for g, m in zip(cg, cm)]) / dist}
+
+
+def _pair_distance(g: np.ndarray, m: np.ndarray) -> float:
+    """|unit(g) - unit(m)|: the valence slope of a pair scales with it (2 for an antiparallel pair, sqrt(2) for an
+    orthogonal one), so dividing by it keeps a pair's own antiparallelism (claim 1) out of claim 3."""
+    g, m = np.asarray(g, dtype=np.float64), np.asarray(m, dtype=np.float64)
+    return float(np.linalg.norm(g / np.linalg.norm(g) - m / np.linalg.norm(m)))
 
 
 def valence_slope(valence: np.ndarray, gap: np.ndarray) -> float:

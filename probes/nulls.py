@@ -86,6 +86,12 @@ def covariance_class_weights(labels: np.ndarray, classes, draws: int, rng: np.ra
     return out
 
 
+def within_class(labels: np.ndarray, strata: np.ndarray) -> np.ndarray:
+    """Class x stratum cells: centring within them removes the between-class signal, so a covariance-shaped
+    null direction is drawn from the noise around the class means, not from the signal it is tested against."""
+    return np.char.add(np.char.add(np.asarray(labels).astype(str), "|"), np.asarray(strata).astype(str))
+
+
 def isotropic_directions(draws: int, n_layers: int, hidden: int, seed: int) -> np.ndarray:
     """[draws, L, H] standard Gaussian directions, independent per layer."""
     return np.random.default_rng([seed, 3]).standard_normal((draws, n_layers, hidden))

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-VERSION = "1.0"
+VERSION = "1.1"
 
 # Seeds whose results were looked at while any rule below was written or changed.
 EXPLORATION_SEEDS: tuple[int, ...] = (0,)
@@ -95,20 +95,21 @@ class Claim4:
     primary: str = "pooled raw d"  # within-letter and whitened d are secondary
     layer_space: str = "raw"  # d is read at l* of this space's layer rule (chosen on the extraction data, not these trajectories)
     trained_ci_low_min: float = 1.0  # both d_gold and d_mold: the 95% CI's low end at least this
-    naive_ci_high_max: float = 0.5  # the naive model on the same vector: the CI's high end below this
-    n_states: int = 60  # paired maze states (each gives one gold-final and one mold-final trajectory)
+    naive_ci_abs_max: float = 0.5  # the naive model on the same vector: its whole CI inside (-this, +this)
+    n_states: int = 96  # paired maze states (each one gold-final and one mold-final trajectory); a multiple of 48 keeps letters and lengths balanced
     boot: int = 2000
 
 
 @dataclass(frozen=True)
 class Claim5:
-    """Steering the maze-naive model along one welfare axis, unit(v_Gold - v_Mold).
+    """Steering the maze-naive model along one welfare axis, unit(v_Gold) - unit(v_Mold).
 
     Primary: the derivative of the teacher-forced sentiment log-odds per unit alpha, max over the
-    band of its z against each null family (family-wise p); the positive control (a valence
-    direction from emotion stories) must clear the nulls the same way, else "not measured";
-    then the selected layer is confirmed at a finite alpha (mean log-odds change with a
-    prompt-cluster t interval on the predicted side of 0).
+    band of its z against each null family (family-wise p), and at the selected layer its z must
+    clear every family's 95th percentile of null maxima; the positive control (a valence direction
+    from emotion stories) must clear the nulls the same way, else "not measured"; then a finite
+    step at the selected layer checks the sign (mean log-odds change per prompt, a t interval
+    above 0; a linearity check on the same prompts, not an independent confirmation).
     Secondary (reported, not deciding): the generated self-reports of the steering stage (the
     preset's alphas, samples and layers; steering/claim.py).
     """

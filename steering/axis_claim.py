@@ -1,14 +1,16 @@
 """Claim 5's primary test: does steering the maze-naive model along one welfare axis raise sentiment?
 
-The axis is unit(v_Gold - v_Mold) (the trained model's vectors; v_Gold and v_Mold are nearly
+The axis is unit(v_Gold) - unit(v_Mold) (the trained model's vectors; v_Gold and v_Mold are nearly
 antiparallel, so testing each would count one test twice). The statistic is the derivative of the
 teacher-forced sentiment log-odds per unit alpha (steering/logodds.py), averaged over every
 sentiment prompt and continuation pair, at every layer of the protocol's band. Null directions
 (probes/nulls.py) come from the trained model's extraction activations: shuffled-label
 differences Gold - Mold, Gaussian directions with the layer's covariance, and isotropic ones.
 Each family gives a family-wise p for the maximum z over the band (`probes.nulls.max_over_band`).
-The selected layer is where the axis's smallest z over the families is largest; there a finite
-step of +-alpha confirms the sign (the mean log-odds change per prompt, a t interval over prompts).
+The selected layer is where the axis's smallest z over the families is largest; there its z must
+also clear every family's 95th percentile of null maxima (so one layer beats every family, not each
+family at a layer of its own), and a finite step of +-alpha checks the sign (the mean log-odds
+change per prompt, a t interval over prompts: a linearity check on the same prompts).
 The valence direction from emotion stories is the positive control and goes through the same test.
 """
 
@@ -30,7 +32,7 @@ def null_directions(acts: np.ndarray, examples: pd.DataFrame, band: list[int], d
     labels, strata = examples["kind"].to_numpy(), nuisance_strata(examples)
     shuf = nulls.shuffled_diffs(acts, labels, strata, ("gold", "mold"), draws, seed, band)
     return {"shuffled": nulls.unit(shuf["gold"]) - nulls.unit(shuf["mold"]),
-            "covariance": nulls.covariance_directions(acts, draws, seed, band, strata),
+            "covariance": nulls.covariance_directions(acts, draws, seed, band, nulls.within_class(labels, strata)),
             "isotropic": nulls.isotropic_directions(draws, len(band), acts.shape[2], seed)}
 
 
@@ -44,7 +46,9 @@ def against_nulls(effect: np.ndarray, null_effects: dict[str, np.ndarray], band:
     z = np.array([v["z_per_layer"] for v in out["nulls"].values()])  # [families, L_band]
     worst = np.nanmin(z, axis=0)
     j = int(np.nanargmax(worst)) if np.isfinite(worst).any() else 0
-    out.update(layer=int(band[j]), z=float(worst[j]), effect=float(effect[j]))
+    q95 = [v["null_max_q95"] for v in out["nulls"].values()]
+    clears = bool(np.isfinite(z[:, j]).all() and all(zj >= q for zj, q in zip(z[:, j], q95)))
+    out.update(layer=int(band[j]), z=float(worst[j]), effect=float(effect[j]), clears_at_layer=clears)
     return out
 
 

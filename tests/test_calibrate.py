@@ -16,21 +16,27 @@ def naive_run(tmp_path_factory):
 
 def test_calibration_detects_a_strong_plant_and_not_its_absence_and_resumes(naive_run, tmp_path):
     out = tmp_path / "cal"
-    args = ["calibrate", "--run", str(naive_run), "--out", str(out), "--strengths", "3", "--alignments", "1", "--no-confirm", "--no-progress"]
-    assert main(args + ["--seeds", "2"]) == 0
+    args = ["calibrate", "--run", str(naive_run), "--out", str(out), "--strengths", "12", "--alignments", "1", "--no-confirm", "--no-progress"]
+    assert main(args + ["--seeds", "2", "--null-seeds", "4"]) == 0
     rates = pd.read_parquet(out / "rates.parquet").set_index(["plant", "claim"])
-    # an axis planted at 3x the natural Gold - Mold difference is antiparallel and tracks, whatever its direction
+    # an axis planted at 12x the natural Gold - Mold difference tracks, whatever its direction, and its halves are
+    # more antiparallel than the two sides of a null run (the tiny model's raw diffs of means are near -1 already, so
+    # claim 1's margin over the naive side is not a given here)
+    cells = pd.read_parquet(out / "cells.parquet")
     for plant in ("valence", "random"):
-        assert rates.loc[(plant, 1), "rate"] == 1.0 and rates.loc[(plant, 4), "rate"] == 1.0
-    # with nothing planted, the geometric claims are not reported
+        assert rates.loc[(plant, 4), "rate"] == 1.0
+        c1 = cells[(cells.claim == 1)]
+        assert c1[c1.plant == plant]["value"].mean() < c1[c1.plant == "none"]["value"].mean()
+    # with nothing planted, the geometric claims are not reported (the two sides are disjoint samples of the naive model)
     assert rates.loc[("none", 1), "rate"] == 0.0 and rates.loc[("none", 4), "rate"] == 0.0
+    assert cells[cells.plant == "none"].groupby("seed")["value"].first().nunique() == 4  # null runs differ in their data
     first = pd.read_parquet(out / "cells.parquet")
-    assert len(first) == 3 * 2 * 5  # (none, random, valence) x 2 seeds x 5 claims
+    assert len(first) == (4 + 2 * 2) * 5  # (4 null runs + (random, valence) x 2 seeds) x 5 claims
     assert "## False positives (no plant)" in (out / "calibration.md").read_text()
     # one more seed: only its cells are computed, the finished ones are kept as they were
-    assert main(args + ["--seeds", "3"]) == 0
+    assert main(args + ["--seeds", "3", "--null-seeds", "4"]) == 0
     second = pd.read_parquet(out / "cells.parquet")
-    assert len(second) == 3 * 3 * 5
+    assert len(second) == (4 + 2 * 3) * 5
     pd.testing.assert_frame_equal(second.iloc[: len(first)], first)
 
 

@@ -38,13 +38,18 @@ def test_verdicts_beat_their_controls_not_zero():
     assert claims.verdict_tracking(c4) == R
     assert claims.verdict_tracking({**c4, "trained_d_mold_ci": [0.9, 1.9]}) == N  # the CI reaches below 1
     assert claims.verdict_tracking({**c4, "naive_d_gold_ci": [0.1, 0.6]}) == N  # the naive model may track as well
+    assert claims.verdict_tracking({**c4, "naive_d_mold_ci": [-0.9, -0.2]}) == N  # or track the other way: not "none before"
     assert claims.verdict_tracking({}) == M
-    # 5: the axis clears every family and the finite-alpha CI is above 0, only if the positive control clears them
-    s = {"axis": {"nulls": _fams(p=0.01)}, "valence": {"nulls": _fams(p=0.01)}, "confirm": {"ci": [0.1, 0.5]}}
+    # 5: the axis clears every family (and all of them at its selected layer) and the finite-alpha CI is above 0,
+    # only if the positive control clears them the same way
+    ok = {"nulls": _fams(p=0.01), "clears_at_layer": True}
+    s = {"axis": ok, "valence": ok, "confirm": {"ci": [0.1, 0.5]}}
     assert claims.verdict_steering(s) == R
-    assert claims.verdict_steering({**s, "axis": {"nulls": {**_fams(p=0.01), "covariance": {"p": 0.3}}}}) == N
+    assert claims.verdict_steering({**s, "axis": {**ok, "nulls": {**_fams(p=0.01), "covariance": {"p": 0.3}}}}) == N
+    assert claims.verdict_steering({**s, "axis": {**ok, "clears_at_layer": False}}) == N  # no single layer beats every family
     assert claims.verdict_steering({**s, "confirm": {"ci": [-0.1, 0.5]}}) == N  # the finite step does not confirm it
-    assert claims.verdict_steering({**s, "valence": {"nulls": _fams(p=0.4)}}) == M  # positive control failed
+    assert claims.verdict_steering({"axis": {**ok, "clears_at_layer": False}, "valence": ok}) == N  # decided without the step
+    assert claims.verdict_steering({**s, "valence": {"nulls": _fams(p=0.4), "clears_at_layer": False}}) == M  # positive control failed
     assert claims.verdict_steering(None) == M
 
 

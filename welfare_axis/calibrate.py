@@ -10,7 +10,13 @@ seeds, so a detection rate is a rate with a CI, not one pass:
 * alignment: e = c x valence + sqrt(1 - c^2) x a random direction orthogonal to it, with the
   valence direction from a source disjoint from the positive control's and claim 3's emotion
   stories (VADER-lexicon words in a neutral frame, `lexicon_valence`); c = 0 is a random plant;
-* null runs: no plant at all;
+* null runs: no plant at all.
+
+Every run draws two disjoint random subsets of the naive extraction, one per class each: one
+plays the trained model (and carries the plant), the other the naive control, so a null run
+compares two independent samples as a real run compares two models, and runs differ in their
+data, not only in their null draws. Claim 4's tracking trajectories are read on the naive model
+for both sides (the plant added on one), so its null runs cannot test the rule's naive side;
 * the plant layer (floor(L/2) by default) is one no fixed-layer claim reads. The plant is added
   at that layer and carried unchanged to every later layer: the residual stream's zeroth-order
   propagation of a direction written at one block. Read-outs that need a forward pass through a
@@ -38,9 +44,11 @@ from probes.protocol import PROTOCOL, Protocol
 class CalibrationConfig:
     """The calibration design; every field is a flag of `welfare-axis calibrate`."""
 
-    strengths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # plant norm as a multiple of the natural Gold - Mold difference
+    strengths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # plant norm as a multiple of the natural ||mean Gold - mean Mold||
     alignments: tuple[float, ...] = (0.3, 0.6, 1.0)  # cos(plant, lexicon valence direction); random plants are c = 0
-    seeds: int = 5  # repeats of every cell (plant draw, noise, maze splits, null directions)
+    seeds: int = 5  # repeats of every planted cell (examples drawn, plant draw, noise, maze splits, null directions)
+    null_seeds: int = 20  # runs without a plant: the false-positive rates
+    n_per_class: int | None = None  # examples per class for each side (None: half the naive extraction's, at most 800)
     noise: float = 0.5  # per-move relative SD of the plant's size
     plant_layer_fraction: float = 0.5  # plant layer = floor(fraction x L)
     confirm: bool = True  # run claim 5's finite-alpha confirmation where the family test passes (a forward pass per prompt)
@@ -72,6 +80,18 @@ def lexicon_valence(model, tokenizer, layer: int, batch_size: int = 16) -> np.nd
     return d / np.linalg.norm(d)
 
 
+def two_sides(examples: pd.DataFrame, n_per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint random sets of row indices with `n_per_class` examples of each class (sorted): "trained" and "naive"."""
+    a, b = [], []
+    for k in np.unique(examples["kind"].to_numpy()):
+        idx = rng.permutation(np.flatnonzero(examples["kind"].to_numpy() == k))
+        if len(idx) < 2 * n_per_class:
+            raise ValueError(f"the naive extraction has {len(idx)} examples of {k}; two sides of {n_per_class} need {2 * n_per_class}")
+        a.append(idx[:n_per_class])
+        b.append(idx[n_per_class : 2 * n_per_class])
+    return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
+
+
 def plant_direction(valence: np.ndarray, alignment: float, rng: np.random.Generator) -> np.ndarray:
     """A unit direction with cos `alignment` to the unit `valence` (a random direction for 0)."""
     r = rng.standard_normal(len(valence))
@@ -93,7 +113,7 @@ def outcome_signs(kinds: np.ndarray) -> np.ndarray:
 
 def cells(cfg: CalibrationConfig) -> list[dict]:
     """Every run of the design: null runs, random plants and aligned plants, each `cfg.seeds` times."""
-    out = [{"plant": "none", "strength": 0.0, "alignment": float("nan"), "seed": s} for s in range(cfg.seeds)]
+    out = [{"plant": "none", "strength": 0.0, "alignment": float("nan"), "seed": s} for s in range(cfg.null_seeds)]
     for strength in cfg.strengths:
         for s in range(cfg.seeds):
             out.append({"plant": "random", "strength": strength, "alignment": 0.0, "seed": s})
@@ -126,17 +146,15 @@ class Fixed:
 
     acts: np.ndarray  # [N, L, H] extraction activations (naive)
     examples: pd.DataFrame
-    v_naive: dict  # {k: [L, H]} the naive model's own diffs of means (u_*)
+    n_per_class: int  # examples per class on each side of a run
     track_acts: np.ndarray  # [2 x states, L, H] paired tracking trajectories
     track_kinds: np.ndarray
     track_state: np.ndarray
     lens: tuple  # claim 2's (W_U, gain, failure mask)
     emotion_vectors: dict  # claim 3's emotion vectors at the emotion layer
     emotion_valence: dict
-    naive_emotion: dict  # alignment of u_* with them
     grads: object  # claim 5's LogOddsGradients over the band
     valence_band: np.ndarray  # the positive control (stories half a) per band layer
-    naive_claim1: dict  # claim 1's raw statistics on the unplanted activations
     lexicon: np.ndarray  # the plant's valence source (unit), at the plant layer
     natural: float  # ||mean Gold - mean Mold|| at the plant layer
     layer: int
@@ -150,10 +168,8 @@ def diffs_of_means(acts: np.ndarray, labels: np.ndarray) -> dict:
 def prepare(model, tok, naive_dir: Path, cfg: CalibrationConfig, seed: int = 0, progress: bool = False) -> Fixed:
     from probes import emotion as emo
     from probes.analyze import lens_inputs
-    from probes.antiparallel import claim1_statistics
     from probes.capture import capture_texts
     from probes.extract import load_examples
-    from probes.layer_choice import nuisance_strata
     from probes.tracking import paired_tracking_texts
     from probes.vectors import ConceptVectors
     from steering.logodds import logodds_gradients
@@ -166,7 +182,8 @@ def prepare(model, tok, naive_dir: Path, cfg: CalibrationConfig, seed: int = 0, 
     acts = np.asarray(acts, dtype=np.float32)
     labels = examples["kind"].to_numpy()
     layer = int(cfg.plant_layer_fraction * L)
-    v_naive = diffs_of_means(acts, labels)
+    natural = float(np.linalg.norm(acts[labels == "gold", layer].mean(0) - acts[labels == "mold", layer].mean(0)))
+    n_side = cfg.n_per_class or min(800, int(examples["kind"].value_counts().min()) // 2)
     texts, kinds, _, state = paired_tracking_texts(tok, cv.meta, p.claim4.n_states, seed + 10_007)
     track = capture_texts(model, tok, texts, list(range(L)), "last", progress=progress).numpy().astype(np.float32)
     e_layer = p.fixed.emotion_layer(L)
@@ -177,11 +194,8 @@ def prepare(model, tok, naive_dir: Path, cfg: CalibrationConfig, seed: int = 0, 
     band = p.band.layers(L)
     grads = logodds_gradients(model, tok, sentiment_prompts(None), layers=band, progress=progress)
     vb = emo.valence_directions(model, tok, band, "a")
-    naive_c1 = claim1_statistics(acts, examples, band, p.nulls.draws, seed, p.claim1.whitener_fraction, nuisance_strata(examples),
-                                 spaces=("raw",))["raw"]
-    return Fixed(acts, examples, v_naive, track, kinds, state, lens_inputs(model, tok), ev, valence,
-                 emo.alignment(ev, v_naive["gold"][e_layer], v_naive["mold"][e_layer], valence), grads, np.stack([vb[l] for l in band]),
-                 naive_c1, lexicon_valence(model, tok, layer), float(np.linalg.norm(v_naive["gold"][layer] - v_naive["mold"][layer])), layer)
+    return Fixed(acts, examples, n_side, track, kinds, state, lens_inputs(model, tok), ev, valence, grads, np.stack([vb[l] for l in band]),
+                 lexicon_valence(model, tok, layer), natural, layer)
 
 
 def evaluate_cell(model, tok, fx: Fixed, cell: dict, cfg: CalibrationConfig) -> list[dict]:
@@ -195,37 +209,42 @@ def evaluate_cell(model, tok, fx: Fixed, cell: dict, cfg: CalibrationConfig) -> 
 
     p, seed = cfg.protocol, 1000 + int(cell["seed"])
     rng = np.random.default_rng([seed, int(round(100 * cell["strength"])), int(round(100 * np.nan_to_num(cell["alignment"], nan=2.0)))])
-    labels, strata = fx.examples["kind"].to_numpy(), nuisance_strata(fx.examples)
-    if cell["plant"] == "none":
-        acts, track = fx.acts, fx.track_acts
-    else:
+    t_idx, n_idx = two_sides(fx.examples, fx.n_per_class, rng)
+    examples, naive_ex = fx.examples.iloc[t_idx].reset_index(drop=True), fx.examples.iloc[n_idx].reset_index(drop=True)
+    acts, naive_acts = fx.acts[t_idx], fx.acts[n_idx]
+    labels, strata = examples["kind"].to_numpy(), nuisance_strata(examples)
+    track = fx.track_acts
+    if cell["plant"] != "none":
         e = plant_direction(fx.lexicon, cell["alignment"], rng)
         norm = cell["strength"] * fx.natural
 
         def size(n):
             return norm * np.maximum(0.0, 1 + cfg.noise * rng.standard_normal(n))
 
-        acts = planted(fx.acts, outcome_signs(labels), e, fx.layer, size(len(labels)))
+        acts = planted(acts, outcome_signs(labels), e, fx.layer, size(len(labels)))
         track = planted(fx.track_acts, outcome_signs(fx.track_kinds), e, fx.layer, size(len(fx.track_kinds)))
-    v = diffs_of_means(acts, labels)
+    v, u = diffs_of_means(acts, labels), diffs_of_means(naive_acts, naive_ex["kind"].to_numpy())
     L = acts.shape[1]
     band = p.band.layers(L)
-    c1 = claim1_statistics(acts, fx.examples, band, p.nulls.draws, seed, p.claim1.whitener_fraction, strata, spaces=("raw",))["raw"]
-    c1["naive_at_layer"] = half_b_at(fx.naive_claim1, c1["layer"]) if c1.get("layer") is not None else float("nan")
+    c1 = claim1_statistics(acts, examples, band, p.nulls.draws, seed, p.claim1.whitener_fraction, strata, spaces=("raw",))["raw"]
+    naive_c1 = claim1_statistics(naive_acts, naive_ex, band, p.nulls.draws, seed, p.claim1.whitener_fraction, nuisance_strata(naive_ex),
+                                 spaces=("raw",))["raw"]
+    c1["naive_at_layer"] = half_b_at(naive_c1, c1["layer"]) if c1.get("layer") is not None else float("nan")
     w_u, gain, mask = fx.lens
     lens_layer = p.fixed.logit_lens_layer(L)
-    obs = {f"{t}_{k}": failure_score(token_cosines(w_u, gain, vs[k][lens_layer]), mask) for t, vs in (("v", v), ("u", fx.v_naive))
+    obs = {f"{t}_{k}": failure_score(token_cosines(w_u, gain, vs[k][lens_layer]), mask) for t, vs in (("v", v), ("u", u))
            for k in ("mold", "gold")}
-    c2 = claim2_reads(fx.lens, acts, fx.examples, lens_layer, obs, p.nulls.draws, seed)
+    c2 = claim2_reads(fx.lens, acts, examples, lens_layer, obs, p.nulls.draws, seed)
     e_layer = p.fixed.emotion_layer(L)
     trained = emo.alignment(fx.emotion_vectors, v["gold"][e_layer], v["mold"][e_layer], fx.emotion_valence)
     val = np.array([fx.emotion_valence[k] for k in trained["names"]], dtype=float)
     trained.update(emo.bootstrap_over_emotions(trained["cos_gold"], trained["cos_mold"], val, seed=seed))
-    c3 = claim3_reads(fx.emotion_vectors, acts, fx.examples, e_layer, fx.emotion_valence, trained, fx.naive_emotion, p.nulls.draws, seed)
-    ls = raw_layer_choice(acts, fx.examples, seed=seed)
+    naive_emotion = emo.alignment(fx.emotion_vectors, u["gold"][e_layer], u["mold"][e_layer], fx.emotion_valence)
+    c3 = claim3_reads(fx.emotion_vectors, acts, examples, e_layer, fx.emotion_valence, trained, naive_emotion, p.nulls.draws, seed)
+    ls = raw_layer_choice(acts, examples, seed=seed)
     cols = [ls["gold"], ls["mold"]]
     c4 = claim4_reads(track[:, cols], fx.track_acts[:, cols], fx.track_kinds, fx.track_state, ls, v, p.claim4.boot, seed, p.ci_percentiles)
-    c5 = _claim5(model, tok, fx, acts, v, band, cfg, seed)
+    c5 = _claim5(model, tok, fx, acts, examples, v, band, cfg, seed)
     rows = [(1, claims.verdict_antiparallel(c1, p), c1.get("cos_half_b")), (2, claims.verdict_logit_lens(c2, p), c2.get("v_mold")),
             (3, claims.verdict_emotion(c3, p), c3.get("valence_slope")),
             (4, claims.verdict_tracking(c4, p), min(c4["trained_d_gold"], c4["trained_d_mold"])),
@@ -233,7 +252,8 @@ def evaluate_cell(model, tok, fx: Fixed, cell: dict, cfg: CalibrationConfig) -> 
     return [{**cell, "claim": i, "verdict": verdict, "value": float(value) if value is not None else float("nan")} for i, verdict, value in rows]
 
 
-def _claim5(model, tok, fx: Fixed, acts: np.ndarray, v: dict, band: list[int], cfg: CalibrationConfig, seed: int) -> dict:
+def _claim5(model, tok, fx: Fixed, acts: np.ndarray, examples: pd.DataFrame, v: dict, band: list[int], cfg: CalibrationConfig,
+            seed: int) -> dict:
     """Claim 5's inputs for planted vectors: the family test of the axis and of the positive control, then the
     finite-alpha confirmation (only where both clear every family, the only case in which it can change the verdict)."""
     from probes import nulls as nl
@@ -244,16 +264,14 @@ def _claim5(model, tok, fx: Fixed, acts: np.ndarray, v: dict, band: list[int], c
     p = cfg.protocol
     u = p.claim5.unit_ratio
     axis = np.stack([nl.unit(v["gold"][l]) - nl.unit(v["mold"][l]) for l in band])
-    null_effects = {k: directional_effects(fx.grads, d, u).mean(-1) for k, d in null_directions(acts, fx.examples, band, p.nulls.draws, seed).items()}
+    null_effects = {k: directional_effects(fx.grads, d, u).mean(-1) for k, d in null_directions(acts, examples, band, p.nulls.draws, seed).items()}
     res = {"axis": against_nulls(directional_effects(fx.grads, axis, u)[0].mean(-1), null_effects, band),
            "valence": against_nulls(directional_effects(fx.grads, fx.valence_band, u)[0].mean(-1), null_effects, band)}
-    clear = all(f["p"] < p.nulls.alpha for r in res.values() for f in r["nulls"].values())
-    if clear and cfg.confirm:
+    clear = all(f["p"] < p.nulls.alpha for r in res.values() for f in r["nulls"].values()) and all(r["clears_at_layer"] for r in res.values())
+    if clear and cfg.confirm:  # otherwise the family test alone decides (verdict_steering does not read the confirmation)
         j = band.index(res["axis"]["layer"])
         res["confirm"] = confirm(model, tok, sentiment_prompts(None), axis[j], band[j], p.claim5.confirm_alpha, u,
                                  float(fx.grads.residual_norm[j]), p.ci_level)
-    else:
-        res["confirm"] = {"ci": [float("-inf"), float("nan")]}  # not run: the family test already decides "not reproduced"
     return res
 
 

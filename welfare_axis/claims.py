@@ -49,20 +49,22 @@ def thresholds(p: Protocol = PROTOCOL) -> tuple[Threshold, ...]:
                   f"emotion vectors of the maze-naive model at floor({p.fixed.emotion:.3f} L): reproduced if the slope is <= {c3.max_slope}, "
                   f"the valence alignment r (valence vs cos(e, v_Gold) - cos(e, v_Mold)) has a bootstrap CI low end > {c3.r_ci_low_above}, "
                   f"the valence slope (OLS of that gap on valence) has p < {a} against direction pairs from every null family ({fams}), "
-                  "and the slope is above the naive u_*'s"),
+                  "and the valence slope is above the naive u_*'s (the gap is divided by |unit(v_Gold) - unit(v_Mold)| for every "
+                  "pair, so a pair's own antiparallelism does not count)"),
         Threshold(4, "Projections track goal achievement",
                   "Cohen's d > 1.6 between Gold-final and Mold-final trajectories after training, |d| < 0.12 before",
                   f"{c4.primary} on paired trajectories ({c4.n_states} maze states; the same prompt, only the final move differs), "
                   f"the trained v_* at l* ({c4.layer_space} layer rule) on both models' activations: reproduced if the {p.ci_level:.0%} CI's "
-                  f"low end is >= {c4.trained_ci_low_min} for d_Gold and d_Mold on the trained model and its high end < "
-                  f"{c4.naive_ci_high_max} for both on the naive model"),
+                  f"low end is >= {c4.trained_ci_low_min} for d_Gold and d_Mold on the trained model and both CIs lie inside "
+                  f"(-{c4.naive_ci_abs_max}, +{c4.naive_ci_abs_max}) on the naive model (no tracking before, in either direction)"),
         Threshold(5, "Steering the naive model moves self-reported sentiment",
                   "+0.71 per unit alpha for v_Gold, -0.65 for v_Mold (best layer); norm-matched controls flat",
-                  f"one welfare axis unit(v_Gold - v_Mold); primary statistic: the derivative of the teacher-forced sentiment log-odds "
-                  f"per unit alpha (alpha 1 = {p.claim5.unit_ratio} x the residual norm), max z over the band: reproduced if its "
-                  f"family-wise p < {a} against every null family ({fams}) and, at the selected layer, steering with "
-                  f"+-{p.claim5.confirm_alpha} moves the log-odds up (prompt-cluster t CI above 0); not measured unless the valence "
-                  "positive control clears every family the same way"),
+                  f"one welfare axis unit(v_Gold) - unit(v_Mold); primary statistic: the derivative of the teacher-forced sentiment "
+                  f"log-odds per unit alpha (alpha 1 = {p.claim5.unit_ratio} x the residual norm), max z over the band: reproduced if "
+                  f"its family-wise p < {a} against every null family ({fams}), at the selected layer (the largest z of the weakest "
+                  f"family) its z clears every family's 95th percentile of null maxima, and steering with +-{p.claim5.confirm_alpha} "
+                  "there moves the log-odds up (prompt-cluster t CI above 0); not measured unless the valence positive control "
+                  "clears every family the same way"),
         Threshold(6, "Robust to emoji swap, scale, base vs instruct, algorithm, LoRA vs full, SFT",
                   "effects survive all variations",
                   "not run by one reproduce run (needs several trainings); compare runs of reproduce --training rl / sft / sft+rl"),
@@ -145,10 +147,10 @@ def verdict_emotion(c: dict, p: Protocol = PROTOCOL) -> str:
 def verdict_tracking(c: dict, p: Protocol = PROTOCOL) -> str:
     """c: claim 4's primary (pooled raw d with CIs on paired trajectories, the same vector on both models)."""
     lows = [(c.get(f"trained_d_{k}_ci") or [math.nan])[0] for k in ("gold", "mold")]
-    highs = [(c.get(f"naive_d_{k}_ci") or [math.nan, math.nan])[1] for k in ("gold", "mold")]
-    if not _ok(*lows, *highs):
+    naive = [x for k in ("gold", "mold") for x in (c.get(f"naive_d_{k}_ci") or [math.nan, math.nan])]
+    if not _ok(*lows, *naive):
         return NOT_MEASURED
-    ok = min(lows) >= p.claim4.trained_ci_low_min and max(highs) < p.claim4.naive_ci_high_max
+    ok = min(lows) >= p.claim4.trained_ci_low_min and max(abs(x) for x in naive) < p.claim4.naive_ci_abs_max
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
@@ -158,14 +160,26 @@ def verdict_steering(s: dict | None, p: Protocol = PROTOCOL) -> str:
     if not s:
         return NOT_MEASURED
     axis, control = s.get("axis") or {}, s.get("valence") or {}
-    positive = _clears(control.get("nulls") or {}, "p", p)
-    clears = _clears(axis.get("nulls") or {}, "p", p)
-    ci = (s.get("confirm") or {}).get("ci") or [math.nan, math.nan]
-    if positive is None or clears is None or not _ok(ci[0]):
+    positive, clears = _passes(control, p), _passes(axis, p)
+    if positive is None or clears is None:
         return NOT_MEASURED
     if not positive:
         return NOT_MEASURED  # the positive control did not clear the nulls: this run could not have seen an effect
-    return REPRODUCED if clears and ci[0] > 0 else NOT_REPRODUCED
+    if not clears:
+        return NOT_REPRODUCED
+    ci = (s.get("confirm") or {}).get("ci") or [math.nan, math.nan]
+    if not _ok(ci[0]):
+        return NOT_MEASURED
+    return REPRODUCED if ci[0] > 0 else NOT_REPRODUCED
+
+
+def _passes(d: dict, p: Protocol) -> bool | None:
+    """A direction's family test: p < alpha against every family, and at its selected layer a z above every family's
+    95th percentile of null maxima (`clears_at_layer`); None when not measured."""
+    clears = _clears(d.get("nulls") or {}, "p", p)
+    if clears is None or d.get("clears_at_layer") is None:
+        return None
+    return clears and bool(d["clears_at_layer"])
 
 
 def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL) -> list[ClaimResult]:
@@ -205,15 +219,15 @@ def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL) -> l
     for r in out:
         if r.id in (1, 4):  # the two claims read the vectors at the chosen layers
             r.caveat = caveat
-    out.append(_steering_result(steering, th[5]))
+    out.append(_steering_result(steering, th[5], p))
     out.append(ClaimResult(6, th[6].claim, NOT_MEASURED, math.nan, "—", "—", th[6].rule))
     return out
 
 
-def _steering_result(s: dict | None, t: Threshold) -> ClaimResult:
+def _steering_result(s: dict | None, t: Threshold, p: Protocol) -> ClaimResult:
     s = s or {}
     axis, val, conf = s.get("axis") or {}, s.get("valence") or {}, s.get("confirm") or {}
-    return ClaimResult(5, t.claim, verdict_steering(s or None), _f(axis.get("z")),
+    return ClaimResult(5, t.claim, verdict_steering(s or None, p), _f(axis.get("z")),
                        f"welfare axis: selected layer {axis.get('layer', '—')}, z {_fmt(axis.get('z'))} (d log-odds per unit alpha "
                        f"{_fmt(axis.get('effect'))}); finite alpha +-{conf.get('alpha', '—')}: log-odds change {_fmt(conf.get('mean'))} "
                        f"{_ci(conf.get('ci'))}",

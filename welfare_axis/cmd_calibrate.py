@@ -40,7 +40,11 @@ def register(sub) -> None:
                    help="plant norms as multiples of the natural ||mean Gold - mean Mold|| at the plant layer (default %(default)s)")
     p.add_argument("--alignments", type=_alignments, default=d.alignments,
                    help="cosines of the plant with the lexicon valence direction (default %(default)s); random plants are always added")
-    p.add_argument("--seeds", type=positive_int, default=d.seeds, help="repeats of every cell (default %(default)s)")
+    p.add_argument("--seeds", type=positive_int, default=d.seeds, help="repeats of every planted cell (default %(default)s)")
+    p.add_argument("--null-seeds", type=positive_int, default=d.null_seeds, help="runs without a plant, for the false-positive rates "
+                   "(default %(default)s)")
+    p.add_argument("--n-per-class", type=positive_int, default=None, help="examples per class on each side of a run (default: half "
+                   "the naive extraction's, at most 800, the cpu-small trained model's N)")
     p.add_argument("--noise", type=float, default=d.noise, help="per-move relative SD of the plant's size (default %(default)s)")
     p.add_argument("--no-confirm", action="store_true", help="skip claim 5's finite-alpha confirmation (counts such runs as not reproduced)")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
@@ -56,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if not (Path(args.run) / "extract_naive" / "meta.json").exists():
         raise ValueError(f"{args.run} has no finished extract_naive stage; run 'welfare-axis reproduce --out {args.run} "
                          "--stop-after extract_naive' first")
-    cfg = CalibrationConfig(strengths=args.strengths, alignments=args.alignments, seeds=args.seeds, noise=args.noise,
-                            confirm=not args.no_confirm)
+    cfg = CalibrationConfig(strengths=args.strengths, alignments=args.alignments, seeds=args.seeds, null_seeds=args.null_seeds,
+                            n_per_class=args.n_per_class, noise=args.noise, confirm=not args.no_confirm)
     summary = run_calibration(args.run, args.out, cfg, device=args.device, progress=not args.no_progress)
     print(f"calibration: {Path(args.out) / 'calibration.md'} ({summary['cells']} runs, {summary['wall_time_s'] / 60:.1f} min)")
     return 0
