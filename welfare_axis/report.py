@@ -238,7 +238,31 @@ def _figures(run: Path, stage: str, names: list[tuple[str, str]], title: str) ->
     return blocks
 
 
-def _steering(run: Path) -> list:
+def axis_figure(run: Path, figdir: Path) -> list:
+    """Claim 5's primary per band layer: the welfare axis's and the positive control's log-odds derivative, with each
+    null family's 2.5-97.5% band (axis_layers.parquet of steer_naive); the selected layer dotted."""
+    path, claim = run / "steer_naive" / "axis_layers.parquet", _json(run / "steer_naive" / "axis_claim.json")
+    if not path.exists() or not claim:
+        return []
+    df = pd.read_parquet(path)
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for fam, colour in (("shuffled", "tab:orange"), ("covariance", "tab:green"), ("isotropic", "tab:gray")):
+        ax.fill_between(df["layer"], df[f"{fam}_2.5"], df[f"{fam}_97.5"], alpha=0.18, color=colour, label=f"{fam} nulls 95%")
+    ax.plot(df["layer"], df["axis_effect"], "o-", color="tab:blue", label="welfare axis unit(v_Gold) - unit(v_Mold)")
+    ax.plot(df["layer"], df["valence_effect"], "s--", color="tab:purple", label="valence positive control")
+    ax.axvline((claim.get("axis") or {}).get("layer", np.nan), ls=":", color="k")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set(xlabel="layer (block input)", ylabel="d log-odds / d alpha", title="Claim 5: sentiment log-odds derivative per unit alpha")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out = figdir / "axis_layers.png"
+    atomic_write_png(out, fig, dpi=110)
+    plt.close(fig)
+    return [Figure(out, "Claim 5's primary statistic per band layer against each null family (the verdict reads the maximum z "
+                        "over the band, family-wise); the dotted line is the selected layer")]
+
+
+def _steering(run: Path, figdir: Path | None = None) -> list:
     blocks = _figures(run, "steer_naive", [("screen.png", "Steering screen over layers (teacher-forced log-odds, prompt half a): v_*, u_*, "
                                             "the valence positive control and the random directions' 95% band; the dotted line is the chosen layer"),
                                            ("sentiment.png", "Self-report sentiment vs alpha (the 'X' plot) at the chosen layer, prompt half b, "
@@ -246,6 +270,8 @@ def _steering(run: Path) -> list:
                                            ("l_star/sentiment.png", "The same at l*"),
                                             ("backtracking.png", "Backtracking"), ("confidence.png", "Confidence P(True)"), ("refusal.png", "Refusal rate")],
                       "Steering")
+    if figdir is not None:
+        blocks[1:1] = axis_figure(run, figdir)
     for name in ("sentiment", "backtracking", "confidence", "refusal"):
         csv = run / "steer_naive" / f"{name}_summary.csv"
         if csv.exists():
@@ -340,7 +366,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
                                          ("emotion_scatter.png", "Emotion vectors (naive model): cos with v_Gold vs cos with v_Mold"),
                                          ("tracking_hist.png", "Tracking: projections of Gold-final vs Mold-final trajectories")], "Probes")
     blocks += _probe_tables(_json(run / "analyze" / "summary.json"))
-    blocks += _steering(run)
+    blocks += _steering(run, figdir)
     blocks += _mechanics(run)
     blocks += _examples(run)
     atomic_write_json(out / "claims.json", {**provenance(config={"run": str(run)}), **verdict_header(run),
