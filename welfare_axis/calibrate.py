@@ -279,7 +279,6 @@ def run_calibration(run_dir: str | Path, out_dir: str | Path, cfg: CalibrationCo
     """Calibrate the protocol on a reproduce run's naive extraction; resumable (finished cells are kept in cells.parquet)."""
     from tqdm.auto import tqdm
 
-    from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
     from probes.analyze import load_model_from_meta
     from probes.vectors import ConceptVectors
 
@@ -297,15 +296,24 @@ def run_calibration(run_dir: str | Path, out_dir: str | Path, cfg: CalibrationCo
     key = ["plant", "strength", "alignment", "seed"]
     done = set() if rows.empty else {_cell_key(r) for r in rows[key].to_dict("records")}
     todo = [c for c in cells(cfg) if _cell_key(c) not in done]
+    summary: dict = {}
     for cell in tqdm(todo, desc="calibration cells", disable=not progress):
         rows = pd.concat([rows, pd.DataFrame(evaluate_cell(model, tok, fx, cell, cfg))], ignore_index=True)
-        atomic_write_parquet(done_path, rows)
+        summary = _write_tables(out, rows, fx, cfg, __import__("time").time() - t0)  # after every run: a stopped calibration is still read
+    return summary or _write_tables(out, rows, fx, cfg, __import__("time").time() - t0)
+
+
+def _write_tables(out: Path, rows: pd.DataFrame, fx: Fixed, cfg: CalibrationConfig, wall: float) -> dict:
+    from envs.artifacts import atomic_write_json, atomic_write_parquet, atomic_write_text, provenance
+
     table = rate_table(rows)
+    atomic_write_parquet(out / "cells.parquet", rows)
     atomic_write_parquet(out / "rates.parquet", table)
-    summary = {"plant_layer": fx.layer, "natural_norm": fx.natural, "cells": len(rows) // 5, "wall_time_s": __import__("time").time() - t0,
-               **provenance(config={k: v for k, v in asdict(cfg).items() if k != "protocol"}, seed=0, protocol=cfg.protocol.stamp())}
+    summary = {"plant_layer": fx.layer, "natural_norm": fx.natural, "n_per_class": fx.n_per_class, "cells": len(rows) // 5,
+               "wall_time_s": wall, **provenance(config={k: v for k, v in asdict(cfg).items() if k != "protocol"}, seed=0,
+                                                 protocol=cfg.protocol.stamp())}
     atomic_write_json(out / "calibration.json", summary)
-    (out / "calibration.md").write_text(markdown_tables(table))
+    atomic_write_text(out / "calibration.md", markdown_tables(table))
     return summary
 
 
