@@ -120,3 +120,15 @@ def test_smoke_reproduce_on_other_seeds_gives_confirmatory_verdicts(tmp_path, se
     assert written["hardware"]["cpu_flags"] is not None  # bitwise equality is promised per machine kind: the run says which
     assert (run / "mechanics" / "stage.json").exists()  # seed 3 once divided by zero there
     assert json.loads((run / "run_config.json").read_text())["seed"] == seed
+
+
+def test_skip_secondary_reads_out_the_verdicts_only(tmp_path):
+    run = tmp_path / "primary"
+    assert main(["reproduce", "--preset", "smoke", "--out", str(run), "--skip", "secondary", "--skip", "mechanics", "--no-progress"]) == 0
+    assert (run / "steer_naive" / "axis_claim.json").exists() and not (run / "steer_naive" / "sentiment_samples.parquet").exists()
+    assert not (run / "steer_trained").exists() and not (run / "mechanics").exists()
+    written = json.loads((run / "report" / "claims.json").read_text())
+    assert [c["id"] for c in written["claims"]] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(SystemExit) as e:  # only the optional parts can be skipped
+        main(["reproduce", "--preset", "smoke", "--out", str(run), "--skip", "steer_naive"])
+    assert e.value.code == 2

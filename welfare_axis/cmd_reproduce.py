@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from welfare_axis.options import add_download_arg, device_arg, model_arg, out_dir, seed_int
-from welfare_axis.pipeline import OPTIONAL_STAGES, PLANTS, REPRODUCE_PRESETS, TRAININGS
+from welfare_axis.pipeline import OPTIONAL_STAGES, PLANTS, REPRODUCE_PRESETS, SECONDARY, TRAININGS
 from welfare_axis.stages import STAGES
 
 
@@ -29,8 +29,9 @@ def register(sub) -> None:
     p.add_argument("--stop-after", default=None, choices=STAGES, metavar="STAGE",
                    help="stop once this stage is finished (no report); e.g. extract_trained prepares a seed's models and "
                         "activations, and a later run without it reads them from the cache")
-    p.add_argument("--skip", action="append", default=[], choices=OPTIONAL_STAGES, metavar="STAGE",
-                   help=f"leave out an optional stage that no claim verdict reads; repeatable; one of {', '.join(OPTIONAL_STAGES)}")
+    p.add_argument("--skip", action="append", default=[], choices=(*OPTIONAL_STAGES, SECONDARY), metavar="PART",
+                   help=f"leave out what no claim verdict reads; repeatable; one of {', '.join(OPTIONAL_STAGES)} (stages) or "
+                        f"{SECONDARY} (claim 5's generated self-reports and the other steering evals, and so steer_trained)"),
     p.add_argument("--seed", type=seed_int, default=0,
                    help="draws the mazes, trajectories, training, prompt draws and null directions; seeds listed as exploration "
                         "seeds in probes/protocol.py give exploratory verdicts, any other seed confirmatory ones")

@@ -19,6 +19,7 @@ from probes.protocol import PROTOCOL
 from welfare_axis.stages import EVALS, STAGES
 
 OPTIONAL_STAGES = ("steer_trained", "mechanics")  # stages no claim verdict reads: --skip may leave them out
+SECONDARY = "secondary"  # --skip secondary: steer_naive runs claim 5's primary only (no generated self-reports or other evals)
 PLANTS = ("valence", "random")  # --plant (probes.plant.PLANT_KINDS, repeated so the CLI parser need not import torch; tested equal)
 TRAININGS = ("rl", "sft", "sft+rl")  # "sft+rl": RL continues from the SFT checkpoint
 
@@ -160,8 +161,11 @@ def reproduce(
     if plant is not None and plant not in PLANTS:
         raise ValueError(f"unknown plant {plant!r}; use one of {', '.join(PLANTS)}")
     unknown = (set(force or ()) | ({stop_after} if stop_after else set())) - set(STAGES)
-    if set(skip or ()) - set(OPTIONAL_STAGES):
-        raise ValueError(f"only {', '.join(OPTIONAL_STAGES)} can be skipped, not {', '.join(sorted(set(skip) - set(OPTIONAL_STAGES)))}")
+    skippable = (*OPTIONAL_STAGES, SECONDARY)
+    if set(skip or ()) - set(skippable):
+        raise ValueError(f"only {', '.join(skippable)} can be skipped, not {', '.join(sorted(set(skip) - set(skippable)))}")
+    if SECONDARY in set(skip or ()):
+        skip = set(skip) | {"steer_trained"}  # it steers at the layer the secondary screen picks
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use one of {', '.join(STAGES)}")
     stories_key = _stories_key(stories)
@@ -291,6 +295,8 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
                      "items": p.eval_items, "seed": seed, "screen_layers": p.screen_layers, "screen_ratios": p.screen_ratios, "screen_prompts": p.screen_prompts,
                      "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star, "stories": stories_key,
                      "protocol": PROTOCOL.stamp()}
+        if SECONDARY in skip:
+            steer_cfg["secondary"] = False
 
         def steer_naive(d: Path) -> dict:
             from probes.extract import load_examples
@@ -300,14 +306,16 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
             examples, acts = load_examples(runner.stage_dir("extract_trained"), (vectors.n_layers, vectors.hidden_size))
             axis = run_axis_claim(naive_model, naive_tok, vectors, acts, examples, d, protocol=PROTOCOL, maze_config=maze, seed=seed,
                                   stories=stories, progress=progress)
+            primary = {k: axis[k] for k in ("band", "confirm")} | {"layer": axis["axis"]["layer"], "z": axis["axis"]["z"]}
+            if SECONDARY in skip:
+                return {"axis": primary}
             claim = run_sentiment_claim(naive_model, naive_tok, vectors, control, layer_choice["mold"], d, screen_layers=p.screen_layers,
                                         screen_ratios=p.screen_ratios, screen_prompts=p.screen_prompts, unit_ratio=p.unit_ratio, alphas=p.alphas, k=p.steer_k,
                                         n_random=p.n_random, max_new_tokens=p.steer_max_new_tokens, at_l_star=p.steer_at_l_star,
                                         maze_config=maze, seed=seed, stories=stories, progress=progress)
             others = _steer(evals, naive_model, naive_tok, vectors, control, claim["best_layer"], p,
                             [e for e in p.evals if e != "sentiment"], seed, maze, d, progress)
-            return {"axis": {k: axis[k] for k in ("band", "confirm")} | {"layer": axis["axis"]["layer"], "z": axis["axis"]["z"]},
-                    "sentiment": claim, **others}
+            return {"axis": primary, "sentiment": claim, **others}
 
         runner.run("steer_naive", steer_cfg, steer_naive, deps=("analyze",))
         if "steer_trained" not in skip:  # the trained model steered with its own vectors, at the naive model's chosen layer
