@@ -202,7 +202,7 @@ def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL) -> l
                     f"layer {c2.get('layer', '—')}: failure score v_Mold {_fmt(c2.get('v_mold'))}, v_Gold {_fmt(c2.get('v_gold'))} (0.5 = chance)",
                     f"u_Mold {_fmt(c2.get('u_mold'))}, u_Gold {_fmt(c2.get('u_gold'))}; v_Mold vs nulls: {_ps(c2.get('nulls'), 'p_mold')}; "
                     f"v_Gold vs nulls: {_ps(c2.get('nulls'), 'p_gold')}", th[2].rule),
-        ClaimResult(3, th[3].claim, verdict_emotion(c3, p), _f(c3.get("valence_r")),
+        ClaimResult(3, th[3].claim, verdict_emotion(c3, p), _f(c3.get("valence_slope")),
                     f"layer {c3.get('layer', '—')}: slope {_fmt(c3.get('slope'))}, valence r {_fmt(c3.get('valence_r'))} {_ci(c3.get('valence_r_ci'))}, "
                     f"valence slope {_fmt(c3.get('valence_slope'))}",
                     f"naive u_*: r {_fmt(c3.get('naive_valence_r'))}, valence slope {_fmt(c3.get('naive_valence_slope'))}; null pairs (valence "
