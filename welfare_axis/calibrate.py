@@ -31,6 +31,7 @@ orders), which only a trained model shows.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -289,7 +290,7 @@ def run_calibration(run_dir: str | Path, out_dir: str | Path, cfg: CalibrationCo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, tok = load_model_from_meta(ConceptVectors.load(naive_dir).meta, device)
-    t0 = __import__("time").time()
+    t0 = time.time()
     fx = prepare(model, tok, naive_dir, cfg, progress=progress)
     done_path = out / "cells.parquet"
     rows = pd.read_parquet(done_path) if done_path.exists() else pd.DataFrame()
@@ -299,8 +300,8 @@ def run_calibration(run_dir: str | Path, out_dir: str | Path, cfg: CalibrationCo
     summary: dict = {}
     for cell in tqdm(todo, desc="calibration cells", disable=not progress):
         rows = pd.concat([rows, pd.DataFrame(evaluate_cell(model, tok, fx, cell, cfg))], ignore_index=True)
-        summary = _write_tables(out, rows, fx, cfg, __import__("time").time() - t0)  # after every run: a stopped calibration is still read
-    return summary or _write_tables(out, rows, fx, cfg, __import__("time").time() - t0)
+        summary = _write_tables(out, rows, fx, cfg, time.time() - t0)  # after every run: a stopped calibration is still read
+    return summary or _write_tables(out, rows, fx, cfg, time.time() - t0)
 
 
 def _write_tables(out: Path, rows: pd.DataFrame, fx: Fixed, cfg: CalibrationConfig, wall: float) -> dict:
