@@ -10,8 +10,9 @@ mix of strata, so a stratum's mean weighs them equally and the comparison is gol
 each letter. Signed: both d_gold and d_mold are positive when the vectors track
 in the expected direction (a large negative d is not tracking). Projections are computed in
 raw, channel-standardised and whitened space (probes/channels.py `Spaces`: x and v mapped alike).
-`bootstrap_d` gives CIs: trajectories resampled within each kind, with the same draws for every
-projection (the trained and the naive model read the same trajectories), so differences are paired.
+`bootstrap_paired_d` gives CIs: maze states resampled (each keeps its gold and mold trajectory), with
+the same draws for every projection (the trained and the naive model read the same trajectories), so
+differences are paired.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from envs import MazeConfig, scripted_trajectories
+from envs import MazeConfig
 from probes.capture import capture_texts
 from probes.channels import Spaces
 from probes.metrics import cohens_d
@@ -33,19 +34,6 @@ class Tracking:
     rows: pd.DataFrame  # model, vector_set, space, vector, layer, final, projection
     d: dict[tuple[str, str, str], float]  # (vector_set, space, concept) -> signed d
     projections: dict[tuple[str, str, str], np.ndarray]  # the same keys -> [N] projections (kinds' order)
-
-
-def tracking_texts(tokenizer, meta: dict, n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Fresh gold-final and mold-final trajectories (seed differs from extraction), rendered like
-    extraction: (texts, kinds, strata "final direction|moves", the same mix for both kinds)."""
-    config = MazeConfig(**meta["maze_config"]) if meta.get("maze_config") else MazeConfig()
-    texts, kinds, strata = [], [], []
-    for kind in ("gold", "mold"):
-        for t in scripted_trajectories(kind, n, seed=seed, config=config, max_moves=meta.get("max_moves")):
-            texts.append(render_up_to_last_assistant(tokenizer, t.messages))
-            kinds.append(kind)
-            strata.append(f"{t.final_direction}|{t.n_moves}")
-    return texts, np.array(kinds), np.array(strata)
 
 
 def capture_tracking(model, tokenizer, texts, layers: dict[str, int], batch_size: int, progress: bool, tag: str) -> np.ndarray:
@@ -69,22 +57,6 @@ def track(acts: np.ndarray, kinds: np.ndarray, layers: dict[str, int], vector_se
                 rows.append(pd.DataFrame({"model": tag, "vector_set": set_name, "space": space, "vector": k, "layer": layer,
                                           "final": kinds, "projection": p}))
     return Tracking(pd.concat(rows, ignore_index=True), ds, projections)
-
-
-def bootstrap_d(projections: dict, kinds: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
-    """{key: [n_boot] signed d}: each key's projections [N] (its last element names the concept,
-    "gold" or "mold"), with the SAME resampled trajectories (within each kind) for every key."""
-    rng = np.random.default_rng(seed)
-    draws = {k: rng.choice(np.flatnonzero(kinds == k), (n_boot, int((kinds == k).sum()))) for k in ("gold", "mold")}
-    out = {}
-    for key, p in projections.items():
-        concept = key[-1]
-        pos, neg = p[draws[concept]], p[draws["mold" if concept == "gold" else "gold"]]  # [n_boot, n]
-        n1, n0 = pos.shape[1], neg.shape[1]
-        pooled = np.sqrt(((n1 - 1) * pos.var(1, ddof=1) + (n0 - 1) * neg.var(1, ddof=1)) / (n1 + n0 - 2))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[key] = (pos.mean(1) - neg.mean(1)) / pooled
-    return out
 
 
 def paired_tracking_texts(tokenizer, meta: dict, n_states: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -247,7 +247,7 @@ def test_train_prints_no_library_warning(tmp_path):
 
 
 def test_model_not_found_locally_is_one_line_without_contacting_a_hub(tmp_path):
-    """With a proxy that records connections and HF_HUB_OFFLINE unset: no connection, one line, fast."""
+    """With a proxy that records connections and HF_HUB_OFFLINE unset: no connection, one line, exit 2."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
@@ -269,8 +269,7 @@ def test_model_not_found_locally_is_one_line_without_contacting_a_hub(tmp_path):
            if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "WELFARE_AXIS_ALLOW_DOWNLOAD", "NO_PROXY", "no_proxy")}
     env.update(HTTPS_PROXY=proxy, HTTP_PROXY=proxy, https_proxy=proxy, http_proxy=proxy, HF_HOME=str(tmp_path / "hf"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])))
-    code = ("import sys, time; from welfare_axis.cli import main; t = time.time(); rc = main(sys.argv[1:]); "
-            "print(f'{time.time() - t:.2f}'); sys.exit(rc)")
+    code = "import sys; from welfare_axis.cli import main; sys.exit(main(sys.argv[1:]))"
     try:
         for name in ("some-org/some-model", "runs/mistyped"):  # an HF id not in the cache; a relative path that is not there
             r = subprocess.run([sys.executable, "-c", code, "train", "eval", "--model", name, "--n-mazes", "1",
@@ -278,7 +277,6 @@ def test_model_not_found_locally_is_one_line_without_contacting_a_hub(tmp_path):
             assert hits == [], f"{name}: {len(hits)} connection(s) to the proxy"
             _assert_one_line_exit_2(r.returncode, r.stderr, "not in the local Hugging Face cache")
             assert name in r.stderr and "--allow-download" in r.stderr and str(tmp_path / "hf") in r.stderr
-            assert float(r.stdout.strip()) < 5.0, r.stdout  # the command itself, without interpreter start-up
     finally:
         stop.set()
         srv.close()

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from probes.metrics import diff_of_means
 from probes.protocol import PROTOCOL, Protocol
 
 
@@ -162,8 +163,8 @@ class Fixed:
 
 
 def diffs_of_means(acts: np.ndarray, labels: np.ndarray) -> dict:
-    """{k: [L, H]} mean(k) - mean(rest) at every layer (the extraction recipe)."""
-    return {k: acts[labels == k].mean(0) - acts[labels != k].mean(0) for k in ("mold", "gold", "path")}
+    """{k: [L, H]} mean(k) - mean(rest) at every layer (the extraction recipe, `probes.metrics.diff_of_means`)."""
+    return {k: diff_of_means(acts, labels, k) for k in ("mold", "gold", "path")}
 
 
 def prepare(model, tok, naive_dir: Path, cfg: CalibrationConfig, seed: int = 0, progress: bool = False) -> Fixed:
