@@ -299,3 +299,34 @@ def valence_directions(model, tokenizer, layers: list[int], half: str | None = "
     valence = {k: v.get("valence", 0.0) for k, v in stories["emotions"].items()}
     return {layer: valence_direction({k: a[:, j] for k, a in per.items()}, valence, denoise_basis(neut[:, j]))
             for j, layer in enumerate(layers)}
+
+
+def lexicon_words(n: int = 40, lo: float = 2.0, hi: float = 3.0) -> tuple[list[str], list[str]]:
+    """n positive and n negative VADER-lexicon words with lo <= |score| <= hi (clear valence, no extremes),
+    evenly spaced through each sorted list (so not one initial letter or one word family), vowel-bearing
+    words of 4+ letters (the lexicon's chat acronyms have few vowels)."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    lex = SentimentIntensityAnalyzer().lexicon
+    words = sorted(w for w, s in lex.items() if w.isalpha() and len(w) >= 4 and lo <= abs(s) <= hi
+                   and sum(c in "aeiou" for c in w) >= 2)
+
+    def spread(ws):
+        return [ws[int(i * len(ws) / n)] for i in range(n)] if len(ws) > n else ws
+
+    return spread([w for w in words if lex[w] > 0]), spread([w for w in words if lex[w] < 0])
+
+
+def lexicon_valence(model, tokenizer, layer: int, batch_size: int = 16) -> np.ndarray:
+    """A valence direction from a source disjoint from the emotion stories (claim 3's data and the steering
+    positive control's): mean(positive) - mean(negative) VADER-lexicon words at `layer`, last token of
+    "Here is a word: <w>", neutral-text PCs removed like the emotion vectors'; unit norm."""
+    pos, neg = lexicon_words()
+    acts = capture_texts(model, tokenizer, [f"Here is a word: {w}" for w in pos + neg], [layer], "last", batch_size=batch_size)
+    acts = acts.numpy().astype(np.float64)[:, 0]
+    d = acts[: len(pos)].mean(0) - acts[len(pos):].mean(0)
+    neut = capture_texts(model, tokenizer, load_neutral(), [layer], "mean", batch_size=batch_size).numpy().astype(np.float64)[:, 0]
+    basis = denoise_basis(neut)
+    if basis is not None and len(basis):
+        d = d - basis.T @ (basis @ d)
+    return d / np.linalg.norm(d)

@@ -1,9 +1,10 @@
 """The pipeline's positive and negative controls on the tiny model: `reproduce --plant valence|random`.
 
 A random 4-layer model has no valence of its own, so these runs use small stories whose
-valence is carried by shared words (tests/data/lexical_stories.json): there the tiny model's
-story activations do have a valence axis, which the valence plant writes into the maze
-letters. Claim 5's positive control (that valence direction) moves the tiny model's
+valence is carried by shared words (tests/data/lexical_stories.json), some of them words of the
+VADER lexicon: a trained model would carry valence from the lexicon to stories through meaning, the
+tiny one only through shared tokens. The valence plant is made from the lexicon in another frame
+("Here is a word: ..."), at a layer no fixed-layer claim reads, with per-move noise. Claim 5's positive control (that valence direction) moves the tiny model's
 teacher-forced sentiment log-odds beyond every null family, so its verdict is measured.
 """
 
@@ -29,7 +30,11 @@ def planted(tmp_path_factory):
 
 def test_planted_valence_axis_is_seen(planted):
     run, c = planted["valence"]
-    assert [c[i]["verdict"] for i in (1, 3, 4)] == ["reproduced"] * 3, {i: c[i]["measured"] for i in c}
+    assert [c[i]["verdict"] for i in (1, 4)] == ["reproduced"] * 2, {i: c[i]["measured"] for i in c}
+    # the lexicon-made plant lines v_Gold - v_Mold up with the stories' valence (claim 3's r); whether the slope
+    # also clears the nulls is the claim's power, which `welfare-axis calibrate` measures on the default model
+    claim3 = json.loads((run / "analyze" / "summary.json").read_text())["verdict_inputs"]["claim3"]
+    assert claim3["valence_r"] > 0.9 and claim3["valence_slope"] > 0 > claim3["naive_valence_slope"], claim3
     axis = json.loads((run / "steer_naive" / "axis_claim.json").read_text())
     # the lexical stories give the tiny model a valence direction that moves its sentiment log-odds beyond every null family
     assert all(f["p"] < 0.05 and f["draws"] == 200 for f in axis["valence"]["nulls"].values()), axis["valence"]["nulls"]
@@ -37,13 +42,14 @@ def test_planted_valence_axis_is_seen(planted):
     assert not (run / "mechanics").exists()  # no training to dissect: the report says so
     assert "Not measured: a planted axis has no training to dissect." in (run / "report" / "report.md").read_text()
     meta = json.loads((run / "extract_trained" / "meta.json").read_text())
-    assert meta["model"]["plant"]["kind"] == "valence" and meta["model"]["plant"]["stories_half"] == "a"
-    summary = json.loads((run / "analyze" / "summary.json").read_text())
-    assert summary["emotion"]["story_half"] == "b"  # claim 3 is read on the stories that did not make the plant
+    assert meta["model"]["plant"]["kind"] == "valence" and "lexicon" in meta["model"]["plant"]["source"]
+    assert meta["model"]["plant"]["layer"] == 1 and meta["model"]["plant"]["noise"] == 0.5  # below both fixed layers (2, 3)
 
 
 def test_planted_random_axis_is_not_a_valence_axis(planted):
-    _, c = planted["random"]
+    run, c = planted["random"]
+    claim3 = json.loads((run / "analyze" / "summary.json").read_text())["verdict_inputs"]["claim3"]
+    assert abs(claim3["valence_r"]) < 0.9, claim3
     assert c[3]["verdict"] == "not reproduced", c[3]["measured"]
     assert c[5]["verdict"] != "reproduced"
     # a planted random axis is still an axis: antiparallel and tracking, as it should be

@@ -46,9 +46,33 @@ def test_make_plant_norm_rule_and_kinds(tiny):
     means = {"gold": torch.randn(4, model.config.hidden_size), "mold": torch.randn(4, model.config.hidden_size)}
     v = make_plant(model, tok, "valence", means, MAZE, scale=2.0)
     r = make_plant(model, tok, "random", means, MAZE, scale=2.0)
-    assert v.layer == r.layer == 2  # floor(2L/3)
+    assert v.layer == r.layer == 1  # floor(L/2) = 2 is the emotion claim's fixed layer on 4 layers, so one below
+    assert v.noise == 0.5 and "lexicon" in v.info["source"]
     assert np.isclose(v.info["standardised_norm"], 2.0 * v.info["natural_gold_minus_mold_standardised_norm"], rtol=1e-4)
     assert torch.isclose(r.direction.norm(), v.direction.norm()) and abs(float(torch.cosine_similarity(r.direction, v.direction, 0))) < 0.5
+
+
+def test_plant_layer_avoids_every_fixed_layer_claim():
+    from probes.plant import plant_layer
+    from probes.protocol import PROTOCOL
+
+    assert plant_layer(30) == 15  # the default model: lens 25, emotion 20
+    for n in range(4, 64):
+        layer = plant_layer(n)
+        assert 1 <= layer <= n // 2
+        assert layer not in (PROTOCOL.fixed.logit_lens_layer(n), PROTOCOL.fixed.emotion_layer(n)) or layer == 1
+
+
+def test_per_move_noise_is_spread_and_fixed_by_the_text(tiny):
+    _, tok = tiny
+    texts = _texts(tok, "gold", 12)
+    ids = [torch.tensor([tok(t, add_special_tokens=False)["input_ids"]]) for t in texts]
+    noisy = _MoveOutcomes(tok, MAZE, noise=0.5, seed=1)
+    sizes = np.array([noisy.signs(x)[0, -1].item() for x in ids])
+    assert sizes.std() > 0.2 and (sizes >= 0).all()  # SD ~0.5 around 1 for moves into Gold
+    again = np.array([_MoveOutcomes(tok, MAZE, noise=0.5, seed=1).signs(x)[0, -1].item() for x in ids])
+    other = np.array([_MoveOutcomes(tok, MAZE, noise=0.5, seed=2).signs(x)[0, -1].item() for x in ids])
+    assert np.array_equal(sizes, again) and not np.array_equal(sizes, other)
 
 
 def test_the_cli_offers_exactly_the_plant_kinds():

@@ -9,7 +9,7 @@ seeds, so a detection rate is a rate with a CI, not one pass:
   at the plant layer; per-move noise: each move's plant is scaled by max(0, 1 + noise x N(0, 1));
 * alignment: e = c x valence + sqrt(1 - c^2) x a random direction orthogonal to it, with the
   valence direction from a source disjoint from the positive control's and claim 3's emotion
-  stories (VADER-lexicon words in a neutral frame, `lexicon_valence`); c = 0 is a random plant;
+  stories (VADER-lexicon words in a neutral frame, `probes.emotion.lexicon_valence`); c = 0 is a random plant;
 * null runs: no plant at all.
 
 Every run draws two disjoint random subsets of the naive extraction, one per class each: one
@@ -17,7 +17,7 @@ plays the trained model (and carries the plant), the other the naive control, so
 compares two independent samples as a real run compares two models, and runs differ in their
 data, not only in their null draws. Claim 4's tracking trajectories are read on the naive model
 for both sides (the plant added on one), so its null runs cannot test the rule's naive side;
-* the plant layer (floor(L/2) by default) is one no fixed-layer claim reads. The plant is added
+* the plant layer (`probes.plant.plant_layer`: floor(L/2), or below it) is one no fixed-layer claim reads. The plant is added
   at that layer and carried unchanged to every later layer: the residual stream's zeroth-order
   propagation of a direction written at one block. Read-outs that need a forward pass through a
   planted model (claim 5's finite-alpha confirmation) steer the naive model with the planted
@@ -52,34 +52,9 @@ class CalibrationConfig:
     null_seeds: int = 20  # runs without a plant: the false-positive rates
     n_per_class: int | None = None  # examples per class for each side (None: half the naive extraction's, at most 800)
     noise: float = 0.5  # per-move relative SD of the plant's size
-    plant_layer_fraction: float = 0.5  # plant layer = floor(fraction x L)
+    plant_layer: int | None = None  # None: probes.plant.plant_layer (floor(L/2), or below it if a fixed-layer claim reads that)
     confirm: bool = True  # run claim 5's finite-alpha confirmation where the family test passes (a forward pass per prompt)
     protocol: Protocol = field(default_factory=lambda: PROTOCOL)
-
-
-def lexicon_words(n: int = 40, lo: float = 2.0, hi: float = 3.0) -> tuple[list[str], list[str]]:
-    """n positive and n negative VADER-lexicon words with lo <= |score| <= hi (clear valence, no extremes), sorted."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    lex = SentimentIntensityAnalyzer().lexicon
-    words = sorted(w for w, s in lex.items() if w.isalpha() and len(w) >= 4 and lo <= abs(s) <= hi)
-    return [w for w in words if lex[w] > 0][:n], [w for w in words if lex[w] < 0][:n]
-
-
-def lexicon_valence(model, tokenizer, layer: int, batch_size: int = 16) -> np.ndarray:
-    """mean(positive words) - mean(negative words) at `layer`, last token of "Here is a word: <w>", neutral-text PCs removed."""
-    from probes.capture import capture_texts
-    from probes.emotion import denoise_basis, load_neutral
-
-    pos, neg = lexicon_words()
-    acts = capture_texts(model, tokenizer, [f"Here is a word: {w}" for w in pos + neg], [layer], "last", batch_size=batch_size)
-    acts = acts.numpy().astype(np.float64)[:, 0]
-    d = acts[: len(pos)].mean(0) - acts[len(pos):].mean(0)
-    neut = capture_texts(model, tokenizer, load_neutral(), [layer], "mean", batch_size=batch_size).numpy().astype(np.float64)[:, 0]
-    basis = denoise_basis(neut)
-    if basis is not None and len(basis):
-        d = d - basis.T @ (basis @ d)
-    return d / np.linalg.norm(d)
 
 
 def two_sides(examples: pd.DataFrame, n_per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +147,7 @@ def prepare(model, tok, naive_dir: Path, cfg: CalibrationConfig, seed: int = 0, 
     from probes.analyze import lens_inputs
     from probes.capture import capture_texts
     from probes.extract import load_examples
+    from probes.plant import plant_layer
     from probes.tracking import paired_tracking_texts
     from probes.vectors import ConceptVectors
     from steering.logodds import logodds_gradients
@@ -183,7 +159,7 @@ def prepare(model, tok, naive_dir: Path, cfg: CalibrationConfig, seed: int = 0, 
     examples, acts = load_examples(naive_dir, (L, H))
     acts = np.asarray(acts, dtype=np.float32)
     labels = examples["kind"].to_numpy()
-    layer = int(cfg.plant_layer_fraction * L)
+    layer = plant_layer(L, p) if cfg.plant_layer is None else cfg.plant_layer
     natural = float(np.linalg.norm(acts[labels == "gold", layer].mean(0) - acts[labels == "mold", layer].mean(0)))
     n_side = cfg.n_per_class or min(800, int(examples["kind"].value_counts().min()) // 2)
     texts, kinds, _, state = paired_tracking_texts(tok, cv.meta, p.claim4.n_states, seed + 10_007)
@@ -197,7 +173,7 @@ def prepare(model, tok, naive_dir: Path, cfg: CalibrationConfig, seed: int = 0, 
     grads = logodds_gradients(model, tok, sentiment_prompts(None), layers=band, progress=progress)
     vb = emo.valence_directions(model, tok, band, "a")
     return Fixed(acts, examples, n_side, track, kinds, state, lens_inputs(model, tok), ev, valence, grads, np.stack([vb[l] for l in band]),
-                 lexicon_valence(model, tok, layer), natural, layer)
+                 emo.lexicon_valence(model, tok, layer), natural, layer)
 
 
 def evaluate_cell(model, tok, fx: Fixed, cell: dict, cfg: CalibrationConfig) -> list[dict]:

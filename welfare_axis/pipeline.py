@@ -48,8 +48,9 @@ class ReproducePreset:
     # (smaller whitened Gold/Mold distances), so its vectors need more trajectories for the same
     # split-half reliability (the report's "reliability at l*" projects how many).
     extract_n_naive: int | None = None
-    plant_layer: int | None = None  # --plant: layer of the planted axis (None: floor(2L/3))
+    plant_layer: int | None = None  # --plant: layer of the planted axis (None: probes.plant.plant_layer, one no fixed-layer claim reads)
     plant_scale: float = 1.0  # --plant: ||e|| relative to the natural Gold-Mold difference, standardised units
+    plant_noise: float = 0.5  # --plant: per-move relative SD of the plant's size
     screen_layers: tuple[int, ...] | None = None  # steering screen layers (None: 1..L-1)
     screen_ratios: tuple[float, ...] = (0.25, 0.5)  # screen strengths, fractions of the mean residual norm
     screen_prompts: int | None = None  # at most this many screen prompts per readout (None: all of half a)
@@ -135,8 +136,8 @@ def reproduce(
     """Run (or resume) every stage of the study; returns the paths of report.md and report.html.
 
     With `plant` ("valence" or "random"), training is replaced by a planted axis (probes/plant.py):
-    the pipeline's positive and negative control. `stories`: an emotion-stories JSON for claim 3,
-    the valence plant and the steering positive control (default: the shipped set).
+    the pipeline's positive and negative control. `stories`: an emotion-stories JSON for claim 3
+    and the steering positive control (default: the shipped set).
     Everything cheap is checked before any slow work; one process at a time runs in `out` (a lock).
     `stop_after`: stop once this stage is finished and return None (no report). `skip`: optional stages
     (OPTIONAL_STAGES) to leave out.
@@ -236,8 +237,9 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
         ext_naive = {**ext, "n": n_naive}
         if plant:
             runner.run("extract_naive", ext_naive, lambda d: _extract(extract_vectors, naive_model, naive_tok, p, n_naive, seed, maze, d, progress))
-            runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer, "stories": stories_key},
-                       lambda d: _plant(naive_model, naive_tok, plant, runner.stage_dir("extract_naive"), p, seed, maze, d, stories),
+            runner.run("plant", {"kind": plant, "seed": seed, "scale": p.plant_scale, "layer": p.plant_layer, "noise": p.plant_noise,
+                                 "source": "lexicon"},
+                       lambda d: _plant(naive_model, naive_tok, plant, runner.stage_dir("extract_naive"), p, seed, maze, d),
                        deps=("extract_naive",))
             trained_model, trained_tok = _load(model_id, None, device, dtype)
             plant_model(trained_model, trained_tok, PlantSpec.load(runner.stage_dir("plant")))
@@ -280,12 +282,11 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
         runner.run("extract_trained", ext, lambda d: _extract(extract_vectors, trained_model, trained_tok, p, p.extract_n, seed, maze, d, progress),
                    deps=(trained_stage,))
 
-        story_half = "b" if plant else None  # a planted valence axis was built from story half "a"
         runner.run(
-            "analyze", {"seed": seed, "story_half": story_half, "stories": stories_key, "protocol": PROTOCOL.stamp()},
+            "analyze", {"seed": seed, "stories": stories_key, "protocol": PROTOCOL.stamp()},
             lambda d: _summary_keys(run_analyses(runner.stage_dir("extract_trained"), d, control_dir=runner.stage_dir("extract_naive"),
                                                  seed=seed, device=device, batch_size=p.batch_size,
-                                                 story_half=story_half, stories=stories, progress=progress)),
+                                                 stories=stories, progress=progress)),
             deps=("extract_naive", "extract_trained"),
         )
         layer_choice = json.loads((runner.stage_dir("analyze") / "layer_choice.json").read_text())
@@ -363,13 +364,13 @@ def _extract(extract_vectors, model, tok, p: ReproducePreset, n: int, seed, maze
     return {"n_per_class": n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"], "design": p.extract_design}
 
 
-def _plant(model, tok, kind: str, naive_dir: Path, p: ReproducePreset, seed: int, maze, d: Path, stories: str | None) -> dict:
+def _plant(model, tok, kind: str, naive_dir: Path, p: ReproducePreset, seed: int, maze, d: Path) -> dict:
     from probes import ConceptVectors
     from probes.plant import make_plant
 
     naive = ConceptVectors.load(naive_dir)
     spec = make_plant(model, tok, kind, naive.class_means, maze, layer=p.plant_layer, scale=p.plant_scale, seed=seed, batch_size=p.batch_size,
-                      stories=stories)
+                      noise=p.plant_noise)
     spec.info["dir"] = str(d.resolve())  # extraction meta records it, so analyze can rebuild the planted model
     spec.save(d)
     return {"kind": kind, "layer": spec.layer, "norm": float(spec.direction.norm()), **spec.info}
