@@ -1,4 +1,4 @@
-"""Mechanics of the trained update (issue 16): how RL changes the model, measured on pairs of models.
+"""Mechanics of the trained update: how RL changes the model, measured on pairs of models.
 
 Data flows envs -> training -> probes -> steering -> mechanics -> welfare_axis. Each module is
 one measurement; the statistics are small pure functions (tested on hand-computed values) and

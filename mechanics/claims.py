@@ -1,4 +1,4 @@
-"""Hypotheses H1-H4 of issue 16, each a prediction with its measurement and threshold stated here
+"""Hypotheses H1-H4, each a prediction with its measurement and threshold stated here
 before any run, and one verdict rule: supported when the CI lies wholly on the predicted side of
 the threshold, contradicted when it lies wholly on the other side, inconclusive when it
 contains the threshold, not measured when the measurement is missing. Modelled on

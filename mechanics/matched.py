@@ -1,4 +1,4 @@
-"""Matched RL vs SFT (issue 16, item 2): one start model continued with RL and with SFT on
+"""Matched RL vs SFT: one start model continued with RL and with SFT on
 scripted trajectories, compared at matched on-target progress, not at matched steps.
 
 The two arms share everything but whose tokens are trained on: the start model, the LoRA

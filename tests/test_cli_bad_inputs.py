@@ -1,4 +1,4 @@
-"""Every bad input: one line on stderr, exit 2, before any slow work (issue 14), and offline by default.
+"""Every bad input: one line on stderr, exit 2, before any slow work, and offline by default.
 
 The bad-input cases run `main` in-process with `training.models.load_model` replaced by a function that
 fails the test: each must be refused before a model is loaded. The hypothesis test feeds random values

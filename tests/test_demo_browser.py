@@ -2,7 +2,7 @@
 
 Never skipped: without /usr/bin/chromium the test fails and says how to install it. Runs on the
 tiny model (seconds). With WELFARE_AXIS_DEMO_SCREENSHOT=docs/demo.png it runs on the default
-model with the shipped vectors and writes the README's screenshot there.
+model with the shipped vectors and writes the screenshot of docs/demo.md there.
 """
 
 import os
@@ -27,7 +27,7 @@ def _free_port() -> int:
 def demo(lm):
     from welfare_axis.demo.app import server
 
-    if SCREENSHOT:  # the README's screenshot: the real default model and the shipped vectors
+    if SCREENSHOT:  # docs/demo.md's screenshot: the real default model and the shipped vectors
         from training.models import load_model
         from welfare_axis.demo.service import DemoService
         from welfare_axis.demo.shipped import load_shipped

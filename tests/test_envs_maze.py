@@ -193,7 +193,7 @@ def test_registered_id_and_make_kwargs():
     assert envs.ENV_ID == "WelfareMaze-v0"
 
 
-# -- Gymnasium's contract (issue 14) ------------------------------------------------------------------
+# -- Gymnasium's contract ------------------------------------------------------------------
 @pytest.mark.parametrize("action", [2.7, 2.0, True, False, np.bool_(True), "N", "north", None, [1], np.array([1])])
 def test_step_refuses_anything_but_a_discrete_action(action):
     env = MazeEnv()

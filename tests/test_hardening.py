@@ -1,4 +1,4 @@
-"""A run is what its files say (issue 14): stale resumes, path-spelled keys, two processes, orphaned
+"""A run is what its files say: stale resumes, path-spelled keys, two processes, orphaned
 temporary checkpoints, all-or-nothing outputs and --resume's flags."""
 
 import json

@@ -1,7 +1,7 @@
 """`TrainConfig`: every hyperparameter of RL and SFT training in one dataclass, plus presets.
 
 Presets (`TRAIN_PRESETS`): `tiny` (random 4-layer model, for tests), `cpu-small` (the default
-model on 2 CPU cores: SFT in ~20 min, then RL from the SFT model in ~25 min) and `paper` (the
+model on 2 CPU cores: SFT, then a few RL steps from the SFT model) and `paper` (the
 paper's hyperparameters, for GPU users).
 Any field can be overridden: `config_from_preset("cpu-small", lr=1e-4, maze={"n_moves": 7})`,
 or on the command line (`--lr 1e-4 --n-moves 7`, see welfare_axis/cmd_train.py).
@@ -183,20 +183,18 @@ TRAIN_PRESETS: dict[str, dict] = {
     ),
     # The default model on 2 CPU cores. Training is SFT then RL (`reproduce` runs both; `train sft`
     # and `train rl --model <sft checkpoint>` run them by hand). The SFT is what makes the policy
-    # read the tiles (~12 min): a full fine-tune on one-move trajectories at a constant LR 6e-5,
+    # read the tiles: a full fine-tune on one-move trajectories at a constant LR 6e-5,
     # 100 steps x 16 (docs/experiments.md, "SFT at twice the LR": at 3e-5 the loss left chance
     # near step 95 and the recipe needed 150 steps; at 6e-5 near step 65, and step 100 plays the
     # held-out mazes as well as 3e-5 at step 150; 1e-4 did not leave chance in 120 steps).
-    # In our runs nothing else did on CPU (README, "Status"): LoRA SFT, four-move SFT with a
+    # In our runs nothing else did on CPU (docs/experiments.md): LoRA SFT, four-move SFT with a
     # cosine LR, the same recipe with a cosine over its steps, and RL from the naive model
     # (Dr. GRPO and REINFORCE, LoRA and full) all left golds and molds where they were;
     # benchmarks/tile_reading.py shows the same sudden transition in isolation.
     # RL deviations from the paper, for speed: 4 moves per episode instead of 15, 8 mazes x 8
-    # episodes per step, 4 steps (14 until 2026-12-04, 8 until 2026-12-05; cut so that `make
-    # reproduce` fits the hour with the larger extraction that split-half reliability needs; against
-    # the SFT model on 64 held-out mazes, 8 steps moved molds by +0.08 [-0.16, +0.31] and 4 by -0.17
-    # [-0.31, -0.03], 14 clearly improved it: docs/experiments.md; cpu-small's trained model is
-    # mostly its SFT model),
+    # episodes per step, 4 steps (few, so that `make reproduce` fits the hour with the larger
+    # extraction that split-half reliability needs; docs/experiments.md has what more steps did:
+    # cpu-small's trained model is mostly its SFT model, and claims.json says so),
     # LoRA r16 on the top 15 of 30 blocks (the update runs only
     # those, on hidden states cached by the rollout; blocks 15..29 include floor(2L/3) and
     # floor(5L/6), where claims are read), LR 5e-4 (LoRA needs far more than 3e-6 to move in a

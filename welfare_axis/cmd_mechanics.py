@@ -1,4 +1,4 @@
-"""`welfare-axis mechanics drift|probe|anatomy|recruitment|matched`: how RL changed the model (issue 16, mechanics/).
+"""`welfare-axis mechanics drift|probe|anatomy|recruitment|matched`: how RL changed the model (mechanics/).
 
 Each subcommand writes <name>.json (summary, the hypotheses it measures with their verdicts, and
 provenance) and <name>.parquet (the per-example, per-step or per-matrix table) into --out.
@@ -21,7 +21,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "mechanics",
         help="mechanics of the update: drift KL, one-step RL vs SFT probe with gating, update anatomy, recruitment",
-        description="Measurements of issue 16 (hypotheses H1-H4, thresholds in mechanics/claims.py). --model/--checkpoint is the "
+        description="Measurements (hypotheses H1-H4, thresholds in mechanics/claims.py). --model/--checkpoint is the "
         "trained model, --model/--start-checkpoint the one it started from (default: the plain --model).",
     )
     msub = p.add_subparsers(dest="mechanics", metavar="MEASUREMENT")

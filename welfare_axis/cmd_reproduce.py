@@ -13,7 +13,7 @@ from welfare_axis.stages import STAGES
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="run the whole study (cached, resumable stages) and write a report")
     p.add_argument("--preset", default="cpu-small", choices=list(REPRODUCE_PRESETS),
-                   help="smoke (tiny model, minutes), cpu-small (default model, ~1 h on 2 cores), paper (GPU sizes)")
+                   help="smoke (tiny model, minutes), cpu-small (default model, within the hour on 2 cores), paper (GPU sizes)")
     p.add_argument("--out", type=out_dir, default=None, help="run folder (default runs/<preset>)")
     p.add_argument("--model", type=model_arg, default=None, help="override the preset's model (built-in name, local folder or HF id)")
     p.add_argument("--training", default=None, choices=TRAININGS,

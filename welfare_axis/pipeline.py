@@ -74,24 +74,22 @@ REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
         estimates={"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3, "plant": 2,
                    "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "mechanics": 5, "report": 3},
     ),
-    # The default model on 2 CPU cores. At cf6bc4c (2026-12-04, 500 trajectories per class for both
-    # models, 8 RL steps) a clean clone took 58.8 min (SFT 12.7, RL 12.4, steering 10.6, mechanics 9.1;
-    # README "Results"), and the whitened split-half reliability at l* was 0.76-0.94 (0.9 needs ~550
-    # per class for v_Mold, ~1430 for u_Mold). Hence 800 / 1700 per class here, paid for by 4 RL steps:
-    # 44.6 min from a clean clone at e7c3dba (2026-12-05, a faster day; reliability 0.90-0.95 at l*).
+    # The default model on 2 CPU cores, within the hour. At 500 trajectories per class the whitened
+    # split-half reliability at l* was 0.76-0.94 (0.9 needs ~550 per class for v_Mold, ~1430 for
+    # u_Mold), hence 800 / 1700 per class here, paid for by fewer RL steps (docs/performance.md).
     "cpu-small": ReproducePreset(
         name="cpu-small", model="smollm2-135m-instruct", train_preset="cpu-small", training="sft+rl", eval_mazes=64, extract_n=800,
         extract_n_naive=1700, steer_k=1, alphas=(-4.0, 0.0, 4.0),
-        # 32 new tokens (40 until 2026-12-04): a sentence or two for VADER, ~20% less generation at two layers
+        # 32 new tokens: a sentence or two for VADER
         steer_max_new_tokens=32,
-        # 1-move trajectories (83 tokens, ~0.1 s each on 2 cores, vs 0.18 s for a 1-2-move mix) buy the larger N
+        # 1-move trajectories (about half the cost of a 1-2-move mix) buy the larger N
         evals=("sentiment",), eval_items=0, steer_trained=True, extract_max_moves=1,
         # 8 screen prompts per readout keep the 29-layer screen to minutes; alpha 4 adds 0.4 of the residual norm
         screen_prompts=8, screen_ratios=(0.25, 0.5), unit_ratio=0.1, plant_scale=2.0,
-        # half the default drift / CKA episodes and off-target prompts: 13.1 min at the defaults (2026-11-28),
-        # 9.1 at these (2026-12-04); the one-step probe's rollouts and gradients (~2 min a batch) are the rest
+        # half the default drift / CKA episodes and off-target prompts; the one-step probe's rollouts and
+        # gradients are the rest of the mechanics stage
         mechanics=MechanicsSizes(n_maze=16, n_per_set=16),
-        # stage seconds of the 2026-12-04 clean-clone run, scaled to this preset's sizes (extraction ~40 s + 0.1 s a trajectory)
+        # expected stage seconds on 2 cores, for the progress bar's time estimate
         estimates={"naive_eval": 50, "train_rl": 350, "train_sft": 730, "trained_eval": 60, "extract_naive": 550, "plant": 15,
                    "extract_trained": 280, "analyze": 200, "steer_naive": 580, "steer_trained": 70, "mechanics": 545, "report": 5},
     ),
