@@ -13,15 +13,15 @@ block, and `depth_spread`, the effective number of layers carrying the update ov
 from __future__ import annotations
 
 import math
-import re
 from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import torch
 
+from training.modeling import block_index
+
 DEFAULT_TOLERANCES = (0.0, 1e-7, 1e-6, 1e-5)
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 def relative_change(w0: torch.Tensor, w1: torch.Tensor) -> float:
@@ -87,12 +87,6 @@ def top_subspace_rotation(w0: torch.Tensor, w1: torch.Tensor, k: int = 8) -> dic
     return {"left_max_deg": float(left.max().rad2deg()), "right_max_deg": float(right.max().rad2deg())}
 
 
-def layer_of(name: str) -> int | None:
-    """Decoder block index in a parameter name ("model.layers.3.mlp.up_proj.weight" -> 3), None outside the blocks."""
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
-
-
 def depth_spread(layer_mass) -> float:
     """Effective number of layers carrying the update, over their count: exp(H(p)) / L, p = mass share per layer.
 
@@ -133,7 +127,7 @@ def matrix_table(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor
         if w0.shape != w1.shape:
             raise ValueError(f"{name}: shapes differ ({tuple(w0.shape)} vs {tuple(w1.shape)})")
         delta = w1.float() - w0.float()
-        row = {"name": name, "layer": layer_of(name), "shape": "x".join(map(str, w0.shape)), "numel": w0.numel(),
+        row = {"name": name, "layer": block_index(name), "shape": "x".join(map(str, w0.shape)), "numel": w0.numel(),
                "norm": float(w0.double().norm()), "delta_norm": float(delta.double().norm()),
                "relative_change": relative_change(w0, w1)}
         row.update({f"sparsity@{t:g}": v for t, v in sparsity(delta, tolerances).items()})

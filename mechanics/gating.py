@@ -25,20 +25,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.modeling import decoder_layers, decoder_of
+from training.modeling import decoder_layers, decoder_of, gated_mlp
 
 SUMS = ("units", "units_closed", "slope", "slope_closed", "mass_in", "mass_in_closed", "mass_out", "mass_out_closed")
 
 
 def mlp_parts(model) -> list:
-    """The MLP of each decoder block; refuses a model whose MLPs are not gated (gate/up/down projections)."""
-    mlps = []
-    for i, block in enumerate(decoder_layers(model)):
-        mlp = getattr(block, "mlp", None)
-        if mlp is None or not all(hasattr(mlp, k) for k in ("gate_proj", "up_proj", "down_proj", "act_fn")):
-            raise ValueError(f"block {i} has no gated MLP (gate_proj, up_proj, down_proj, act_fn); gating needs a Llama-style model")
-        mlps.append(mlp)
-    return mlps
+    """The gated MLP of each decoder block (`training.modeling.gated_mlp`), or [] when the family's MLPs are
+    not gated (GPT-2, GPT-NeoX, OPT, Falcon, Phi-3's fused gate): then nothing is recorded and H2 is not measured."""
+    parts = [gated_mlp(block) for block in decoder_layers(model)]
+    return [] if any(p is None for p in parts) else [p["module"] for p in parts]
 
 
 def activation_derivative(act_fn, z: torch.Tensor) -> torch.Tensor:

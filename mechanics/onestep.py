@@ -297,7 +297,7 @@ def probe_summary(steps: pd.DataFrame, gates: pd.DataFrame, n_boot: int = 2000, 
     `rl_minus_sft_gating` is the paired difference of the RL and the SFT gating ratios.
     Batches without RL signal (all advantages zero) have NaN RL rows and no RL gating rows, so they
     drop out of every RL ratio; `n_no_rl_signal` counts them (when all batches are such, H1, H2 and H2b
-    are not measured: their values and CIs are NaN).
+    are not measured: their values and CIs are NaN); so are H2 and H2b for a family without gated MLPs.
     """
     from mechanics.gating import SUMS, gate_shares
 
@@ -310,6 +310,8 @@ def probe_summary(steps: pd.DataFrame, gates: pd.DataFrame, n_boot: int = 2000, 
            "off_target_kl": {k: mean_ci(kl[k], n_boot, seed) for k in KINDS},
            "target_change": {k: mean_ci(by[k]["target_change"], n_boot, seed) for k in KINDS},
            "gating": {}}
+    if "kind" not in gates:  # no gated MLPs in this family (mechanics.gating.mlp_parts): H2 is not measured
+        gates = pd.DataFrame(columns=["batch", "kind", *SUMS])
     pooled = {}
     for kind in KINDS:
         g = gates[gates["kind"] == kind].groupby("batch")[list(SUMS)].sum()

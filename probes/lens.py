@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from training.modeling import causal_lm, final_norm_gain
+
 # Whole-token words and contraction pieces. Short words are exact-only so that "nothingness",
 # "nevertheless", "nonetheless", "note" do not count. Contraction pieces ("don", "won",
 # "haven", "aren", ...) are how byte-level BPE splits "don't" (' don' + "'t"); a few of them
@@ -95,19 +97,13 @@ RECIPE = (
 def unembedding(model) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_U [V, H], final-norm gain [H]), float32 on cpu.
 
-    The lens reads the residual stream as the model's last step does: RMSNorm (whose
+    The lens reads the residual stream as the model's last step does: the final norm (whose
     per-channel gain changes directions; the 1/rms scale does not change a ranking) then W_U.
-    A PEFT wrapper is unwrapped with get_base_model() (its .model attribute is the causal LM,
-    not the decoder, so `model.model.norm` would silently miss the gain). Gain = ones when the
-    model has no `model.norm.weight`.
+    The gain is `training.modeling.final_norm_gain` (a PEFT wrapper unwrapped; Gemma's 1 + weight;
+    ones when the family has no final norm).
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    w_u = base.get_output_embeddings().weight.detach().float().cpu()
-    decoder = getattr(base, "model", None)
-    norm = getattr(decoder, "norm", None) if decoder is not None else None
-    weight = getattr(norm, "weight", None) if norm is not None else None
-    gain = weight.detach().float().cpu() if weight is not None else torch.ones(w_u.shape[1])
-    return w_u, gain
+    w_u = causal_lm(model).get_output_embeddings().weight.detach().float().cpu()
+    return w_u, final_norm_gain(model)
 
 
 def readable_token(tokenizer, token_id: int) -> str:

@@ -60,8 +60,12 @@ def test_relative_change_sparsity_depth_spread_layer_names():
     assert anatomy.depth_spread([1.0, 1.0, 1.0, 1.0]) == pytest.approx(1.0)
     assert anatomy.depth_spread([0.0, 5.0, 0.0, 0.0]) == pytest.approx(0.25)
     assert math.isnan(anatomy.depth_spread([0.0, 0.0]))
-    assert anatomy.layer_of("model.layers.12.mlp.up_proj.weight") == 12
-    assert anatomy.layer_of("model.embed_tokens.weight") is None
+    from training.modeling import block_index
+
+    assert block_index("model.layers.12.mlp.up_proj.weight") == 12
+    assert block_index("base_model.model.transformer.h.3.attn.c_attn.weight") == 3  # GPT-2 under PEFT
+    assert block_index("model.decoder.layers.7.fc1.weight") == 7  # OPT
+    assert block_index("model.embed_tokens.weight") is None
 
 
 def test_linear_cka_identity_and_invariances():

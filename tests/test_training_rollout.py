@@ -5,7 +5,7 @@ import torch
 
 from envs import MazeConfig, good_policy_trajectory
 from training.chat import render_chat
-from training.forward import check_split_forward, direction_logprobs
+from training.forward import direction_logprobs, split_forward_error
 from training.rollout import ChatTokens, rollout, unmasked_rollout
 from training.sft import episode_from_messages
 
@@ -62,7 +62,7 @@ def test_update_forward_matches_rollout_and_split_forward(played):
     taken = full.gather(-1, torch.tensor([ep.actions for ep in eps]).unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(taken, torch.tensor([ep.logprobs for ep in eps]), atol=1e-4)
     assert torch.allclose(full, split, atol=1e-5)
-    assert check_split_forward(model, eps[0], chat.dir_ids, 0.7, 2) < 1e-4
+    assert split_forward_error(model, eps[0], chat.dir_ids, 0.7, 2) < 1e-4
 
 
 def test_rollout_is_reproducible_and_seed_dependent(tiny):

@@ -7,41 +7,28 @@ of the unembedding, so no full-vocabulary logits are ever materialised.
 When only blocks l.. are trainable (LoRA on the top K blocks), the rollout has cached the
 hidden state entering block l, and the update runs just blocks l.. on it: the decoder's
 block list is temporarily cut to layers[l:] and the cached states go in as
-`inputs_embeds`. `check_split_forward` verifies once that this equals the full forward.
+`inputs_embeds`. That is exact only for families that add nothing to `inputs_embeds` before the
+first block (not GPT-2 and OPT, which add position embeddings to them), so
+`split_forward_error` compares it once with the full forward and training falls back to the full
+forward where they differ.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 
-from training.modeling import decoder_layers, decoder_of, direction_head, direction_logits, pad_batch
+from training.modeling import blocks_from, decoder_layers, decoder_of, direction_head, direction_logits, input_embeddings, pad_batch
 from training.rollout import EpisodeRecord
 
 
 def first_trainable_block(model) -> int:
     """Index of the lowest decoder block with trainable parameters (0 if embeddings train too)."""
-    if any(p.requires_grad for p in decoder_of(model).embed_tokens.parameters()):
+    if any(p.requires_grad for p in input_embeddings(model).parameters()):
         return 0
     for i, block in enumerate(decoder_layers(model)):
         if any(p.requires_grad for p in block.parameters()):
             return i
     return 0
-
-
-@contextmanager
-def blocks_from(dec, start: int):
-    """Temporarily keep only decoder blocks start.. (so inputs_embeds enter block `start`)."""
-    full = dec.layers
-    if start <= 0:
-        yield
-        return
-    dec.layers = torch.nn.ModuleList(list(full)[start:])
-    try:
-        yield
-    finally:
-        dec.layers = full
 
 
 def _batch(episodes: list[EpisodeRecord], use_hidden: bool, pad_id: int, device):
@@ -75,7 +62,7 @@ def direction_logprobs(
     if use_hidden and any(ep.hidden is None or ep.hidden_layer != start_block for ep in episodes):
         raise ValueError(f"episodes lack cached hidden states for block {start_block}; roll out with cache_layer={start_block}")
     inputs, mask, pos = _batch(episodes, use_hidden, pad_id, device)
-    with blocks_from(dec, start_block if use_hidden else 0):
+    with blocks_from(model, start_block if use_hidden else 0):
         h = dec(**inputs, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
     n_moves = len(episodes[0].action_positions)
     idx = torch.as_tensor([[p - 1 for p in ep.action_positions] for ep in episodes], device=device)
@@ -86,15 +73,12 @@ def direction_logprobs(
     return torch.log_softmax(logits, dim=-1)
 
 
+SPLIT_ATOL = 1e-3  # the largest log-prob difference between the split and the full forward that counts as equal
+
+
 @torch.no_grad()
-def check_split_forward(model, episode: EpisodeRecord, dir_ids: list[int], temperature: float, start_block: int, atol: float = 1e-3) -> float:
-    """Max |difference| between the cached-hidden (blocks start..) and the full forward; raises if > atol."""
+def split_forward_error(model, episode: EpisodeRecord, dir_ids: list[int], temperature: float, start_block: int) -> float:
+    """Max |log-prob difference| between the cached-hidden forward (blocks start..) and the full forward."""
     full = direction_logprobs(model, [episode], dir_ids, temperature, 0)
     split = direction_logprobs(model, [episode], dir_ids, temperature, start_block)
-    diff = float((full - split).abs().max())
-    if diff > atol:
-        raise RuntimeError(
-            f"the split forward from block {start_block} differs from the full forward by {diff:.2e}; "
-            "this architecture needs lora_top_layers=0"
-        )
-    return diff
+    return float((full - split).abs().max())

@@ -10,6 +10,8 @@ convention, built on these.
 from __future__ import annotations
 
 import functools
+import re
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -21,12 +23,113 @@ def causal_lm(model):
 
 
 def decoder_of(model):
-    """The decoder stack (embeddings, blocks, final norm) of a causal LM: what a forward without the LM head runs."""
-    lm = causal_lm(model)
-    dec = getattr(lm, "model", None)
-    if dec is None or not hasattr(dec, "layers"):
-        dec = lm.get_decoder()
-    return dec
+    """The decoder stack (embeddings, blocks, final norm) of a causal LM: what a forward without the LM head
+    runs, returning `last_hidden_state` (`model` of Llama-style models, `transformer` of GPT-2 and Falcon,
+    `gpt_neox` of GPT-NeoX, `model` of OPT, whose blocks sit one level lower in `model.decoder`)."""
+    return causal_lm(model).base_model
+
+
+# Where each family keeps its blocks and its final norm, relative to `decoder_of`.
+_BLOCK_PATHS = ("layers", "h", "decoder.layers", "blocks")
+_FINAL_NORM_PATHS = ("norm", "ln_f", "final_layer_norm", "decoder.final_layer_norm", "final_norm")
+
+
+def _get(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _blocks_owner(model) -> tuple[torch.nn.Module, str]:
+    """(module, attribute) holding the decoder blocks' ModuleList."""
+    dec = decoder_of(model)
+    for path in _BLOCK_PATHS:
+        if isinstance(_get(dec, path), torch.nn.ModuleList):
+            owner, _, attr = path.rpartition(".")
+            return (_get(dec, owner) if owner else dec), attr
+    raise ValueError(f"cannot find the decoder blocks of {type(causal_lm(model)).__name__}; "
+                     f"expected one of {', '.join(_BLOCK_PATHS)} under its {type(dec).__name__}")
+
+
+def blocks_attribute(model) -> str:
+    """The attribute name of the blocks' ModuleList ("layers", "h"): peft's `layers_pattern`."""
+    return _blocks_owner(model)[1]
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The list of decoder blocks of a causal LM (Llama, Mistral, Qwen, Gemma, Phi-3, GPT-2, GPT-NeoX, OPT,
+    Falcon; PEFT-wrapped too)."""
+    owner, attr = _blocks_owner(model)
+    return getattr(owner, attr)
+
+
+@contextmanager
+def blocks_from(model, start: int):
+    """Temporarily keep only decoder blocks start.. in the decoder, so that what enters as `inputs_embeds`
+    enters block `start` (the caller checks that the family adds nothing to inputs_embeds first:
+    `training.forward.check_split_forward`)."""
+    if start <= 0:
+        yield
+        return
+    owner, attr = _blocks_owner(model)
+    full = getattr(owner, attr)
+    setattr(owner, attr, torch.nn.ModuleList(list(full)[start:]))
+    try:
+        yield
+    finally:
+        setattr(owner, attr, full)
+
+
+def input_embeddings(model) -> torch.nn.Module:
+    return causal_lm(model).get_input_embeddings()
+
+
+def final_norm(model) -> torch.nn.Module | None:
+    """The norm applied to the last block's output before the unembedding (None if the family has none)."""
+    dec = getattr(causal_lm(model), "base_model", None)
+    for path in _FINAL_NORM_PATHS:
+        m = _get(dec, path)
+        if isinstance(m, torch.nn.Module):
+            return m
+    return None
+
+
+def final_norm_gain(model) -> torch.Tensor:
+    """[H] per-channel gain of the final norm, float32 on cpu: a LayerNorm's weight; an RMS norm's weight, or
+    what it does to a vector of ones (rms 1) where that differs from the weight (Gemma's 1 + weight); ones
+    without a norm."""
+    norm = final_norm(model)
+    hidden = causal_lm(model).get_output_embeddings().weight.shape[1]
+    if norm is None:
+        return torch.ones(hidden)
+    weight = getattr(norm, "weight", None)
+    if getattr(norm, "bias", None) is not None and weight is not None:
+        return weight.detach().float().cpu()
+    with torch.no_grad():
+        p = next(norm.parameters(), None)
+        x = torch.ones(1, hidden, device=p.device if p is not None else "cpu", dtype=p.dtype if p is not None else torch.float32)
+        gain = norm(x)[0].detach().float().cpu()
+    if weight is not None and torch.allclose(gain, weight.detach().float().cpu(), rtol=1e-3, atol=1e-5):
+        return weight.detach().float().cpu()
+    return gain
+
+
+def gated_mlp(block) -> dict | None:
+    """{"gate", "up", "down", "act"} of a block's gated MLP (down(act(gate(x)) * up(x))), or None when the MLP
+    is not gated (GPT-2, GPT-NeoX, OPT, Falcon) or fuses gate and up into one matrix (Phi-3)."""
+    mlp = getattr(block, "mlp", None)
+    if mlp is None or not all(hasattr(mlp, k) for k in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+        return None
+    return {"gate": mlp.gate_proj, "up": mlp.up_proj, "down": mlp.down_proj, "act": mlp.act_fn, "module": mlp}
+
+
+def block_index(parameter_name: str) -> int | None:
+    """Decoder block index in a parameter name ("model.layers.3.mlp.up_proj.weight", "transformer.h.3.attn...",
+    "model.decoder.layers.3...") -> 3; None outside the blocks."""
+    m = re.search(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.", parameter_name)
+    return int(m.group(1)) if m else None
 
 
 def cache_kwargs(module, cache) -> dict:
@@ -43,26 +146,6 @@ def _cache_arg(forward) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
-
-
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The list of decoder blocks of a causal LM (Llama/Mistral/Qwen/GPT-2 style, PEFT-wrapped too)."""
-    candidates = [model]
-    for attr in ("base_model", "model"):
-        for m in list(candidates):
-            sub = getattr(m, attr, None)
-            if sub is not None:
-                candidates.append(sub)
-    for m in candidates:
-        for path in ("model.layers", "layers", "transformer.h", "h", "gpt_neox.layers"):
-            obj = m
-            for part in path.split("."):
-                obj = getattr(obj, part, None)
-                if obj is None:
-                    break
-            if isinstance(obj, torch.nn.ModuleList):
-                return obj
-    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__}; expected model.layers or transformer.h")
 
 
 def block_hidden(args: tuple, kwargs: dict) -> torch.Tensor:

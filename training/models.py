@@ -381,3 +381,45 @@ def tiny_model(seed: int = 0, n_layers: int = 4, hidden_size: int = 64):
         model = LlamaForCausalLM(config)
     model.eval()
     return model, tokenizer
+
+
+# Random tiny configs of every decoder family the toolkit supports (training/modeling.py finds their
+# parts), for tests and for trying a family without a download: (config class, model class, sizes).
+_H, _I = 64, 128
+TINY_FAMILIES: dict[str, tuple[str, str, dict]] = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(hidden_size=_H, intermediate_size=_I, num_attention_heads=4, num_key_value_heads=2)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(hidden_size=_H, intermediate_size=_I, num_attention_heads=4, num_key_value_heads=2,
+                                                            sliding_window=None)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(hidden_size=_H, intermediate_size=_I, num_attention_heads=4, num_key_value_heads=2)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(hidden_size=_H, intermediate_size=_I, num_attention_heads=4, num_key_value_heads=2,
+                                                      head_dim=16)),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(hidden_size=_H, intermediate_size=_I, num_attention_heads=4, num_key_value_heads=2,
+                                                         head_dim=16)),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(hidden_size=_H, intermediate_size=_I, num_attention_heads=4,
+                                                             num_key_value_heads=2, head_dim=16)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(hidden_size=_H, intermediate_size=_I, num_attention_heads=4, num_key_value_heads=2)),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=_H, n_head=4)),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(hidden_size=_H, intermediate_size=_I, num_attention_heads=4)),
+    "opt": ("OPTConfig", "OPTForCausalLM", dict(hidden_size=_H, ffn_dim=_I, num_attention_heads=4, word_embed_proj_dim=_H)),
+    "falcon": ("FalconConfig", "FalconForCausalLM", dict(hidden_size=_H, num_attention_heads=4, new_decoder_architecture=False,
+                                                         multi_query=True)),
+}
+
+
+def tiny_family_model(family: str, seed: int = 0, n_layers: int = 4):
+    """(model, tokenizer): a random-weight model of `family` (a key of TINY_FAMILIES) with the tiny tokenizer."""
+    import transformers
+
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; use one of {', '.join(TINY_FAMILIES)}")
+    config_cls, model_cls, sizes = TINY_FAMILIES[family]
+    tokenizer = tiny_tokenizer()
+    layers = {"n_layer": n_layers} if family == "gpt2" else {"num_hidden_layers": n_layers}
+    positions = {"n_positions": 4096} if family == "gpt2" else {} if family == "falcon" else {"max_position_embeddings": 4096}
+    config = getattr(transformers, config_cls)(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id, **sizes, **layers, **positions)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(transformers, model_cls)(config)
+    model.eval()
+    return model, tokenizer

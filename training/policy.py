@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.config import TrainConfig
-from training.modeling import decoder_layers
+from training.modeling import blocks_attribute, decoder_layers
 from training.models import load_model
 
 
@@ -21,11 +21,15 @@ def build_policy(config: TrainConfig):
         top = config.lora_top_layers
         if top > n_layers:
             raise ValueError(f"lora_top_layers={top} exceeds the model's {n_layers} blocks")
+        conv1d = False
         if config.lora_targets != "all-linear":
             targets = [t.strip() for t in config.lora_targets.split(",")]
-        elif top:  # peft needs explicit names with layers_to_transform: every Linear in a block
+        elif top:  # peft needs explicit names with layers_to_transform: every Linear (GPT-2: Conv1D) in a block
+            from transformers.pytorch_utils import Conv1D
+
             block = decoder_layers(model)[0]
-            targets = sorted({n.split(".")[-1] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)})
+            targets = sorted({n.split(".")[-1] for n, m in block.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
+            conv1d = any(isinstance(m, Conv1D) for m in block.modules())
         else:
             targets = "all-linear"
         lora = LoraConfig(
@@ -34,7 +38,8 @@ def build_policy(config: TrainConfig):
             lora_dropout=config.lora_dropout,
             target_modules=targets,
             layers_to_transform=list(range(n_layers - top, n_layers)) if top else None,
-            layers_pattern="layers" if top else None,
+            layers_pattern=blocks_attribute(model) if top else None,
+            fan_in_fan_out=bool(top) and config.lora_targets == "all-linear" and conv1d,  # Conv1D stores weights transposed
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
