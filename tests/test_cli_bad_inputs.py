@@ -214,6 +214,13 @@ CASES = {
     "--out a folder (train eval)": (lambda f: _train_eval(f, out=f["root"] / "an"), "is a folder, but --out names a file"),
     "--model a folder but not a model (steer)": (lambda f: ["steer", "--model", f["root"] / "not_a_model", "--vectors", f["good"], "hi"],
                                                  "holds no config.json, so it is not a model"),
+    "--checkpoint missing (mechanics drift)": (lambda f: ["mechanics", "drift", "--model", "tiny", "--checkpoint", f["root"] / "missing",
+                                                         "--out", f["root"] / "drift"], "does not exist"),
+    "--checkpoint a file (train eval)": (lambda f: _train_eval(f, "--checkpoint", f["root"] / "a_file"), "is a file"),
+    "--checkpoint not a model (extract)": (lambda f: _extract(f, "--checkpoint", f["root"] / "not_a_model"),
+                                           "holds neither config.json"),
+    "--start-checkpoint missing (mechanics anatomy)": (lambda f: ["mechanics", "anatomy", "--model", "tiny", "--start-checkpoint",
+                                                                  f["root"] / "missing", "--out", f["root"] / "anatomy"], "does not exist"),
     "--model a folder but not a model (train rl)": (lambda f: ["train", "rl", "--model", f["root"] / "not_a_model", "--out", f["root"] / "rl"],
                                                     "holds no config.json, so it is not a model"),
 }

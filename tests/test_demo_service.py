@@ -62,9 +62,24 @@ def test_kv_cache_gives_the_same_steered_reply(service, specs):
     assert cached["steered"]["projections"] == pytest.approx(full["steered"]["projections"], rel=1e-4, abs=1e-3)
 
 
-def test_same_seed_same_sample(service):
+def test_same_seed_same_sample_and_another_seed_another(service):
     req = service.request(PROMPT, [("v_mold", 4.0)], 2, 1.0, 11, 12)
-    assert service.steer(req) == service.steer(req)
+    first = service.steer(req)
+    assert service.steer(req) == first
+    others = [service.steer(service.request(PROMPT, [("v_mold", 4.0)], 2, 1.0, s, 12))["steered"]["text"] for s in (12, 13, 14)]
+    assert any(t != first["steered"]["text"] for t in others)  # sampling at temperature 1 depends on the seed
+
+
+def test_http_api_refuses_an_alpha_the_page_would_not_allow(service):
+    from starlette.testclient import TestClient
+
+    from welfare_axis.demo.app import make_app
+
+    with TestClient(make_app(service)) as client:
+        r = client.post("/api/steer", json={"prompt": "hi", "vector": "v_mold", "alpha": 1e9})
+        ok = client.post("/api/steer", json={"prompt": "hi", "vector": "v_mold", "alpha": 8, "max_new_tokens": 2})
+    assert r.status_code == 400 and "-8..8" in r.json()["error"] and "\n" not in r.json()["error"]
+    assert ok.status_code == 200 and ok.json()["vectors"] == [["v_mold", 8.0]]
 
 
 def test_concurrent_requests_do_not_interleave_hooks(service):
@@ -113,6 +128,7 @@ def test_lock_is_held_while_streaming(service):
     (dict(prompt="", specs=[("v_mold", 1)]), "prompt"),
     (dict(prompt="hi", specs=[("v_mold", "abc")]), "must be a number"),
     (dict(prompt="hi", specs=[("v_mold", float("nan"))]), "finite"),
+    (dict(prompt="hi", specs=[("v_mold", 1e9)]), "must be in -8..8"),
     (dict(prompt="hi", specs=[("v_nope", 1)]), "unknown vector"),
     (dict(prompt="hi", specs=[("v_mold", 1)], layer=99), "out of range"),
     (dict(prompt="hi", specs=[("v_mold", 1)], layer="x"), "layer must be a number"),

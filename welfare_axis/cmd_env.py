@@ -26,7 +26,7 @@ def register(sub) -> None:
     sample = env_sub.add_parser("sample", help="print scripted trajectories as chat transcripts")
     sample.add_argument("--kind", default="gold", choices=[*TILE_KINDS, "good"], help="final tile class, or 'good' for the scripted good policy")
     sample.add_argument("-n", type=positive_int, default=3, help="number of trajectories (default 3)")
-    sample.add_argument("--seed", type=seed_int, default=0)
+    sample.add_argument("--seed", type=seed_int, default=0, help="trajectory seed (same seed, same trajectories)")
     sample.add_argument("--json", action="store_true", help="print JSON lines instead of transcripts")
     add_maze_args(sample)
     sample.set_defaults(func=run_sample)

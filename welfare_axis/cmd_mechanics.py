@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from welfare_axis.options import UserError, add_maze_args, add_model_args, maze_config_from_args
+from welfare_axis.options import BATCH_HELP, NO_PROGRESS_HELP, SEED_HELP, UserError, checkpoint_arg, add_maze_args, add_model_args, maze_config_from_args
 
 SUBCOMMANDS = ("drift", "probe", "anatomy", "recruitment", "matched")
 
@@ -43,7 +43,7 @@ def register(sub) -> None:
                         "scripted: both on the scripted moves (RL may not rise; default own)")
     o.add_argument("--refine", type=int, default=2, help="secant corrections of the first-order step (default 2)")
     o.add_argument("--temperature", type=float, default=0.7, help="sampling and RL-loss temperature (default 0.7, training's)")
-    o.add_argument("--micro-batch", type=int, default=8)
+    o.add_argument("--micro-batch", type=int, default=8, help="episodes per backward pass (memory vs speed; default 8)")
 
     a = msub.add_parser("anatomy", help="per weight matrix: relative change, sparsity, effective rank, top singular subspace rotation")
     _common(a)
@@ -55,7 +55,7 @@ def register(sub) -> None:
     r.add_argument("--control", required=True, help="concept-vector folder of the start (maze-naive) model")
     r.add_argument("--n-maze", type=int, default=32, help="held-out maze episodes for CKA (0: skip CKA; default 32)")
     r.add_argument("--moves", type=int, default=3, help="moves per maze episode (default 3)")
-    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--batch-size", type=int, default=8, help=BATCH_HELP + " (default 8)")
     from training.config import TRAIN_PRESETS
 
     m = msub.add_parser("matched", help="continue --model with RL and with SFT (same steps, decisions, LoRA, optimizer); "
@@ -68,7 +68,7 @@ def register(sub) -> None:
     m.add_argument("--eval-mazes", type=int, default=64, help="held-out mazes for the first-move progress (default 64)")
     m.add_argument("--n-maze", type=int, default=16, help="held-out maze episodes for the on-target KL (default 16)")
     m.add_argument("--n-per-set", type=int, default=16, help="prompts per off-target set (default 16)")
-    m.add_argument("--batch-size", type=int, default=8)
+    m.add_argument("--batch-size", type=int, default=8, help=BATCH_HELP + " (default 8)")
     for sp in (d, o, a, r, m):
         sp.set_defaults(func=run_mechanics)
 
@@ -76,20 +76,20 @@ def register(sub) -> None:
 def _common(p: argparse.ArgumentParser, start: bool = True) -> None:
     add_model_args(p)
     if start:
-        p.add_argument("--start-checkpoint", "--start-adapter", dest="start_checkpoint", default=None,
+        p.add_argument("--start-checkpoint", "--start-adapter", dest="start_checkpoint", type=checkpoint_arg, default=None,
                        help="checkpoint model folder of the start model, as --checkpoint (default: none, the plain --model); "
                             "--start-adapter is the older name")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws for the CIs (default 2000)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 def _example_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-maze", type=int, default=32, help="held-out maze episodes read on target (default 32)")
     p.add_argument("--moves", type=int, default=3, help="moves per maze episode (default 3: every move is read)")
     p.add_argument("--n-per-set", type=int, default=32, help="prompts per off-target set (default 32)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help=BATCH_HELP + " (default 8)")
     add_maze_args(p)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from welfare_axis.options import (
-    add_download_arg, add_maze_args, add_model_args, device_arg, maze_config_from_args, nonnegative_int, out_dir, positive_int,
+    BATCH_HELP, NO_PROGRESS_HELP, SEED_HELP, add_download_arg, add_maze_args, add_model_args, device_arg, maze_config_from_args, nonnegative_int, out_dir, positive_int,
     seed_int,
 )
 
@@ -24,12 +24,12 @@ def register(sub) -> None:
     p.add_argument("--design", choices=("independent", "paired"), default="independent",
                    help="independent: one maze per example (the paper's); paired: per maze state one example per class, "
                    "differing only in the final letter (less noise, a third of the cost per example)")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--seed", type=seed_int, default=0, help=SEED_HELP)
+    p.add_argument("--batch-size", type=positive_int, default=16, help=BATCH_HELP + " (default 16)")
     p.add_argument("--max-moves", type=positive_int, default=None, help="trajectory length n in 1..MAX (default: 15, as in the paper)")
     p.add_argument("--out", type=out_dir, required=True, help="output folder")
     p.add_argument("--gguf-layer", type=nonnegative_int, default=None, help="also export each vector at this layer as a llama.cpp control vector")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     add_maze_args(p)
     p.set_defaults(func=run_extract)
 
@@ -42,18 +42,18 @@ def register(sub) -> None:
     a.add_argument("--vectors", required=True, help="folder written by 'welfare-axis extract' (trained model)")
     a.add_argument("--control", default=None, help="folder of the maze-naive model's vectors u_*")
     a.add_argument("--out", type=out_dir, required=True, help="output folder")
-    a.add_argument("--seed", type=seed_int, default=0)
+    a.add_argument("--seed", type=seed_int, default=0, help=SEED_HELP)
     a.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    a.add_argument("--batch-size", type=positive_int, default=16)
+    a.add_argument("--batch-size", type=positive_int, default=16, help=BATCH_HELP + " (default 16)")
     a.add_argument("--no-probe", action="store_true", help="skip the logistic-regression probes")
     a.add_argument("--emotion-layer", type=nonnegative_int, default=None, help="default floor(2L/3)")
     a.add_argument("--logit-layer", type=nonnegative_int, default=None, help="default floor(5L/6)")
-    a.add_argument("--top-k", type=positive_int, default=20)
+    a.add_argument("--top-k", type=positive_int, default=20, help="tokens listed per vector and layer in the logit-lens tables (default 20)")
     a.add_argument("--stories", default=None, help="emotion stories JSON (default: the shipped set)")
     a.add_argument("--neutral", default=None, help="neutral texts JSON (default: the shipped set)")
     a.add_argument("--generate-stories", action="store_true", help="have the model under study write the stories")
     a.add_argument("--n-generated", type=positive_int, default=8, help="stories per emotion with --generate-stories")
-    a.add_argument("--no-progress", action="store_true")
+    a.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     add_download_arg(a)
     a.set_defaults(func=run_analyze)
 

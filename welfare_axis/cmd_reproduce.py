@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from welfare_axis.options import add_download_arg, device_arg, model_arg, out_dir, seed_int
+from welfare_axis.options import DTYPE_HELP, add_download_arg, device_arg, model_arg, out_dir, seed_int
 from welfare_axis.pipeline import OPTIONAL_STAGES, PLANTS, REPRODUCE_PRESETS, SECONDARY, TRAININGS
 from welfare_axis.stages import STAGES
 
@@ -36,7 +36,7 @@ def register(sub) -> None:
                    help="draws the mazes, trajectories, training, prompt draws and null directions; seeds listed as exploration "
                         "seeds in probes/protocol.py give exploratory verdicts, any other seed confirmatory ones")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help=DTYPE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     add_download_arg(p)
     p.set_defaults(func=run_reproduce)

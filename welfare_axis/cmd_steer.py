@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from welfare_axis.options import (
-    UserError, add_maze_args, add_model_args, alpha_grid, maze_config_from_args, model_arg, nonnegative_float, nonnegative_int,
+    BATCH_HELP, SEED_HELP, UserError, add_maze_args, add_model_args, alpha_grid, maze_config_from_args, model_arg, nonnegative_float, nonnegative_int,
     out_dir, positive_float, positive_int, seed_int,
 )
 from welfare_axis.options import parse_alphas  # noqa: F401  (re-exported: the alpha grammar lives in options)
@@ -31,7 +31,7 @@ def _add_vector_args(p: argparse.ArgumentParser) -> None:
     layer = g.add_mutually_exclusive_group()
     layer.add_argument("--layer", type=nonnegative_int, default=None, help="steering layer (input of block l, 0-based; 0 = embeddings)")
     layer.add_argument("--analysis", default=None, help="probe analysis folder holding layer_choice.json (per-concept layers)")
-    g.add_argument("--seed", type=seed_int, default=0)
+    g.add_argument("--seed", type=seed_int, default=0, help="sampling seed (same seed, same replies; default 0)")
 
 
 def register(sub) -> None:
@@ -41,7 +41,7 @@ def register(sub) -> None:
     _add_vector_args(p)
     p.add_argument("--vector", default="mold", help="mold/gold/path (trained v_*), u_mold... (needs --control), random_mold...; default mold")
     p.add_argument("--alpha", type=alpha_grid, default="4", help="a number, a list (-4,4) or a sweep start:stop:step (-4:4:2); default 4")
-    p.add_argument("--max-new-tokens", type=positive_int, default=60)
+    p.add_argument("--max-new-tokens", type=positive_int, default=60, help="reply length in tokens (default 60)")
     p.add_argument("--temperature", type=nonnegative_float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--width", type=nonnegative_int, default=0, help="total print width (default: terminal width)")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="user message(s)")
@@ -57,7 +57,7 @@ def register(sub) -> None:
         "takes about 7-12 minutes (estimated from measured batched throughput); --k 1 halves it.",
     )
     e._negative_number_matcher = _NEG
-    e.add_argument("name", choices=["sentiment", "backtracking", "confidence", "refusal"])
+    e.add_argument("name", choices=["sentiment", "backtracking", "confidence", "refusal"], help="which evaluation (steering/evals.py)")
     add_model_args(e)
     _add_vector_args(e)
     e.add_argument("--out", type=out_dir, required=True, help="output folder")
@@ -65,7 +65,7 @@ def register(sub) -> None:
     e.add_argument("--k", type=positive_int, default=None, help=f"samples per prompt and condition (default {SENTIMENT_K} for sentiment, 1 otherwise)")
     e.add_argument("--max-new-tokens", type=positive_int, default=None, help=f"reply length (default {SENTIMENT_TOKENS}; 96 for backtracking/confidence answers)")
     e.add_argument("--temperature", type=nonnegative_float, default=None, help="sampling temperature (default 0.7 for sentiment, greedy otherwise)")
-    e.add_argument("--batch-size", type=positive_int, default=40)
+    e.add_argument("--batch-size", type=positive_int, default=40, help=BATCH_HELP + " (default 40)")
     e.add_argument("--n-problems", type=positive_int, default=None, help="arithmetic problems (backtracking 30, confidence 40)")
     e.add_argument("--per-category", type=positive_int, default=None, help="refusal: use only the first N requests per category")
     e.add_argument("--no-random", action="store_true", help="skip the random-direction control")

@@ -25,7 +25,7 @@ from envs import TILE_SETS
 from envs.maze import PHRASINGS
 from envs.tiles import PERMUTATIONS
 from welfare_axis.options import (
-    UserError, add_download_arg, device_arg, finite_float, maze_size, model_arg, out_dir, out_file, parquet_file, positive_float,
+    MAZE_HELP, NO_PROGRESS_HELP, UserError, add_download_arg, checkpoint_arg, device_arg, finite_float, maze_size, model_arg, out_dir, out_file, parquet_file, positive_float,
     positive_int, probability, seed_int,
 )
 
@@ -64,7 +64,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                        metavar=typ.__name__.upper() if hasattr(typ, "__name__") else "X", help=docs[f.name])
     m = p.add_argument_group("maze (override the preset)")
     for flag, (name, typ, choices) in _MAZE_FLAGS.items():
-        m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None)
+        m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None, help=MAZE_HELP[flag])
 
 
 def _given_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -99,21 +99,21 @@ def register(sub) -> None:
     e = tsub.add_parser("eval", help="play held-out mazes with a checkpoint (or the naive model)")
     e.add_argument("--run", default=None, help="run folder: evaluate its final checkpoint with its model and maze config")
     e.add_argument("--model", type=model_arg, default=None, help="model name (default: the run's, else smollm2-135m-instruct)")
-    e.add_argument("--checkpoint", "--adapter", dest="checkpoint", default=None,
+    e.add_argument("--checkpoint", "--adapter", dest="checkpoint", type=checkpoint_arg, default=None,
                    help="a checkpoint's model folder (a LoRA adapter of --model, or a full fine-tune's whole model); omit for the "
                         "naive model; --adapter is the older name of this flag")
-    e.add_argument("--n-mazes", type=positive_int, default=64)
+    e.add_argument("--n-mazes", type=positive_int, default=64, help="held-out mazes to play (default 64)")
     e.add_argument("--seed", type=seed_int, default=0, help="held-out maze stream seed (same seed, same mazes)")
     e.add_argument("--temperature", type=positive_float, default=0.7, help="sampling temperature (default 0.7, the paper's, whatever the run trained at, so runs and the naive model compare)")
     e.add_argument("--batch-mazes", type=positive_int, default=16, help="mazes played in one batch")
     e.add_argument("--unmasked", action="store_true", help="free generation parsed by the env (for models without single-token directions)")
     e.add_argument("--out", type=out_file, required=True, help="per-episode results (.parquet); a .json summary is written next to it")
     e.add_argument("--baseline", type=parquet_file, default=None, help="another eval parquet on the same mazes: report paired bootstrap 95%% CIs of the difference")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     add_download_arg(e)
     m = e.add_argument_group("maze (default: the run's maze config)")
     for flag, (name, typ, choices) in _MAZE_FLAGS.items():
-        m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None)
+        m.add_argument(flag, dest=f"maze_{name}", type=typ, choices=choices, default=None, help=MAZE_HELP[flag])
     e.set_defaults(func=run_eval)
 
 

@@ -153,6 +153,20 @@ def model_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def checkpoint_arg(text: str) -> str:
+    """--checkpoint: a folder holding a whole model (config.json) or a LoRA adapter (adapter_config.json),
+    refused while parsing, before any model is loaded."""
+    p = Path(text).expanduser()
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist; pass a checkpoint's model folder (checkpoints/step_*/model)")
+    if not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; pass a checkpoint's model folder (checkpoints/step_*/model)")
+    if not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
+        raise argparse.ArgumentTypeError(f"{text} holds neither config.json (a whole model) nor adapter_config.json (a LoRA "
+                                         "adapter); pass a checkpoint's model folder (checkpoints/step_*/model)")
+    return text
+
+
 def _check_writable(target: Path, flag: str) -> None:
     """The nearest existing folder at or above `target` must be a folder this process can write in."""
     anc = target
@@ -211,15 +225,23 @@ def add_download_arg(p: argparse.ArgumentParser) -> None:
                         "or set WELFARE_AXIS_ALLOW_DOWNLOAD=1)")
 
 
+MAZE_HELP = {  # the maze flags' help, for every command that takes them
+    "--size": f"grid side (5..{MAX_MAZE_SIZE}; the paper: 100)",
+    "--n-moves": "moves per episode (the paper: 15)",
+    "--tile-set": "symbol set for Path/Mold/Gold (the default office set: receipt, card index, triangular ruler)",
+    "--permutation": "which base symbol path/mold/gold take (pmg is the default order; pgm swaps mold and gold)",
+    "--phrasing": "how the prompt names directions and the reply's letters: cardinal (north.. / N E S W) or relative (ahead.. / A R B L)",
+    "--wind": "probability that wind pushes the agent one more tile after a move (the paper: 0.1)",
+}
+
+
 def add_maze_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("maze")
-    g.add_argument("--size", type=maze_size, default=100, help=f"grid side (5..{MAX_MAZE_SIZE}; default 100)")
-    g.add_argument("--tile-set", default="office", choices=sorted(TILE_SETS), help="symbol set (default office)")
-    g.add_argument(
-        "--permutation", default="pmg", choices=PERMUTATIONS, help="which base symbol path/mold/gold take (pgm swaps mold and gold)"
-    )
-    g.add_argument("--phrasing", default="cardinal", choices=PHRASINGS)
-    g.add_argument("--wind", type=probability, default=0.1, help="wind probability per move (default 0.1)")
+    g.add_argument("--size", type=maze_size, default=100, help=MAZE_HELP["--size"] + " (default 100)")
+    g.add_argument("--tile-set", default="office", choices=sorted(TILE_SETS), help=MAZE_HELP["--tile-set"])
+    g.add_argument("--permutation", default="pmg", choices=PERMUTATIONS, help=MAZE_HELP["--permutation"])
+    g.add_argument("--phrasing", default="cardinal", choices=PHRASINGS, help=MAZE_HELP["--phrasing"] + " (default cardinal)")
+    g.add_argument("--wind", type=probability, default=0.1, help=MAZE_HELP["--wind"] + " (default 0.1)")
 
 
 def maze_config_from_args(args: argparse.Namespace) -> MazeConfig:
@@ -228,14 +250,20 @@ def maze_config_from_args(args: argparse.Namespace) -> MazeConfig:
     )
 
 
+DTYPE_HELP = "weights' dtype (default float32; bfloat16 on a GPU halves memory)"
+SEED_HELP = "random seed: the same seed gives the same mazes, draws and numbers (default 0)"
+BATCH_HELP = "sequences per forward pass (memory vs speed; the numbers do not depend on it)"
+NO_PROGRESS_HELP = "no progress bars"
+
+
 def add_model_args(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", type=model_arg, default="smollm2-135m-instruct",
                    help="built-in name, local folder or HF id in the local cache (default smollm2-135m-instruct; 'tiny' for a random test model)")
     if checkpoint:
-        g.add_argument("--checkpoint", "--adapter", dest="checkpoint", default=None,
+        g.add_argument("--checkpoint", "--adapter", dest="checkpoint", type=checkpoint_arg, default=None,
                        help="a training checkpoint's model folder (checkpoints/step_*/model): a LoRA adapter of --model, or a full "
                             "fine-tune's whole model (which --model also takes); --adapter is the older name of this flag")
     g.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     add_download_arg(g)
-    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help=DTYPE_HELP)

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from fastapi import Request  # noqa: E402  (module level: the route annotations are resolved from here)
 
 from welfare_axis.demo.maze_play import new_game, play_move  # noqa: E402
-from welfare_axis.demo.service import DemoError, DemoService, Reply  # noqa: E402
+from welfare_axis.demo.service import MAX_ALPHA, DemoError, DemoService, Reply  # noqa: E402
 
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = """
@@ -86,7 +86,7 @@ def build_blocks(service: DemoService) -> gr.Blocks:
         with gr.Tab("Chat"):
             with gr.Row():
                 vector = gr.Dropdown(names, value=names[0] if "v_mold" not in names else "v_mold", label="vector", elem_id="vector")
-                alpha = gr.Slider(-8, 8, value=4, step=0.5, label="alpha", elem_id="alpha")
+                alpha = gr.Slider(-MAX_ALPHA, MAX_ALPHA, value=4, step=0.5, label="alpha", elem_id="alpha")
                 layer = gr.Slider(0, service.n_layers - 1, value=service.default_layer, step=1, label="layer", elem_id="layer")
             with gr.Row():
                 temperature = gr.Number(0.0, label="temperature (0 = greedy)", elem_id="temperature")

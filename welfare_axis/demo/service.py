@@ -50,6 +50,7 @@ class DemoError(ValueError):
 
 
 MAX_NEW_TOKENS = 256
+MAX_ALPHA = 8.0  # |alpha| the page and the API accept: alpha 8 already adds 0.8 x the residual norm
 
 
 @dataclass
@@ -89,6 +90,13 @@ def _number(x, what: str) -> float:
         raise DemoError(f"{what} must be a number, got {x!r}") from None
     if not math.isfinite(v):
         raise DemoError(f"{what} must be a finite number, got {x!r}")
+    return v
+
+
+def _alpha(x, what: str = "alpha") -> float:
+    v = _number(x, what)
+    if abs(v) > MAX_ALPHA:
+        raise DemoError(f"{what} must be in -{MAX_ALPHA:g}..{MAX_ALPHA:g} (alpha 1 adds a tenth of the residual norm), got {x!r}")
     return v
 
 
@@ -215,7 +223,7 @@ class DemoService:
                 continue
             if str(name) not in self.vector_names():
                 raise DemoError(f"unknown vector {name!r}; choose one of {', '.join(self.vector_names())}")
-            clean.append((str(name), _number(alpha, f"alpha for {name}")))
+            clean.append((str(name), _alpha(alpha, f"alpha for {name}")))
         layer = self.default_layer if layer in (None, "") else self.check_layer(layer)
         temperature = _number(temperature, "temperature")
         if temperature < 0:
@@ -250,7 +258,7 @@ class DemoService:
         from steering.scoring import sentiment_score
         from steering.steerer import steered_generate
 
-        alphas = [_number(a, "alpha") for a in alphas]
+        alphas = [_alpha(a) for a in alphas]
         if not alphas:
             raise DemoError("give at least one alpha, e.g. -8,-4,0,4,8")
         req = self.request(prompt, [(name, 1.0)], layer, temperature, seed, max_new_tokens)
