@@ -20,10 +20,17 @@ def register(sub) -> None:
                    help="how the trained model is made: RL, SFT on scripted good trajectories, or SFT then RL from the SFT "
                         "model (default: the preset's; cpu-small and smoke: sft+rl, paper: rl)")
     p.add_argument("--plant", default=None, choices=PLANTS,
-                   help="skip training and plant a known axis into the naive model instead: 'valence' (a positive control: "
-                        "claims 1, 3, 4, 5 must come out reproduced) or 'random' (a negative control: 3 and 5 must not)")
-    p.add_argument("--stories", default=None, help="emotion stories JSON for claim 3, the valence plant and the steering "
-                   "positive control (default: the shipped set; format of probes/data/emotion_stories.json)")
+                   help="skip training and plant a known axis into the naive model instead, at a layer no fixed-layer claim "
+                        "reads: 'valence' (made from VADER-lexicon words: a positive control) or 'random' (a negative control: "
+                        "an axis, but not a valence axis)")
+    p.add_argument("--stories", default=None, help="emotion stories JSON for claim 3 and the steering positive control "
+                   "(default: the shipped set; format of probes/data/emotion_stories.json)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="set_",
+                   help="change one field of the preset (alphas=-2,0,2; extract_n=400; mechanics.n_maze=8; mechanics=none) or "
+                        "of training (train.lr=1e-4; train.maze.n_moves=7); repeatable; recorded in run_config.json, and only "
+                        "the stages that use the field re-run")
+    p.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="a YAML file of the same FIELD: VALUE overrides (flat or nested); --set wins over it")
     p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
                    help=f"redo this stage (and what depends on it); repeatable; one of {', '.join(STAGES)}")
     p.add_argument("--stop-after", default=None, choices=STAGES, metavar="STAGE",
@@ -54,11 +61,14 @@ def run_reproduce(args: argparse.Namespace) -> int:
         from probes.emotion import load_stories
 
         load_stories(args.stories)
+    from welfare_axis.overrides import load_config_file, parse_assignments
+
+    overrides = {**(load_config_file(args.config) if args.config else {}), **parse_assignments(args.set_)}
     out = Path(args.out or f"runs/{args.preset}")
     paths = reproduce(
         preset=args.preset, out=out, model=args.model, training=args.training, plant=args.plant, stories=args.stories, force=set(args.force),
         seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress, stop_after=args.stop_after,
-        skip=set(args.skip),
+        skip=set(args.skip), overrides=overrides,
     )
     if paths is None:
         print(f"stopped after {args.stop_after}: {out}")

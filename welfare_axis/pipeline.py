@@ -130,6 +130,7 @@ def reproduce(
     progress: bool = True,
     stop_after: str | None = None,
     skip: set[str] | None = None,
+    overrides: dict | None = None,
 ) -> tuple[Path, Path] | None:
     """Run (or resume) every stage of the study; returns the paths of report.md and report.html.
 
@@ -138,12 +139,15 @@ def reproduce(
     and the steering positive control (default: the shipped set).
     Everything cheap is checked before any slow work; one process at a time runs in `out` (a lock).
     `stop_after`: stop once this stage is finished and return None (no report). `skip`: optional stages
-    (OPTIONAL_STAGES) to leave out.
+    (OPTIONAL_STAGES) to leave out. `overrides`: {field: value} for the preset and training config
+    (welfare_axis/overrides.py: `--set` and `--config`).
     """
     from training.config import config_from_preset
     from welfare_axis.stages import lock_run
 
-    p = get_preset(preset)
+    from welfare_axis.overrides import apply_overrides
+
+    p, train_overrides = apply_overrides(get_preset(preset), overrides or {})
     model_id = model or p.model
     if model_id == "tiny":
         import torch
@@ -153,7 +157,7 @@ def reproduce(
     if training not in TRAININGS:
         raise ValueError(f"unknown training {training!r}; use one of {', '.join(TRAININGS)}")
     out = Path(out)
-    train_cfg = config_from_preset(p.train_preset, model=model_id, seed=seed, device=device, dtype=dtype)
+    train_cfg = config_from_preset(p.train_preset, model=model_id, seed=seed, device=device, dtype=dtype, **train_overrides)
     if training == "sft+rl" and train_cfg.sft_finetune != "full":
         raise ValueError(f"training 'sft+rl' continues RL from the SFT model, so the {p.train_preset!r} training preset "
                          "needs sft_finetune='full' (a LoRA SFT adapter is not a model to start from); use --training sft or rl")
@@ -174,7 +178,7 @@ def reproduce(
     with lock_run(out):
         try:
             return _run_stages(p, preset, out, model_id, training, plant, stories, stories_key, force, seed, device, dtype, progress,
-                               train_cfg, stop_after, set(skip or ()))
+                               train_cfg, stop_after, set(skip or ()), dict(overrides or {}))
         except StoppedAfter:
             return None
 
@@ -193,7 +197,7 @@ def _stories_key(stories: str | None) -> str | None:
 
 def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, training: str, plant: str | None, stories: str | None,
                 stories_key: str | None, force: set[str] | None, seed: int, device: str, dtype: str, progress: bool, train_cfg,
-                stop_after: str | None = None, skip_stages: set[str] | None = None):
+                stop_after: str | None = None, skip_stages: set[str] | None = None, overrides: dict | None = None):
     from probes import LAYER_CONVENTION, ConceptVectors
     from probes.analyze import run_analyses
     from probes.extract import extract_vectors
@@ -212,7 +216,8 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
     run_cfg = provenance(config={"preset": dataclasses.asdict(p), "train": train_cfg.to_dict()}, seed=seed,
                          model=naive_model.welfare_info.to_dict())
     run_cfg.update({"preset": preset, "model": model_id, "model_info": naive_model.welfare_info.to_dict(),
-                    "layer_convention": LAYER_CONVENTION, "maze": maze.to_dict(), "training": f"plant:{plant}" if plant else training})
+                    "layer_convention": LAYER_CONVENTION, "maze": maze.to_dict(), "training": f"plant:{plant}" if plant else training,
+                    "overrides": overrides or {}})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "run_config.json", run_cfg)
 
