@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.welfare-axis-installed
 
-.PHONY: setup chromium test reproduce smoke bench clean
+.PHONY: setup chromium test test-fast reproduce smoke bench clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,11 @@ chromium:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
 test: setup chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
+
+# The unit tests only (no pipelines, training runs, real model or browser): under a minute.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not integration and not browser"
 
 reproduce: setup
 	$(BIN)/welfare-axis reproduce --preset cpu-small --out runs/reproduce

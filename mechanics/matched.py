@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from envs.artifacts import atomic_write_png
+from core.artifacts import atomic_write_png
+from core.stats import percentile_ci
 from mechanics.examples import ON_TARGET
 from mechanics.onestep import KINDS as ARMS  # the two arms are the probe's two update kinds, rl and sft
-from mechanics.stats import percentile_ci
 
 START = "start"  # the start model's row in the tables (step 0 of both arms)
 

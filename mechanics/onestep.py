@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.stats import mean_ci, ratio_of_means_ci
 from envs import MazeConfig, MazeEnv
 from envs.scripted import good_policy_action
 from mechanics.drift import kl_table
 from mechanics.examples import ON_TARGET, Example
 from mechanics.gating import GateRecorder
-from mechanics.stats import mean_ci, ratio_of_means_ci
 from training.forward import direction_logprobs
 from training.losses import policy_loss
 from training.models import pad_token_id

@@ -65,7 +65,7 @@ def cka_per_layer(naive_acts: np.ndarray, trained_acts: np.ndarray, layers: list
 def recruitment_summary(cos_table: pd.DataFrame, cka_table: pd.DataFrame | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
     """Mean cos(v_k, u_k) over layers 1..L-1 per vector (layer 0, the embeddings, is the same token for both
     models) with a bootstrap CI over layers; `min_mean_cos` is the lower of mold and gold; CKA per layer if given."""
-    from mechanics.stats import mean_ci
+    from core.stats import mean_ci
 
     deep = cos_table[cos_table["layer"] >= 1]
     per = {name: mean_ci(g["cos"].to_numpy(), n_boot, seed) for name, g in deep.groupby("vector")}

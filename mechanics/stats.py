@@ -1,4 +1,4 @@
-"""Pure statistics shared by the mechanics measurements (torch for distributions, numpy for CIs)."""
+"""Pure statistics of the mechanics measurements: KL between distributions (torch); intervals are core.stats'."""
 
 from __future__ import annotations
 
@@ -15,55 +15,3 @@ def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     lp = torch.log_softmax(p_logits.double(), dim=-1)
     lq = torch.log_softmax(q_logits.double(), dim=-1)
     return (lp.exp() * (lp - lq)).sum(-1).clamp(min=0.0)  # clamp: rounding can give -1e-17
-
-
-def percentile_ci(boots: np.ndarray, level: float) -> tuple[float, float]:
-    finite = boots[np.isfinite(boots)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(finite, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
-def mean_ci(x, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """Mean of the samples `x` [n] with a percentile-bootstrap CI: {"value", "ci_lo", "ci_hi", "n"}."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return {"value": float("nan"), "ci_lo": float("nan"), "ci_hi": float("nan"), "n": 0}
-    rng = np.random.default_rng(seed)
-    boots = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(1)
-    lo, hi = percentile_ci(boots, level)
-    return {"value": float(x.mean()), "ci_lo": lo, "ci_hi": hi, "n": int(x.size)}
-
-
-def ratio_of_means_ci(num, den, n_boot: int = 2000, seed: int = 0, level: float = 0.95, paired: bool = False) -> dict[str, float]:
-    """mean(num) / mean(den) with a percentile-bootstrap CI.
-
-    num [n], den [m]. Unpaired (two different example sets, e.g. off-target vs maze prompts):
-    each set is resampled on its own. Paired (num[i] and den[i] come from the same unit, e.g.
-    the SFT and RL step on one batch): the units are resampled together, so n == m is required.
-    A ratio of means, not a mean of ratios: one unit with a near-zero denominator cannot
-    dominate it. Pairs with a non-finite member are dropped.
-    """
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    if paired:
-        if num.shape != den.shape:
-            raise ValueError(f"a paired ratio needs equal-length samples, got {num.shape} and {den.shape}")
-        keep = np.isfinite(num) & np.isfinite(den)
-        num, den = num[keep], den[keep]
-    else:
-        num, den = num[np.isfinite(num)], den[np.isfinite(den)]
-    out = {"value": float("nan"), "ci_lo": float("nan"), "ci_hi": float("nan"), "n_num": int(num.size), "n_den": int(den.size)}
-    if num.size == 0 or den.size == 0:
-        return out
-    rng = np.random.default_rng(seed)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["value"] = float(num.mean() / den.mean()) if den.mean() != 0 else float("nan")
-        if paired:
-            idx = rng.integers(0, num.size, size=(n_boot, num.size))
-            boots = num[idx].mean(1) / den[idx].mean(1)
-        else:
-            boots = num[rng.integers(0, num.size, (n_boot, num.size))].mean(1) / den[rng.integers(0, den.size, (n_boot, den.size))].mean(1)
-    out["ci_lo"], out["ci_hi"] = percentile_ci(boots, level)
-    return out

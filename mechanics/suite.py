@@ -84,7 +84,7 @@ def measure_all(naive, trained, probe_model, tokenizer, vectors, control, maze_c
 
 def write_all(out_dir: Path, summaries: dict, tables: dict, record: dict) -> dict:
     """mechanics.json (summaries, hypotheses, `record`: pairs and provenance), the tables and mechanics.png, written together."""
-    from envs.artifacts import atomic_folder, atomic_write_json, atomic_write_parquet
+    from core.artifacts import atomic_folder, atomic_write_json, atomic_write_parquet
     from mechanics.claims import evaluate
 
     hypotheses = [h.to_dict() for h in evaluate(summaries)]

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.artifacts import atomic_folder, atomic_write_json, atomic_write_parquet, provenance
 from envs import TILE_KINDS
-from envs.artifacts import atomic_folder, atomic_write_json, atomic_write_parquet, provenance
 from probes import emotion as emo
 from probes.capture import channel_moments
 from probes.channels import top_channel_share, top_channels

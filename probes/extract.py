@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.artifacts import atomic_folder, atomic_write_parquet, provenance
 from envs import TILE_KINDS, MazeConfig, paired_trajectories, scripted_trajectories
-from envs.artifacts import atomic_folder, atomic_write_parquet, provenance
 from probes.capture import (
     common_prefix_length,
     iter_captures,

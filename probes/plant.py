@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.artifacts import atomic_path, atomic_write_json
 from envs import MazeConfig
-from envs.artifacts import atomic_path, atomic_write_json
 from envs.maze import _CLAUSES
 from envs.parse import CARDINAL_LETTERS, RELATIVE_LETTERS
 from probes.layers import register_layer_hook

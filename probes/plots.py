@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from envs.artifacts import atomic_write_png
+from core.artifacts import atomic_write_png
 
 COLORS = {"mold": "C3", "gold": "C2", "path": "C7"}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from envs.artifacts import atomic_path, atomic_write_json
+from core.artifacts import atomic_path, atomic_write_json
 from probes.layers import LAYER_CONVENTION
 
 

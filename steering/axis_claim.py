@@ -76,7 +76,7 @@ def run_axis_claim(model, tokenizer, vectors, acts: np.ndarray, examples: pd.Dat
                    maze_config=None, seed: int = 0, stories: str | None = None, progress: bool = False) -> dict:
     """Claim 5's primary on the maze-naive `model` with the trained `vectors` (ConceptVectors) and their extraction
     activations; writes axis_claim.json and axis_layers.parquet into `out_dir` and returns the claim's inputs."""
-    from envs.artifacts import atomic_write_json, atomic_write_parquet
+    from core.artifacts import atomic_write_json, atomic_write_parquet
     from probes.emotion import valence_directions
     from steering.logodds import directional_effects, logodds_gradients
     from steering.prompts import sentiment_prompts

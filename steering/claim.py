@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.stats import mean_ci
 from probes.vectors import ConceptVectors
 from steering.screen import random_directions
 from steering.stats import rows_for_vector, slope_with_ci
@@ -52,10 +53,8 @@ def per_prompt_slopes(df: pd.DataFrame, vector: str, metric: str = "score", unit
 
 def paired_diff(df: pd.DataFrame, a: str, b: str, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
     """Slope(a) - slope(b) with a prompt-level bootstrap 95% CI (the same prompts and samples: paired)."""
-    d = (per_prompt_slopes(df, a) - per_prompt_slopes(df, b)).dropna().to_numpy()
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
-    return float(d.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+    ci = mean_ci((per_prompt_slopes(df, a) - per_prompt_slopes(df, b)).dropna().to_numpy(), n_boot, seed)
+    return ci["value"], ci["ci_lo"], ci["ci_hi"]
 
 
 def claim_inputs(df: pd.DataFrame, layer: int, layer_rule: str, unit_ratio: float, seed: int = 0) -> dict:
@@ -114,7 +113,7 @@ def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: Conc
     """
     from pathlib import Path
 
-    from envs.artifacts import atomic_write_json, atomic_write_parquet
+    from core.artifacts import atomic_write_json, atomic_write_parquet
     from probes.emotion import valence_directions
     from steering.evals import EvalRun, SweepConfig, run_sentiment
     from steering.prompts import prompt_half, sentiment_prompts
@@ -163,7 +162,7 @@ def _screen_plot(summary: pd.DataFrame, path, best: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from envs.artifacts import atomic_write_png
+    from core.artifacts import atomic_write_png
 
     readouts = list(dict.fromkeys(summary.readout))
     fig, axes = plt.subplots(1, len(readouts), figsize=(6.5 * len(readouts), 4), squeeze=False)

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.artifacts import atomic_write_json, atomic_write_parquet, atomic_write_text, provenance
 from envs import MazeConfig
-from envs.artifacts import atomic_write_json, atomic_write_parquet, atomic_write_text, provenance
 from probes.vectors import ConceptVectors
 from steering import scoring
 from steering.prompts import arithmetic_problems, prompt_half, refusal_requests, sentiment_prompts

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from envs.artifacts import atomic_write_json
+from core.artifacts import atomic_write_json
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.stats import mean_ci
 from probes.layers import register_layer_hook
 from steering.prompts import prompt_half, refusal_requests, sentiment_prompts
 from steering.steerer import Steerer, as_messages, assistant_char_spans, encode_chat, next_token_id
@@ -374,14 +375,11 @@ def summarize_screen(df: pd.DataFrame, random_prefix: str = "random", seed: int 
     slope = ((wide[1] - wide[-1]) / (2 * wide.index.get_level_values("ratio"))).rename("slope")
     per_ratio = slope.unstack("ratio")  # [(layer, direction, readout, prompt), ratios]
     per_prompt = per_ratio.mean(axis=1)
-    rng_seed = seed
     rows = []
     for (layer, direction, readout), e in per_prompt.groupby(level=["layer", "direction", "readout"], sort=True):
-        x = e.to_numpy(dtype=float)
-        rng = np.random.default_rng(rng_seed)
-        boot = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-        lo, hi = np.quantile(boot, [0.025, 0.975])
-        row = {"layer": layer, "direction": direction, "readout": readout, "effect": float(x.mean()), "ci_lo": float(lo), "ci_hi": float(hi), "n_prompts": len(x)}
+        ci = mean_ci(e.to_numpy(dtype=float), n_boot, seed)
+        row = {"layer": layer, "direction": direction, "readout": readout, "effect": ci["value"], "ci_lo": ci["ci_lo"], "ci_hi": ci["ci_hi"],
+               "n_prompts": ci["n"]}
         by_r = per_ratio.loc[e.index].mean(axis=0)
         row.update({f"effect_r{r:g}": float(v) for r, v in by_r.items()})
         rows.append(row)

@@ -112,7 +112,7 @@ def x_plot(summary: dict, path, ylabel: str, title: str) -> None:
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
-    from envs.artifacts import atomic_write_png
+    from core.artifacts import atomic_write_png
 
     atomic_write_png(path, fig, dpi=120)
     plt.close(fig)

@@ -6,6 +6,20 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ALL_THREADS = torch.get_num_threads()
 
+# `make test-fast` leaves these out (`-m "not slow and not integration and not browser"`); `make test` runs all.
+SLOW_MODULES = {"test_reproduce", "test_plant_controls", "test_calibrate", "test_probes_analyze", "test_training_rl",
+                "test_mechanics_matched", "test_hardening", "test_cli_env", "test_families"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark whole pipelines and training runs (modules above, tests named *smoke*) slow, the browser test browser."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module == "test_demo_browser":
+            item.add_marker(pytest.mark.browser)
+        elif module in SLOW_MODULES or "smoke" in item.name:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _torch_threads(request):

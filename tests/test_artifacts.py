@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from envs.artifacts import atomic_folder, atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_png, ordinary_permissions
+from core.artifacts import atomic_folder, atomic_path, atomic_write_json, atomic_write_parquet, atomic_write_png, ordinary_permissions
 
 
 @pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])

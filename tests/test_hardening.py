@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import training.rl as rl
-from envs.artifacts import atomic_folder
+from core.artifacts import atomic_folder
 from training.checkpoint import checkpoint_dirs, prepare_run_dir
 from training.config import config_from_preset
 from welfare_axis.cli import main

@@ -19,18 +19,6 @@ def test_kl_rows_hand_values_and_identity():
     assert torch.allclose(stats.kl_rows(logits, logits + 7.0), torch.zeros(3, dtype=torch.float64), atol=1e-12)  # a shift is irrelevant
 
 
-def test_mean_and_ratio_cis():
-    m = stats.mean_ci([2.0, 2.0, 2.0], n_boot=50)
-    assert (m["value"], m["ci_lo"], m["ci_hi"]) == (2.0, 2.0, 2.0)
-    r = stats.ratio_of_means_ci([2.0, 4.0, 6.0], [1.0, 2.0, 3.0], n_boot=200, paired=True)
-    assert r["value"] == pytest.approx(2.0) and r["ci_lo"] == pytest.approx(2.0) and r["ci_hi"] == pytest.approx(2.0)
-    u = stats.ratio_of_means_ci([1.0, 3.0], [1.0, 1.0, 1.0], n_boot=500)
-    assert u["value"] == pytest.approx(2.0) and 1.0 <= u["ci_lo"] <= 2.0 <= u["ci_hi"] <= 3.0
-    assert math.isnan(stats.ratio_of_means_ci([], [1.0])["value"])
-    with pytest.raises(ValueError):
-        stats.ratio_of_means_ci([1.0], [1.0, 2.0], paired=True)
-
-
 def test_effective_rank():
     u, v = torch.randn(6, 1), torch.randn(1, 4)
     assert anatomy.effective_rank(u @ v) == pytest.approx(1.0)

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from envs import MazeConfig, artifacts
-from envs.artifacts import cpu_flags, cpu_model_name, hardware, provenance
+from core import artifacts
+from core.artifacts import cpu_flags, cpu_model_name, hardware, provenance
+from envs import MazeConfig
 from mechanics import onestep
 from mechanics.claims import NOT_MEASURED, evaluate
 from mechanics.examples import ON_TARGET, maze_examples, off_target_examples
@@ -161,7 +162,7 @@ def test_hardware_never_fails_without_cpuinfo(monkeypatch):
 
 
 def test_hardware_does_not_import_torch():
-    code = ("import sys; from envs.artifacts import hardware; h = hardware(); "
+    code = ("import sys; from core.artifacts import hardware; h = hardware(); "
             "assert 'torch' not in sys.modules and h['torch_threads'] is None and h['accelerator'] is None; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

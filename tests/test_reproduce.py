@@ -82,7 +82,7 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     c1 = json.loads((run / "analyze" / "summary.json").read_text())["verdict_inputs"]["claim1"]["trained"]["raw"]
     assert set(c1["nulls"]) == {"shuffled", "covariance", "isotropic"} and all(f["draws"] == PROTOCOL.nulls.draws for f in c1["nulls"].values())
     fm = json.loads((run / "trained_eval" / "comparison.json").read_text())["first_move"]
-    assert fm["naive"]["n_mazes"] == fm["trained"]["n_mazes"] == 4 and "ci_low" in fm["expected_reward_diff"]
+    assert fm["naive"]["n_mazes"] == fm["trained"]["n_mazes"] == 4 and "ci_lo" in fm["expected_reward_diff"]
     assert "| Gold excess (> 0: moves toward Gold) |" in md
 
     # --force redoes one stage and what depends on it, nothing upstream.

@@ -10,7 +10,7 @@ import torch
 import training.rl as rl
 from training.checkpoint import TrainingDiverged, checkpoint_dirs, final_checkpoint
 from training.config import TRAIN_PRESETS, TrainConfig, config_from_preset
-from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy
+from training.evaluate import compare_evals, evaluate_policy
 from training.models import load_model
 from training.policy import build_policy
 from training.rl import NON_DETERMINISTIC_COLUMNS, read_metrics, train_rl
@@ -138,16 +138,11 @@ def test_presets_and_overrides():
         config_from_preset("tiny", algo="ppo")
 
 
-def test_bootstrap_and_compare():
-    a = np.arange(20.0)
-    r = bootstrap_diff(a + 1, a)
-    assert r["diff"] == pytest.approx(1.0) and r["ci_low"] == pytest.approx(1.0) and r["excludes_zero"]
-    r0 = bootstrap_diff(np.array([1.0, -1.0] * 10), np.zeros(20))
-    assert r0["ci_low"] < 0 < r0["ci_high"] and not r0["excludes_zero"]
+def test_compare_evals_is_paired_on_the_same_mazes():
     base = pd.DataFrame({"maze_seed": [1, 2], "episode": [0, 0], "return": [0.0, 1.0], "golds": [0, 1], "molds": [1, 1]})
     tr = base.assign(golds=[1, 2], molds=[0, 0])
     out = compare_evals(tr, base)
-    assert out["golds"]["diff"] == 1.0 and out["molds"]["diff"] == -1.0
+    assert out["golds"]["value"] == 1.0 and out["molds"]["value"] == -1.0 and out["golds"]["ci_lo"] == out["golds"]["ci_hi"] == 1.0
 
 
 def test_cli_train_and_eval(tmp_path, capsys):
@@ -159,8 +154,8 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert main(["train", "eval", "--model", "tiny", "--size", "12", "--n-moves", "3", "--n-mazes", "3",
                  "--out", str(tmp_path / "n.parquet"), "--baseline", str(tmp_path / "t.parquet"), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "n.json").read_text())
-    assert summary["vs_baseline"]["n_episodes"] == 3 and "ci_low" in summary["vs_baseline"]["golds"]
-    assert summary["first_move"]["n_mazes"] == 3 and "ci_low" in summary["vs_baseline"]["first_move_expected_reward"]
+    assert summary["vs_baseline"]["n_episodes"] == 3 and "ci_lo" in summary["vs_baseline"]["golds"]
+    assert summary["first_move"]["n_mazes"] == 3 and "ci_lo" in summary["vs_baseline"]["first_move_expected_reward"]
     assert len(pd.read_parquet(tmp_path / "n_first_move.parquet")) == 3
     # A baseline played on another maze is refused with one line, not silently compared.
     assert main(["train", "eval", "--model", "tiny", "--size", "12", "--n-moves", "2", "--n-mazes", "3",

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.artifacts import atomic_write_json, ordinary_permissions, provenance
+from core.artifacts import atomic_write_json, ordinary_permissions, provenance
 from training.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"

@@ -1,8 +1,8 @@
 """Held-out evaluation: play N fresh mazes with a checkpoint (or the naive model).
 
 Held-out mazes come from their own seed stream (EVAL_STREAM), never used in training.
-`bootstrap_diff` gives a (paired, when the mazes match) bootstrap 95% interval of a
-difference in means, e.g. golds per episode trained minus naive.
+`compare_evals` gives paired bootstrap 95% intervals (`core.stats.mean_diff_ci`) of differences
+in means, e.g. golds per episode trained minus naive, on the same mazes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from core.artifacts import atomic_write_json, atomic_write_parquet, provenance
+from core.stats import mean_diff_ci
 from envs import MazeConfig
-from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
 from training.models import load_model
 from training.rollout import ChatTokens, rollout, unmasked_rollout
 from training.seeds import EVAL_STREAM, step_seeds, stream_rng
@@ -143,22 +144,6 @@ def summarize_first_move(df: pd.DataFrame) -> dict:
     return out
 
 
-def bootstrap_diff(a, b, n_boot: int = 10000, seed: int = 0, paired: bool = True) -> dict[str, float]:
-    """mean(a) - mean(b) with a bootstrap 95% interval (paired resampling when `paired`)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    if paired:
-        if len(a) != len(b):
-            raise ValueError("paired bootstrap needs equal-length samples")
-        d = a - b
-        idx = rng.integers(0, len(d), size=(n_boot, len(d)))
-        boots = d[idx].mean(1)
-    else:
-        boots = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1) - b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"diff": float(a.mean() - b.mean()), "ci_low": float(lo), "ci_high": float(hi), "excludes_zero": bool(lo > 0 or hi < 0)}
-
-
 def compare_evals(trained: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 10000, seed: int = 0) -> dict:
     """Paired (same held-out mazes) trained-minus-baseline differences of return, golds and molds."""
     key = ["maze_seed", "episode"]
@@ -170,7 +155,7 @@ def compare_evals(trained: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 1
         out[col] = {
             "trained": float(merged[f"{col}_trained"].mean()),
             "baseline": float(merged[f"{col}_baseline"].mean()),
-            **bootstrap_diff(merged[f"{col}_trained"], merged[f"{col}_baseline"], n_boot, seed),
+            **mean_diff_ci(merged[f"{col}_trained"], merged[f"{col}_baseline"], n_boot, seed),
         }
     return out
 

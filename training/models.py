@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from envs.artifacts import ordinary_permissions
+from core.artifacts import ordinary_permissions
 from training.chat import SYSTEM_PROMPT_POLICIES, strip_default_system_prompt
 
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from envs.artifacts import atomic_write_parquet
+from core.artifacts import atomic_write_parquet
 from training.checkpoint import (TrainingDiverged, final_checkpoint, last_good_note, open_run_dir, resume_from_latest, save_checkpoint,
                                  write_run_config)
 from training.config import TrainConfig

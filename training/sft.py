@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from core.artifacts import atomic_write_parquet
 from envs import good_policy_trajectory
-from envs.artifacts import atomic_write_parquet
 from training.checkpoint import (TrainingDiverged, final_checkpoint, last_good_note, open_run_dir, resume_from_latest, save_checkpoint,
                                  write_run_config)
 from training.config import TrainConfig

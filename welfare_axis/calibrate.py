@@ -282,7 +282,7 @@ def run_calibration(run_dir: str | Path, out_dir: str | Path, cfg: CalibrationCo
 
 
 def _write_tables(out: Path, rows: pd.DataFrame, fx: Fixed, cfg: CalibrationConfig, wall: float) -> dict:
-    from envs.artifacts import atomic_write_json, atomic_write_parquet, atomic_write_text, provenance
+    from core.artifacts import atomic_write_json, atomic_write_parquet, atomic_write_text, provenance
 
     table = rate_table(rows)
     atomic_write_parquet(out / "cells.parquet", rows)

@@ -137,7 +137,7 @@ def _sets(args, tok) -> dict:
 def run_mechanics(args: argparse.Namespace) -> int:
     _check(args)
     summary, tables, models = _RUNNERS[args.mechanics](args)
-    from envs.artifacts import atomic_write_json, atomic_write_parquet, provenance
+    from core.artifacts import atomic_write_json, atomic_write_parquet, provenance
     from mechanics.claims import evaluate
 
     measured = [h.to_dict() for h in evaluate({args.mechanics: summary}) if h.verdict != "not measured"]

@@ -161,7 +161,7 @@ def _check_same_maze(baseline: str, maze: dict, temperature: float, n_mazes: int
     """A paired comparison only means something on the same mazes, played the same way."""
     import pandas as pd
 
-    from envs.artifacts import read_parquet_metadata
+    from core.artifacts import read_parquet_metadata
     from training.evaluate import heldout_maze_seeds
 
     if not Path(baseline).exists():
@@ -185,8 +185,8 @@ def _first_move_path(out: str | Path) -> Path:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from core.artifacts import atomic_folder
     from envs import MazeConfig
-    from envs.artifacts import atomic_folder
     from training.checkpoint import final_checkpoint
     from training.models import load_model
 
@@ -212,7 +212,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_outputs(args, model, checkpoint, maze: dict, maze_config, temperature: float, loaded, out: Path) -> dict:
-    from training.evaluate import bootstrap_diff, compare_evals, evaluate_policy, summarize_first_move, write_first_move_policy, write_summary
+    from core.stats import mean_diff_ci
+    from training.evaluate import compare_evals, evaluate_policy, summarize_first_move, write_first_move_policy, write_summary
 
     df = evaluate_policy(
         model, checkpoint, args.n_mazes, args.seed, maze_config, out,
@@ -238,6 +239,6 @@ def _eval_outputs(args, model, checkpoint, maze: dict, maze_config, temperature:
         if first is not None and base_first.exists():
             b = pd.read_parquet(base_first)
             if list(b["maze_seed"]) == list(first["maze_seed"]):
-                summary["vs_baseline"]["first_move_expected_reward"] = bootstrap_diff(first["expected_reward"], b["expected_reward"])
+                summary["vs_baseline"]["first_move_expected_reward"] = mean_diff_ci(first["expected_reward"], b["expected_reward"], n_boot=10000)
     write_summary(out.with_suffix(".json"), summary)
     return summary

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envs.artifacts import atomic_write_json, provenance
+from core.artifacts import atomic_write_json, provenance
 from mechanics.suite import MechanicsSizes
 from probes.protocol import PROTOCOL
 from welfare_axis.stages import EVALS, STAGES
@@ -353,11 +353,12 @@ def _eval(evaluate_policy, model_id, checkpoint, n, seed, maze, d: Path, mt, pro
 
 def _first_move(d: Path, maze, seed: int, n: int, naive, trained) -> dict:
     """The exact first-move policy of both models on the held-out mazes: does the policy read the tiles?"""
-    from training.evaluate import bootstrap_diff, summarize_first_move, write_first_move_policy
+    from core.stats import mean_diff_ci
+    from training.evaluate import summarize_first_move, write_first_move_policy
 
     frames = {name: write_first_move_policy(model, tok, maze, n, seed, d / f"first_move_{name}.parquet")
               for name, (model, tok) in (("naive", naive), ("trained", trained))}
-    diff = bootstrap_diff(frames["trained"]["expected_reward"], frames["naive"]["expected_reward"], seed=seed)
+    diff = mean_diff_ci(frames["trained"]["expected_reward"], frames["naive"]["expected_reward"], n_boot=10000, seed=seed)
     return {**{name: summarize_first_move(df) for name, df in frames.items()}, "expected_reward_diff": diff}
 
 

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from envs.artifacts import atomic_write_json, atomic_write_png, atomic_write_text, provenance  # noqa: E402
+from core.artifacts import atomic_write_json, atomic_write_png, atomic_write_text, provenance  # noqa: E402
+from core.stats import excludes_zero  # noqa: E402
 from probes.protocol import PROTOCOL  # noqa: E402
 from welfare_axis import claims  # noqa: E402
 from welfare_axis.document import Code, Figure, Heading, Para, Table, to_html, to_markdown  # noqa: E402
@@ -156,8 +157,8 @@ def _training(run: Path, figdir: Path) -> list:
         for col in ("golds", "molds", "return"):
             c = cmp.get(col) or {}
             rows.append({"per episode": col, "naive": round(c.get("baseline", math.nan), 3), "trained": round(c.get("trained", math.nan), 3),
-                         "change (paired bootstrap 95% CI)": f"{_fmt(c.get('diff'))} [{_fmt(c.get('ci_low'))}, {_fmt(c.get('ci_high'))}]",
-                         "CI excludes 0": c.get("excludes_zero")})
+                         "change (paired bootstrap 95% CI)": f"{_fmt(c.get('value'))} [{_fmt(c.get('ci_lo'))}, {_fmt(c.get('ci_hi'))}]",
+                         "CI excludes 0": excludes_zero(c) if "ci_lo" in c else None})
         blocks.append(Table(pd.DataFrame(rows), f"Held-out mazes: naive vs trained policy, the same {cmp.get('n_episodes')} mazes for both"))
         fm = cmp.get("first_move") or {}
         if fm:
@@ -166,7 +167,7 @@ def _training(run: Path, figdir: Path) -> list:
                 {"first move": "Gold excess (> 0: moves toward Gold)", "naive": _pm(naive, "gold_excess"), "trained": _pm(trained, "gold_excess"), "change (95% CI)": "—"},
                 {"first move": "Mold excess (< 0: avoids Mold)", "naive": _pm(naive, "mold_excess"), "trained": _pm(trained, "mold_excess"), "change (95% CI)": "—"},
                 {"first move": "expected reward", "naive": _fmt(naive.get("expected_reward")), "trained": _fmt(trained.get("expected_reward")),
-                 "change (95% CI)": f"{_fmt(diff.get('diff'))} [{_fmt(diff.get('ci_low'))}, {_fmt(diff.get('ci_high'))}]"},
+                 "change (95% CI)": f"{_fmt(diff.get('value'))} [{_fmt(diff.get('ci_lo'))}, {_fmt(diff.get('ci_hi'))}]"},
             ]
             blocks.append(Table(pd.DataFrame(fm_rows), "Exact first-move policy on the same mazes (probabilities, no sampling): "
                                 "excess = probability on Gold (Mold) directions minus their uniform share, mean ± s.e. over mazes"))

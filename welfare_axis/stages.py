@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
-from envs.artifacts import atomic_write_json, provenance, remove_orphaned_folders
+from core.artifacts import atomic_write_json, provenance, remove_orphaned_folders
 
 # Stage names, in order; each writes into <run>/<name>/. They live here, in the module that imports
 # nothing else from welfare_axis at load time, so the pipeline, the report and the CLI share them
