@@ -22,6 +22,7 @@ import torch
 
 from probes.capture import capture_texts
 from probes.metrics import cosine, ols_line
+from probes.protocol import PROTOCOL
 from probes.vectors import read_json
 
 STORY_SKIP_TOKENS = 3
@@ -256,8 +257,8 @@ def bootstrap_over_emotions(cos_gold: np.ndarray, cos_mold: np.ndarray, valence:
         slopes.append(np.polyfit(cos_mold[i], cos_gold[i], 1)[0])
         rs.append(_valence_r(valence[i], cos_gold[i] - cos_mold[i]))
     slopes, rs = np.array(slopes), np.array(rs)
-    return {"slope_ci": [float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5))],
-            "valence_r_ci": [float(np.nanpercentile(rs, 2.5)), float(np.nanpercentile(rs, 97.5))]}
+    q = PROTOCOL.ci_percentiles
+    return {"slope_ci": [float(x) for x in np.percentile(slopes, q)], "valence_r_ci": [float(x) for x in np.nanpercentile(rs, q)]}
 
 
 def split_stories(stories: dict, half: str | None) -> dict:

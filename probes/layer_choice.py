@@ -26,6 +26,7 @@ from envs import TILE_KINDS
 from probes.channels import Spaces, top_channel_share, whitener
 from probes.metrics import (choose_layer, cohens_d, cosine, cosine_per_layer, diff_of_means, held_out_projections,
                             permutation_null_cosines, separation, weighted_centred_diffs)
+from probes.protocol import PROTOCOL
 
 SPACES = Spaces.NAMES
 
@@ -185,7 +186,7 @@ def antiparallel_ci(acts: np.ndarray, examples: pd.DataFrame, spaces: Spaces, sp
         cos[start : start + len(counts)] = cosine_per_layer(vm, vg)  # row-wise: one cosine per draw (NaN rows stay NaN)
     if not np.isfinite(cos).any():
         return [float("nan"), float("nan")]
-    return [float(x) for x in np.nanpercentile(cos, [2.5, 97.5])]
+    return [float(x) for x in np.nanpercentile(cos, PROTOCOL.ci_percentiles)]
 
 
 def raw_layer_choice(acts: np.ndarray, examples: pd.DataFrame, folds: int = 5, bins: int = 30, seed: int = 0) -> dict[str, int]:

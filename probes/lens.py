@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probes.protocol import PROTOCOL
 from training.modeling import causal_lm, final_norm_gain
 
 # Whole-token words and contraction pieces. Short words are exact-only so that "nothingness",
@@ -275,7 +276,7 @@ def lens_table(
     mask = failure_mask(tokenizer, vocab_size=w.shape[0])
     null = random_failure_scores(w, g, mask, n=n_random, seed=seed)
     mu, sd = float(null.mean()), float(null.std(ddof=1)) if len(null) > 1 else float("nan")
-    lo, hi = (float(x) for x in np.percentile(null, [2.5, 97.5]))
+    lo, hi = (float(x) for x in np.percentile(null, PROTOCOL.ci_percentiles))
     rows = []
     for name, vectors in vector_sets.items():
         arr = vectors.detach().float().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)

@@ -143,7 +143,7 @@ class Protocol:
 
     @property
     def ci_percentiles(self) -> tuple[float, float]:
-        tail = 100 * (1 - self.ci_level) / 2
+        tail = round(100 * (1 - self.ci_level) / 2, 10)  # 2.5, not 2.4999999999999996
         return tail, 100 - tail
 
     def stamp(self) -> dict:

@@ -45,6 +45,7 @@ import torch
 
 from core.stats import mean_ci
 from probes.layers import register_layer_hook
+from probes.protocol import PROTOCOL
 from steering.prompts import prompt_half, refusal_requests, sentiment_prompts
 from steering.steerer import Steerer, as_messages, assistant_char_spans, encode_chat, next_token_id
 from training.modeling import cache_kwargs, decoder_layers
@@ -396,7 +397,7 @@ def summarize_screen(df: pd.DataFrame, random_prefix: str = "random", seed: int 
         for idx, row in g.iterrows():
             others = rand[rand.index != idx]["effect"].to_numpy()
             e = row["effect"]
-            lo, hi = np.percentile(others, [2.5, 97.5])
+            lo, hi = np.percentile(others, PROTOCOL.ci_percentiles)
             sd = others.std(ddof=1)
             out.loc[idx, ["random_lo", "random_hi"]] = [lo, hi]
             out.loc[idx, "random_z"] = (e - others.mean()) / sd if sd > 0 else np.nan

@@ -37,8 +37,10 @@ class SteeringVector:
 
 
 def default_layer(n_layers: int) -> int:
-    """floor(2L/3): the study's tile-mean-cosine layer, used when no layer choice is given."""
-    return (2 * n_layers) // 3
+    """The study's tile-mean-cosine layer (the protocol's fixed emotion layer, floor(2L/3)), used when no layer choice is given."""
+    from probes.protocol import PROTOCOL
+
+    return PROTOCOL.fixed.emotion_layer(n_layers)
 
 
 def load_layer_choice(analysis_dir: str | os.PathLike) -> dict[str, int]:
