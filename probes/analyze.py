@@ -96,13 +96,59 @@ def _curve(c: np.ndarray) -> dict:
     return {"per_layer": [float(x) for x in c], "mean": float(np.nanmean(c)), "min": float(np.nanmin(c)), "argmin": int(np.argmin(ok))}
 
 
+@dataclass
+class _Inputs:
+    """Everything the analyses of one run read: config, vectors, activations, models, per-layer metrics."""
+
+    cfg: AnalyzeConfig
+    cv: ConceptVectors
+    ctrl: ConceptVectors
+    stories: dict
+    neutral: list
+    examples: pd.DataFrame
+    acts: np.ndarray
+    c_examples: pd.DataFrame
+    c_acts: np.ndarray
+    model: object
+    tok: object
+    cmodel: object
+    ctok: object
+    sd: np.ndarray
+    lc: object  # probes.layer_choice layer metrics of the trained vectors
+    c_lc: object  # ... of the naive control's
+    vec: dict  # v_* [L, H] per concept
+    uvec: dict  # u_* [L, H] per concept
+
+    @property
+    def n_layers(self) -> int:
+        return self.cv.n_layers
+
+    @property
+    def l_star(self) -> dict:
+        return self.lc.l_star[VERDICT_SPACE]
+
+    @property
+    def proto(self) -> Protocol:
+        return self.cfg.protocol
+
+
 def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str | Path | None = None, seed: int = 0,
                  device: str = "cpu", **options) -> dict:
     """All analyses of one vectors folder (and its naive control); writes the outputs and returns summary.json.
 
     Inputs and options are checked before any slow work, and the outputs appear in `out_dir` together at the end."""
     cfg = AnalyzeConfig(seed=seed, **options)
-    out = Path(out_dir)
+    x = _load_inputs(vectors_dir, control_dir, cfg, device)
+    anti = _antiparallelism(x)
+    lens = _logit_lens(x)
+    emotion = _emotion_alignment(x)
+    tracking = _tracking(x)
+    summary = _summary(x, anti, lens, emotion, tracking, vectors_dir, control_dir)
+    _write_outputs(Path(out_dir), x, summary, anti, lens, emotion, tracking)
+    return summary
+
+
+def _load_inputs(vectors_dir, control_dir, cfg: AnalyzeConfig, device: str) -> _Inputs:
     cv = ConceptVectors.load(vectors_dir)
     ctrl = ConceptVectors.load(control_dir) if control_dir is not None else cv
     if (ctrl.n_layers, ctrl.hidden_size) != (cv.n_layers, cv.hidden_size):
@@ -126,151 +172,174 @@ def run_analyses(vectors_dir: str | Path, out_dir: str | Path, control_dir: str 
     layers = list(range(n_layers))
     sd = channel_moments(model, tok, neutral, layers, batch_size=cfg.batch_size, progress=cfg.progress)[1].numpy()
     c_sd = sd if cmodel is model else channel_moments(cmodel, ctok, neutral, layers, batch_size=cfg.batch_size, progress=cfg.progress)[1].numpy()
-
-    # 1. per-layer metrics, l* per space, split halves and shuffled-label nulls (both models)
-    lc = layer_metrics(acts, examples, sd, cfg.folds, cfg.bins, cfg.perm_draws, cfg.probe, seed, cfg.progress, cfg.reliability_splits)
-    c_lc = lc if control_dir is None else layer_metrics(c_acts, c_examples, c_sd, cfg.folds, cfg.bins, cfg.perm_draws, False, seed, cfg.progress,
-                                                        cfg.reliability_splits)
-    l_star = lc.l_star[VERDICT_SPACE]
-
-    # 2. antiparallelism: per layer, both spaces, with the naive control, shuffled-label and random-direction bands
+    # per-layer metrics, l* per space, split halves and shuffled-label nulls (both models)
+    lc = layer_metrics(acts, examples, sd, cfg.folds, cfg.bins, cfg.perm_draws, cfg.probe, cfg.seed, cfg.progress, cfg.reliability_splits)
+    c_lc = lc if control_dir is None else layer_metrics(c_acts, c_examples, c_sd, cfg.folds, cfg.bins, cfg.perm_draws, False, cfg.seed,
+                                                        cfg.progress, cfg.reliability_splits)
     vec = {k: cv.get(k).numpy().astype(np.float64) for k in TILE_KINDS}
     uvec = {k: ctrl.get(k).numpy().astype(np.float64) for k in TILE_KINDS}
-    spaces = {space: ({k: lc.spaces.all_layers(v, space) for k, v in vec.items()}, {k: c_lc.spaces.all_layers(u, space) for k, u in uvec.items()})
-              for space in SPACES}
-    antiparallel = {}
-    cos_rows = {"layer": np.arange(n_layers)}
-    for space, (v, u) in spaces.items():
+    return _Inputs(cfg, cv, ctrl, stories, neutral, examples, acts, c_examples, c_acts, model, tok, cmodel, ctok, sd, lc, c_lc, vec, uvec)
+
+
+def _antiparallelism(x: _Inputs) -> dict:
+    """Claim 1 (the protocol's read-out) and, per layer and space, the cosines with the naive control and the nulls."""
+    cfg, seed, n_layers = x.cfg, x.cfg.seed, x.n_layers
+    antiparallel, cos_rows = {}, {"layer": np.arange(n_layers)}
+    for space in SPACES:
+        v = {k: x.lc.spaces.all_layers(a, space) for k, a in x.vec.items()}
+        u = {k: x.c_lc.spaces.all_layers(a, space) for k, a in x.uvec.items()}
         c_v, c_u = cosine_per_layer(v["mold"], v["gold"]), cosine_per_layer(u["mold"], u["gold"])
-        perm_lo = np.nanpercentile(lc.perm_cos[space], 2.5, axis=1) if np.isfinite(lc.perm_cos[space]).any() else np.full(n_layers, np.nan)
-        split = antiparallel_split(lc.halves, lc.spaces, space)
-        c_split = antiparallel_split(c_lc.halves, c_lc.spaces, space)
+        perm = x.lc.perm_cos[space]
+        perm_lo = np.nanpercentile(perm, 2.5, axis=1) if np.isfinite(perm).any() else np.full(n_layers, np.nan)
+        split = antiparallel_split(x.lc.halves, x.lc.spaces, space)
         layer = split["layer"]
         antiparallel[space] = {
-            "trained": _curve(c_v), "naive": _curve(c_u),
-            "shuffled_labels_lo": [float(x) for x in perm_lo],
-            "shuffled_labels_hi": [float(x) for x in np.nanpercentile(lc.perm_cos[space], 97.5, axis=1)] if np.isfinite(lc.perm_cos[space]).any() else None,
-            "split": split, "naive_split": c_split,
+            "trained": _curve(c_v), "naive": _curve(c_u), "shuffled_labels_lo": [float(q) for q in perm_lo],
+            "shuffled_labels_hi": [float(q) for q in np.nanpercentile(perm, 97.5, axis=1)] if np.isfinite(perm).any() else None,
+            "split": split, "naive_split": antiparallel_split(x.c_lc.halves, x.c_lc.spaces, space),
             "at_split_layer": {"layer": layer, "trained_half_b": split["cos_half_b"], "naive": float(c_u[layer]),
                                "shuffled_labels_lo": float(perm_lo[layer]),
-                               "trained_half_b_ci": antiparallel_ci(acts, examples, lc.spaces, space, layer, ~maze_halves(examples, seed),
+                               "trained_half_b_ci": antiparallel_ci(x.acts, x.examples, x.lc.spaces, space, layer, ~maze_halves(x.examples, seed),
                                                                     cfg.antiparallel_boot, seed),
-                               "naive_ci": antiparallel_ci(c_acts, c_examples, c_lc.spaces, space, layer, None, cfg.antiparallel_boot, seed),
+                               "naive_ci": antiparallel_ci(x.c_acts, x.c_examples, x.c_lc.spaces, space, layer, None, cfg.antiparallel_boot, seed),
                                "ci": f"95% percentile bootstrap over examples ({cfg.antiparallel_boot} draws; half B for the trained "
                                      "model, all examples for the naive one), strata-centred per draw, the space's map fixed"},
-            "at_l_star": {k: float(c_v[l_star[k]]) for k in ("mold", "gold")},
+            "at_l_star": {k: float(c_v[x.l_star[k]]) for k in ("mold", "gold")},
         }
         cos_rows[f"{space}_trained"], cos_rows[f"{space}_naive"], cos_rows[f"{space}_shuffled_lo"] = c_v, c_u, perm_lo
-    proto = cfg.protocol
-    band = proto.band.layers(n_layers)
-    claim1 = claim1_reads(acts, examples, c_acts, c_examples, nuisance_strata, band, proto.nulls.draws, proto.claim1.whitener_fraction,
-                          seed, cfg.progress)
-    lo, hi, _ = null_band(np.linalg.norm(vec["mold"], axis=1), np.linalg.norm(vec["gold"], axis=1), hidden, cfg.null_draws, seed)
-    cos_rows.update(null_lo=lo, null_hi=hi, cos_from_norms=cos_from_norms(*(np.linalg.norm(vec[k], axis=1) for k in TILE_KINDS)))
-    outliers = {"top5_share": {f"{tag}_{k}": [float(x) for x in top_channel_share(vs[k])] for tag, vs in (("v", vec), ("u", uvec)) for k in ("mold", "gold")},
-                "top_channels_v_mold": top_channels(vec["mold"]), "channel_sd_ratio_max_median": [float(x) for x in sd.max(1) / np.median(sd, 1)]}
+    claim1 = claim1_reads(x.acts, x.examples, x.c_acts, x.c_examples, nuisance_strata, x.proto.band.layers(n_layers), x.proto.nulls.draws,
+                          x.proto.claim1.whitener_fraction, seed, cfg.progress)
+    norms = {k: np.linalg.norm(x.vec[k], axis=1) for k in TILE_KINDS}
+    lo, hi, _ = null_band(norms["mold"], norms["gold"], x.cv.hidden_size, cfg.null_draws, seed)
+    cos_rows.update(null_lo=lo, null_hi=hi, cos_from_norms=cos_from_norms(*(norms[k] for k in TILE_KINDS)))
+    return {"antiparallel": antiparallel, "cos_rows": cos_rows, "claim1": claim1, "null_lo": lo, "null_hi": hi}
 
-    # 3. logit lens (claim 2): fair ranking, every layer, trained vs naive vs random directions
-    logit_layer = cfg.logit_layer if cfg.logit_layer is not None else proto.fixed.logit_lens_layer(n_layers)
-    lens_sets = {"v_mold": vec["mold"], "v_gold": vec["gold"], "u_mold": uvec["mold"], "u_gold": uvec["gold"]}
-    lens_df, lens_info = lens_table(model, tok, lens_sets, list(range(1, n_layers)), n_random=cfg.lens_random, seed=seed, k=cfg.top_k)
 
-    # 4. emotion alignment (claim 3): emotion vectors of the maze-NAIVE model, mean over story tokens
-    at = lens_df[lens_df.layer == logit_layer].set_index("vector")["failure_score"]
-    claim2 = claim2_reads(lens_inputs(model, tok), acts, examples, logit_layer, {k: float(at.get(k, np.nan)) for k in LENS_KEYS},
-                          proto.nulls.draws, seed)
-    tile_layer = proto.fixed.emotion_layer(n_layers)
-    emotion_layer = cfg.emotion_layer if cfg.emotion_layer is not None else tile_layer
-    if cfg.generate_stories:
-        stories = emo.generate_stories(cmodel, ctok, stories["emotions"], cfg.n_generated, seed)
-    emo_layers = sorted({emotion_layer, l_star["gold"], l_star["mold"]})
-    per, neut = emo.story_activations(cmodel, ctok, stories, neutral, emo_layers, cfg.batch_size, cfg.progress)
+def _logit_lens(x: _Inputs) -> dict:
+    """Claim 2: the fair-ranking lens at every layer (trained, naive, random directions) and the protocol's read-out."""
+    cfg = x.cfg
+    layer = cfg.logit_layer if cfg.logit_layer is not None else x.proto.fixed.logit_lens_layer(x.n_layers)
+    sets = {"v_mold": x.vec["mold"], "v_gold": x.vec["gold"], "u_mold": x.uvec["mold"], "u_gold": x.uvec["gold"]}
+    df, info = lens_table(x.model, x.tok, sets, list(range(1, x.n_layers)), n_random=cfg.lens_random, seed=cfg.seed, k=cfg.top_k)
+    at = df[df.layer == layer].set_index("vector")["failure_score"]
+    claim2 = claim2_reads(lens_inputs(x.model, x.tok), x.acts, x.examples, layer, {k: float(at.get(k, np.nan)) for k in LENS_KEYS},
+                          x.proto.nulls.draws, cfg.seed)
+    return {"df": df, "info": info, "layer": layer, "claim2": claim2}
+
+
+def _emotion_alignment(x: _Inputs) -> dict:
+    """Claim 3: emotion vectors of the maze-NAIVE model (mean over story tokens) against v_* and u_*."""
+    cfg, seed = x.cfg, x.cfg.seed
+    emotion_layer = cfg.emotion_layer if cfg.emotion_layer is not None else x.proto.fixed.emotion_layer(x.n_layers)
+    stories = emo.generate_stories(x.cmodel, x.ctok, x.stories["emotions"], cfg.n_generated, seed) if cfg.generate_stories else x.stories
+    layers = sorted({emotion_layer, x.l_star["gold"], x.l_star["mold"]})
+    per, neut = emo.story_activations(x.cmodel, x.ctok, stories, x.neutral, layers, cfg.batch_size, cfg.progress)
     valence = {k: v.get("valence", np.nan) for k, v in stories["emotions"].items()}
-    emo_rows, emotion = [], {"layer": emotion_layer, "by_layer": {}}
-    for j, layer in enumerate(emo_layers):
+    rows, emotion = [], {"layer": emotion_layer, "by_layer": {}}
+    for j, layer in enumerate(layers):
         ev = emo.emotion_vectors({k: a[:, j] for k, a in per.items()}, emo.denoise_basis(neut[:, j]))
         if layer == emotion_layer:
-            emotion_vectors_at = ev
+            at_layer = ev
         val = np.array([valence[k] for k in ev], dtype=float)
-        for tag, vs in (("trained", vec), ("naive", uvec)):
+        for tag, vs in (("trained", x.vec), ("naive", x.uvec)):
             res = emo.alignment(ev, vs["gold"][layer], vs["mold"][layer], valence)
             res.update(emo.bootstrap_over_emotions(res["cos_gold"], res["cos_mold"], val, seed=seed))
             res["null"] = emo.random_pair_null(ev, vs["gold"][layer], vs["mold"][layer], valence, cfg.emotion_null_draws, seed)
             emotion["by_layer"].setdefault(str(layer), {})[tag] = {k: res[k] for k in (
-                "slope", "r", "valence_r", "valence_slope", "slope_ci", "valence_r_ci", "null", "gold_pole", "mold_pole", "pc1_valence_r", "cos_gold_pc1", "cos_mold_pc1")}
-            emo_rows += [{"model": tag, "layer": layer, "emotion": name, "valence": valence.get(name), "cos_gold": float(res["cos_gold"][i]),
-                          "cos_mold": float(res["cos_mold"][i])} for i, name in enumerate(res["names"])]
+                "slope", "r", "valence_r", "valence_slope", "slope_ci", "valence_r_ci", "null", "gold_pole", "mold_pole", "pc1_valence_r",
+                "cos_gold_pc1", "cos_mold_pc1")}
+            rows += [{"model": tag, "layer": layer, "emotion": name, "valence": valence.get(name), "cos_gold": float(res["cos_gold"][i]),
+                      "cos_mold": float(res["cos_mold"][i])} for i, name in enumerate(res["names"])]
     emotion.update(emotion["by_layer"][str(emotion_layer)])
     emotion.update(n_emotions=len(per), story_half=cfg.story_half, emotion_model="maze-naive (the control's model)",
                    stories="generated by the naive model" if cfg.generate_stories else (cfg.stories or "shipped probes/data/emotion_stories.json"),
                    token_reduce="mean over story tokens from token 3, plain text (no chat template); top neutral-text PCs (>= 50% var) projected out")
-    claim3 = claim3_reads(emotion_vectors_at, acts, examples, emotion_layer, valence, emotion["trained"], emotion["naive"], proto.nulls.draws, seed)
+    claim3 = claim3_reads(at_layer, x.acts, x.examples, emotion_layer, valence, emotion["trained"], emotion["naive"], x.proto.nulls.draws, seed)
+    return {"summary": emotion, "rows": rows, "claim3": claim3, "stories": stories}
 
-    # 5. tracking (claim 4) on paired trajectories: the same prompt, only the final move differs
-    track_seed = int(cv.meta.get("seed") or 0) + 10_007 + seed
-    track_layers = lc.l_star[proto.claim4.layer_space]
-    texts, kinds, strata, state = paired_tracking_texts(tok, cv.meta, proto.claim4.n_states, track_seed)
-    raw_t = capture_tracking(model, tok, texts, track_layers, cfg.batch_size, cfg.progress, "trained")
-    raw_n = raw_t if cmodel is model else capture_tracking(cmodel, ctok, texts, track_layers, cfg.batch_size, cfg.progress, "naive")
-    claim4 = claim4_reads(raw_t, raw_n, kinds, state, track_layers, vec, proto.claim4.boot, track_seed, proto.ci_percentiles)
+
+def _tracking(x: _Inputs) -> dict:
+    """Claim 4 on paired trajectories (the same prompt, only the final move differs); within-letter d as secondary."""
+    cfg, proto = x.cfg, x.proto
+    seed = int(x.cv.meta.get("seed") or 0) + 10_007 + cfg.seed
+    layers = x.lc.l_star[proto.claim4.layer_space]
+    texts, kinds, strata, state = paired_tracking_texts(x.tok, x.cv.meta, proto.claim4.n_states, seed)
+    raw_t = capture_tracking(x.model, x.tok, texts, layers, cfg.batch_size, cfg.progress, "trained")
+    raw_n = raw_t if x.cmodel is x.model else capture_tracking(x.cmodel, x.ctok, texts, layers, cfg.batch_size, cfg.progress, "naive")
+    claim4 = claim4_reads(raw_t, raw_n, kinds, state, layers, x.vec, proto.claim4.boot, seed, proto.ci_percentiles)
     # secondary: within final letter x length (centred), every space, the naive model also on its own u_*
-    tr = track(centre_within(raw_t, strata), kinds, track_layers, {"v": vec}, lc.spaces, "trained")
-    ntr = track(centre_within(raw_n, strata), kinds, track_layers, {"u": uvec, "v": vec}, c_lc.spaces, "naive")
-    tracking = {"layer": track_layers, "layer_space": proto.claim4.layer_space, "n_states": proto.claim4.n_states, "seed": track_seed,
-                "design": "paired: each maze state gives one gold-final and one mold-final trajectory with the same prompt",
-                "primary": claim4,
-                "secondary_definition": "signed Cohen's d within final letter x length (each stratum's mean removed), per space",
-                **{space: {"trained_d_gold": tr.d[("v", space, "gold")], "trained_d_mold": tr.d[("v", space, "mold")],
-                           "naive_d_gold": ntr.d[("u", space, "gold")], "naive_d_mold": ntr.d[("u", space, "mold")],
-                           "naive_acts_on_v_d_gold": ntr.d[("v", space, "gold")], "naive_acts_on_v_d_mold": ntr.d[("v", space, "mold")]}
-                   for space in SPACES}}
-    track_rows = pd.concat([tr.rows, ntr.rows], ignore_index=True)
+    tr = track(centre_within(raw_t, strata), kinds, layers, {"v": x.vec}, x.lc.spaces, "trained")
+    ntr = track(centre_within(raw_n, strata), kinds, layers, {"u": x.uvec, "v": x.vec}, x.c_lc.spaces, "naive")
+    summary = {"layer": layers, "layer_space": proto.claim4.layer_space, "n_states": proto.claim4.n_states, "seed": seed,
+               "design": "paired: each maze state gives one gold-final and one mold-final trajectory with the same prompt",
+               "primary": claim4,
+               "secondary_definition": "signed Cohen's d within final letter x length (each stratum's mean removed), per space",
+               **{space: {"trained_d_gold": tr.d[("v", space, "gold")], "trained_d_mold": tr.d[("v", space, "mold")],
+                          "naive_d_gold": ntr.d[("u", space, "gold")], "naive_d_mold": ntr.d[("u", space, "mold")],
+                          "naive_acts_on_v_d_gold": ntr.d[("v", space, "gold")], "naive_acts_on_v_d_mold": ntr.d[("v", space, "mold")]}
+                  for space in SPACES}}
+    return {"summary": summary, "rows": pd.concat([tr.rows, ntr.rows], ignore_index=True), "claim4": claim4}
 
-    reliability = {k: {space: [float(x) for x in lc.table[(lc.table.space == space) & (lc.table.vector == k)].sort_values("layer")["split_half_cos"]]
+
+def _summary(x: _Inputs, anti: dict, lens: dict, emotion: dict, tracking: dict, vectors_dir, control_dir) -> dict:
+    lc, n_layers, cfg = x.lc, x.n_layers, x.cfg
+    reliability = {k: {space: [float(q) for q in lc.table[(lc.table.space == space) & (lc.table.vector == k)].sort_values("layer")["split_half_cos"]]
                        for space in SPACES} for k in TILE_KINDS}
-    reliability_at_l_star = _reliability_at_l_star(lc, c_lc, l_star, examples, c_examples, cfg.reliability_splits)
-    summary = {
-        "n_layers": n_layers, "hidden_size": hidden, "layer_convention": LAYER_CONVENTION, "verdict_space": VERDICT_SPACE,
+    tile_layer = x.proto.fixed.emotion_layer(n_layers)
+    outliers = {"top5_share": {f"{tag}_{k}": [float(q) for q in top_channel_share(vs[k])] for tag, vs in (("v", x.vec), ("u", x.uvec))
+                               for k in ("mold", "gold")},
+                "top_channels_v_mold": top_channels(x.vec["mold"]), "channel_sd_ratio_max_median": [float(q) for q in x.sd.max(1) / np.median(x.sd, 1)]}
+    info, df, layer = lens["info"], lens["df"], lens["layer"]
+    return {
+        "n_layers": n_layers, "hidden_size": x.cv.hidden_size, "layer_convention": LAYER_CONVENTION, "verdict_space": VERDICT_SPACE,
         "why_verdict_space": "a few directions carry most of the variance at the read position (outlier channels, and correlated "
                              "directions that channel z-scores do not rescale), so raw and standardised diffs of means are nearly "
                              "one-dimensional for any labels (see the shuffled-label band); whitening by the within-class covariance "
                              "weighs every direction by its own noise",
-        "l_star": l_star, "l_star_by_space": lc.l_star, "naive_l_star_by_space": c_lc.l_star,
+        "l_star": x.l_star, "l_star_by_space": lc.l_star, "naive_l_star_by_space": x.c_lc.l_star,
         "layer_rule": "l* = floor(mean(argmax held-out AUROC, argmax |d|, argmin overlap)) in the verdict space; 5-fold StratifiedGroupKFold "
                       "(strata class x final direction, groups maze seed)",
-        "antiparallel": antiparallel,
-        "null_band": {"lo": [float(x) for x in lo], "hi": [float(x) for x in hi], "draws": cfg.null_draws, "kind": "random Gaussian directions"},
+        "antiparallel": anti["antiparallel"],
+        "null_band": {"lo": [float(q) for q in anti["null_lo"]], "hi": [float(q) for q in anti["null_hi"]], "draws": cfg.null_draws,
+                      "kind": "random Gaussian directions"},
         "split_half_reliability": reliability,
-        "split_half_at_l_star": {k: reliability[k][VERDICT_SPACE][l_star[k]] for k in TILE_KINDS},
-        "reliability_at_l_star": reliability_at_l_star,
+        "split_half_at_l_star": {k: reliability[k][VERDICT_SPACE][x.l_star[k]] for k in TILE_KINDS},
+        "reliability_at_l_star": _reliability_at_l_star(lc, x.c_lc, x.l_star, x.examples, x.c_examples, cfg.reliability_splits),
         "outlier_channels": outliers,
         "tile_mean_cos_layer": tile_layer,
-        "tile_mean_cos": centred_mean_cosines({k: cv.class_means[k][tile_layer].numpy() for k in TILE_KINDS}) if cv.class_means else None,
-        "logit_lens": {"layer": logit_layer, "scan_layers": [1, n_layers - 1], **lens_info,
-                       "random_lo": lens_info["random_scores"]["p2_5"], "random_hi": lens_info["random_scores"]["p97_5"],
-                       "at_layer": lens_df[lens_df.layer == logit_layer].set_index("vector").to_dict("index")},
-        "emotion": emotion,
-        "tracking": tracking,
-        "verdict_inputs": {"protocol": proto.stamp(), "band": band, "claim1": claim1, "claim2": claim2, "claim3": claim3, "claim4": claim4},
-        "probe_auroc": {k: [float(x) for x in lc.table[(lc.table.space == "raw") & (lc.table.vector == k)].sort_values("layer")["probe_auroc"]]
+        "tile_mean_cos": centred_mean_cosines({k: x.cv.class_means[k][tile_layer].numpy() for k in TILE_KINDS}) if x.cv.class_means else None,
+        "logit_lens": {"layer": layer, "scan_layers": [1, n_layers - 1], **info,
+                       "random_lo": info["random_scores"]["p2_5"], "random_hi": info["random_scores"]["p97_5"],
+                       "at_layer": df[df.layer == layer].set_index("vector").to_dict("index")},
+        "emotion": emotion["summary"],
+        "tracking": tracking["summary"],
+        "verdict_inputs": {"protocol": x.proto.stamp(), "band": x.proto.band.layers(n_layers), "claim1": anti["claim1"], "claim2": lens["claim2"],
+                           "claim3": emotion["claim3"], "claim4": tracking["claim4"]},
+        "probe_auroc": {k: [float(q) for q in lc.table[(lc.table.space == "raw") & (lc.table.vector == k)].sort_values("layer")["probe_auroc"]]
                         for k in TILE_KINDS} if cfg.probe else None,
         "vectors_dir": str(vectors_dir), "control_dir": None if control_dir is None else str(control_dir),
-        "provenance": provenance(config=asdict(cfg), seed=seed, model=cv.meta.get("model"), control_model=ctrl.meta.get("model")),
+        "provenance": provenance(config=asdict(cfg), seed=cfg.seed, model=x.cv.meta.get("model"), control_model=x.ctrl.meta.get("model")),
     }
-    meta = {"layer_convention": LAYER_CONVENTION, "vectors_dir": str(vectors_dir), "control_dir": summary["control_dir"], "seed": seed}
+
+
+def _write_outputs(out: Path, x: _Inputs, summary: dict, anti: dict, lens: dict, emotion: dict, tracking: dict) -> None:
+    """Every output at once: a failed analysis leaves none (nor an empty folder)."""
+    lc, c_lc = x.lc, x.c_lc
+    meta = {"layer_convention": LAYER_CONVENTION, "vectors_dir": summary["vectors_dir"], "control_dir": summary["control_dir"],
+            "seed": x.cfg.seed}
     table = pd.concat([lc.table.assign(model="trained"), c_lc.table.assign(model="naive")], ignore_index=True) if c_lc is not lc else lc.table.assign(model="trained")
-    with atomic_folder(out) as tmp:  # all or nothing: a failed analysis leaves no outputs (nor an empty folder)
-        if cfg.generate_stories:
-            atomic_write_json(tmp / "generated_stories.json", stories)
+    emo_rows = pd.DataFrame(emotion["rows"])
+    with atomic_folder(out) as tmp:
+        if x.cfg.generate_stories:
+            atomic_write_json(tmp / "generated_stories.json", emotion["stories"])
         atomic_write_parquet(tmp / "layer_metrics.parquet", table, metadata=meta)
-        atomic_write_parquet(tmp / "cosines.parquet", pd.DataFrame(cos_rows), metadata=meta)
-        atomic_write_parquet(tmp / "logit_lens.parquet", lens_df, metadata=meta)
-        atomic_write_parquet(tmp / "emotions.parquet", pd.DataFrame(emo_rows), metadata=meta)
-        atomic_write_parquet(tmp / "tracking.parquet", track_rows, metadata=meta)
-        atomic_write_json(tmp / "layer_choice.json", {**l_star, "space": VERDICT_SPACE, "by_space": lc.l_star, "layer_convention": LAYER_CONVENTION})
-        analysis_plots(tmp, summary, table, pd.DataFrame(emo_rows), track_rows, lens_df)
+        atomic_write_parquet(tmp / "cosines.parquet", pd.DataFrame(anti["cos_rows"]), metadata=meta)
+        atomic_write_parquet(tmp / "logit_lens.parquet", lens["df"], metadata=meta)
+        atomic_write_parquet(tmp / "emotions.parquet", emo_rows, metadata=meta)
+        atomic_write_parquet(tmp / "tracking.parquet", tracking["rows"], metadata=meta)
+        atomic_write_json(tmp / "layer_choice.json", {**x.l_star, "space": VERDICT_SPACE, "by_space": lc.l_star, "layer_convention": LAYER_CONVENTION})
+        analysis_plots(tmp, summary, table, emo_rows, tracking["rows"], lens["df"])
         atomic_write_json(tmp / "summary.json", summary)
-    return summary
 
 
 RELIABILITY_TARGET = 0.9  # split-half cosine wanted at the chosen layers (issue: "raise N until it is >= 0.9")
