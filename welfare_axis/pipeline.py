@@ -136,44 +136,42 @@ def reproduce(
     (welfare_axis/overrides.py: `--set` and `--config`).
     """
     from training.config import config_from_preset
-    from welfare_axis.stages import lock_run
-
     from welfare_axis.overrides import apply_overrides
+    from welfare_axis.stages import StoppedAfter, lock_run
 
     p, train_overrides = apply_overrides(get_preset(preset), overrides or {})
-    model_id = model or p.model
+    model_id, training, out = model or p.model, training or p.training, Path(out)
     if model_id == "tiny":
         import torch
 
         torch.set_num_threads(1)  # the tiny model is overhead-bound; more threads only add sync cost
-    training = training or p.training
+    train_cfg = config_from_preset(p.train_preset, model=model_id, seed=seed, device=device, dtype=dtype, **train_overrides)
+    skip = _check_choices(p, train_cfg, training, plant, force, stop_after, skip)
+    stories_key = _stories_key(stories)
+    with lock_run(out):
+        try:
+            return _run_stages(p, preset, out, model_id, training, plant, stories, stories_key, force, seed, device, dtype, progress,
+                               train_cfg, stop_after, skip, dict(overrides or {}))
+        except StoppedAfter:
+            return None
+
+
+def _check_choices(p: ReproducePreset, train_cfg, training: str, plant: str | None, force, stop_after, skip) -> set[str]:
+    """Refuse bad choices before any slow work; the stages to skip (--skip secondary also skips steer_trained)."""
     if training not in TRAININGS:
         raise ValueError(f"unknown training {training!r}; use one of {', '.join(TRAININGS)}")
-    out = Path(out)
-    train_cfg = config_from_preset(p.train_preset, model=model_id, seed=seed, device=device, dtype=dtype, **train_overrides)
     if training == "sft+rl" and train_cfg.sft_finetune != "full":
         raise ValueError(f"training 'sft+rl' continues RL from the SFT model, so the {p.train_preset!r} training preset "
                          "needs sft_finetune='full' (a LoRA SFT adapter is not a model to start from); use --training sft or rl")
     if plant is not None and plant not in PLANTS:
         raise ValueError(f"unknown plant {plant!r}; use one of {', '.join(PLANTS)}")
+    skip, skippable = set(skip or ()), (*OPTIONAL_STAGES, SECONDARY)
+    if skip - set(skippable):
+        raise ValueError(f"only {', '.join(skippable)} can be skipped, not {', '.join(sorted(skip - set(skippable)))}")
     unknown = (set(force or ()) | ({stop_after} if stop_after else set())) - set(STAGES)
-    skippable = (*OPTIONAL_STAGES, SECONDARY)
-    if set(skip or ()) - set(skippable):
-        raise ValueError(f"only {', '.join(skippable)} can be skipped, not {', '.join(sorted(set(skip) - set(skippable)))}")
-    if SECONDARY in set(skip or ()):
-        skip = set(skip) | {"steer_trained"}  # it steers at the layer the secondary screen picks
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use one of {', '.join(STAGES)}")
-    stories_key = _stories_key(stories)
-
-    from welfare_axis.stages import StoppedAfter
-
-    with lock_run(out):
-        try:
-            return _run_stages(p, preset, out, model_id, training, plant, stories, stories_key, force, seed, device, dtype, progress,
-                               train_cfg, stop_after, set(skip or ()), dict(overrides or {}))
-        except StoppedAfter:
-            return None
+    return skip | {"steer_trained"} if SECONDARY in skip else skip  # steer_trained steers at the layer the secondary screen picks
 
 
 def _stories_key(stories: str | None) -> str | None:
