@@ -51,7 +51,7 @@ def throughput(model, tok, n: int, max_moves: int, batch_size: int, repeats: int
         last_token_spans,
         tokenize_texts,
     )
-    from training.modeling import pad_batch
+    from training.structure import pad_batch
     from probes.extract import build_examples
 
     texts, _ = build_examples(tok, n, 123, None, max_moves)

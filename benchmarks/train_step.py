@@ -21,7 +21,7 @@ import torch
 from training.config import config_from_preset
 from training.forward import first_trainable_block
 from training.losses import cosine_factor
-from training.modeling import decoder_layers
+from training.structure import decoder_layers
 from training.policy import build_policy, trainable_parameters
 from training.rl import compute_advantages, episode_tensors, update
 from training.rollout import ChatTokens, rollout

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.modeling import block_index
+from training.structure import block_index
 
 DEFAULT_TOLERANCES = (0.0, 1e-7, 1e-6, 1e-5)
 

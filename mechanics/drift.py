@@ -16,8 +16,8 @@ import torch
 
 from core.stats import mean_ci, percentile_ci, ratio_of_means_ci
 from mechanics.examples import ON_TARGET, Example
-from mechanics.stats import kl_rows
-from training.modeling import causal_lm, decoder_of
+from mechanics.divergence import kl_rows
+from training.structure import causal_lm, decoder_of
 from training.models import pad_token_id
 
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.modeling import decoder_layers, decoder_of, gated_mlp
+from training.structure import decoder_layers, decoder_of, gated_mlp
 
 SUMS = ("units", "units_closed", "slope", "slope_closed", "mass_in", "mass_in_closed", "mass_out", "mass_out_closed")
 
 
 def mlp_parts(model) -> list:
-    """The gated MLP of each decoder block (`training.modeling.gated_mlp`), or [] when the family's MLPs are
+    """The gated MLP of each decoder block (`training.structure.gated_mlp`), or [] when the family's MLPs are
     not gated (GPT-2, GPT-NeoX, OPT, Falcon, Phi-3's fused gate): then nothing is recorded and H2 is not measured."""
     parts = [gated_mlp(block) for block in decoder_layers(model)]
     return [] if any(p is None for p in parts) else [p["module"] for p in parts]

@@ -11,7 +11,7 @@ trains with RL. Every `checkpoint_every` steps both arms checkpoint, and each ch
 * off-target drift: KL(start || checkpoint) on the four off-target prompt sets (mechanics.drift),
   pooled as the equal-weight mean of the set means, and on held-out maze states.
 
-The comparison (H1m in mechanics/claims.py): the SFT arm's pooled off-target KL over the RL arm's
+The comparison (H1m in mechanics/hypotheses.py): the SFT arm's pooled off-target KL over the RL arm's
 at the largest progress both arms reach, each read off its own curve by linear interpolation at
 its first crossing of that level. The bootstrap resamples held-out mazes and off-target prompts
 (the same draw for every checkpoint of both arms), so the matched level moves with the draw.

@@ -76,16 +76,16 @@ def measure_all(naive, trained, probe_model, tokenizer, vectors, control, maze_c
                                   s.temperature, s.delta, s.refine, seed, s.micro_batch, s.batch_size, progress=progress)
     probe_sum = {"delta": s.delta, "match": "own", **probe_summary(steps, gates, s.n_boot, seed)}
 
-    summaries = {"drift": drift_sum, "anatomy": anatomy_sum, "recruitment": recruit_sum, "probe": probe_sum}
+    summaries = {"drift": drift_sum, "anatomy": anatomy_sum, "recruitment": recruit_sum, "onestep": probe_sum}
     tables = {"drift": drift_table, "anatomy": anatomy_table, "recruitment_cos": cos, "recruitment_cka": cka,
-              "probe": steps, "probe_gating": gates}
+              "onestep": steps, "onestep_gating": gates}
     return summaries, tables
 
 
 def write_all(out_dir: Path, summaries: dict, tables: dict, record: dict) -> dict:
     """mechanics.json (summaries, hypotheses, `record`: pairs and provenance), the tables and mechanics.png, written together."""
     from core.artifacts import atomic_folder, atomic_write_json, atomic_write_parquet
-    from mechanics.claims import evaluate
+    from mechanics.hypotheses import evaluate
 
     hypotheses = [h.to_dict() for h in evaluate(summaries)]
     doc = {"summary": summaries, "hypotheses": hypotheses, **record}

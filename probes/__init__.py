@@ -2,6 +2,6 @@
 
 from probes.layers import LAYER_CONVENTION
 from probes.vectors import ConceptVectors
-from training.modeling import decoder_layers  # public here since the first release; it lives with the other model-structure helpers
+from training.structure import decoder_layers  # public here since the first release; it lives with the other model-structure helpers
 
 __all__ = ["ConceptVectors", "LAYER_CONVENTION", "decoder_layers"]

@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 import torch
 
 from probes.layers import register_layer_hook
-from training.modeling import cache_kwargs, decoder_layers, pad_batch
+from training.structure import cache_kwargs, decoder_layers, pad_batch
 from training.models import pad_token_id
 
 

@@ -6,14 +6,14 @@ L-1 the input of the last block. The output of the last block is not a layer: a 
 added there only biases the next-token logits of the positions it is added to (its logit
 lens), so steering or choosing a layer there is degenerate. Capture (probes) and steering
 (adding alpha * v) both hook that same point, with a forward pre-hook on block l.
-Finding the blocks and the hidden state a block receives is training/modeling.py's.
+Finding the blocks and the hidden state a block receives is training/structure.py's.
 """
 
 from __future__ import annotations
 
 import torch
 
-from training.modeling import block_hidden, decoder_layers
+from training.structure import block_hidden, decoder_layers
 
 LAYER_CONVENTION = "block_input: layer l = input of decoder block l (0-based; layer 0 = embeddings; the last block's output is excluded)"
 

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from probes.protocol import PROTOCOL
-from training.modeling import causal_lm, final_norm_gain
+from training.structure import causal_lm, final_norm_gain
 
 # Whole-token words and contraction pieces. Short words are exact-only so that "nothingness",
 # "nevertheless", "nonetheless", "note" do not count. Contraction pieces ("don", "won",
@@ -100,7 +100,7 @@ def unembedding(model) -> tuple[torch.Tensor, torch.Tensor]:
 
     The lens reads the residual stream as the model's last step does: the final norm (whose
     per-channel gain changes directions; the 1/rms scale does not change a ranking) then W_U.
-    The gain is `training.modeling.final_norm_gain` (a PEFT wrapper unwrapped; Gemma's 1 + weight;
+    The gain is `training.structure.final_norm_gain` (a PEFT wrapper unwrapped; Gemma's 1 + weight;
     ones when the family has no final norm).
     """
     w_u = causal_lm(model).get_output_embeddings().weight.detach().float().cpu()

@@ -36,7 +36,7 @@ from envs.maze import _CLAUSES
 from envs.parse import CARDINAL_LETTERS, RELATIVE_LETTERS
 from probes.layers import register_layer_hook
 from training.chat import render_chat
-from training.modeling import replace_block_hidden
+from training.structure import replace_block_hidden
 
 PLANT_KINDS = ("valence", "random")
 

@@ -24,7 +24,7 @@ import torch
 
 from probes.layers import register_layer_hook
 from steering.steerer import Steerer, encode_chat
-from training.modeling import decoder_layers, pad_batch, replace_block_hidden
+from training.structure import decoder_layers, pad_batch, replace_block_hidden
 from training.models import pad_token_id
 
 SENTIMENT_PAIRS: tuple[tuple[str, str], ...] = (

@@ -48,7 +48,7 @@ from probes.layers import register_layer_hook
 from probes.protocol import PROTOCOL
 from steering.prompts import prompt_half, refusal_requests, sentiment_prompts
 from steering.steerer import Steerer, as_messages, assistant_char_spans, encode_chat, next_token_id
-from training.modeling import cache_kwargs, decoder_layers
+from training.structure import cache_kwargs, decoder_layers
 
 POSITIVE_WORDS = (" good", " great", " happy", " wonderful", " fine", " excited", " glad", " grateful")
 NEGATIVE_WORDS = (" bad", " sad", " terrible", " awful", " anxious", " frustrated", " upset", " miserable")

@@ -23,7 +23,7 @@ import torch
 
 from probes.layers import register_layer_hook
 from training.chat import render_chat
-from training.modeling import cache_kwargs, decoder_layers, pad_batch, replace_block_hidden
+from training.structure import cache_kwargs, decoder_layers, pad_batch, replace_block_hidden
 from training.models import pad_token_id
 
 

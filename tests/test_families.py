@@ -1,6 +1,6 @@
 """Every decoder family transformers ships runs the toolkit: random tiny configs of Llama, Mistral, Qwen2/3,
 Gemma2/3, Phi-3, GPT-2, GPT-NeoX, OPT and Falcon, saved with the tiny tokenizer and loaded like any local
-model. training/modeling.py answers blocks, embeddings, final norm, unembedding and MLP gate for each."""
+model. training/structure.py answers blocks, embeddings, final norm, unembedding and MLP gate for each."""
 
 import json
 
@@ -31,7 +31,7 @@ def family_dirs(tmp_path_factory):
 def test_model_structure_of_every_family(family, family_dirs):
     from probes.capture import capture_texts
     from steering.steerer import Steerer
-    from training.modeling import block_index, decoder_layers, final_norm, final_norm_gain, gated_mlp, input_embeddings
+    from training.structure import block_index, decoder_layers, final_norm, final_norm_gain, gated_mlp, input_embeddings
 
     model, tok = load_model(str(family_dirs[family]))
     blocks = decoder_layers(model)

@@ -52,10 +52,10 @@ def test_anatomy_cli_lora_is_not_a_low_rank_test(tmp_path, adapter):
 
 
 def test_probe_cli(tmp_path):
-    assert main(["mechanics", "probe", *SMALL, *EXAMPLES, "--n-batches", "2", "--group", "2", "--out", str(tmp_path)]) == 0
-    rec = _record(tmp_path, "probe")
+    assert main(["mechanics", "onestep", *SMALL, *EXAMPLES, "--n-batches", "2", "--group", "2", "--out", str(tmp_path)]) == 0
+    rec = _record(tmp_path, "onestep")
     assert {h["id"] for h in rec["hypotheses"]} <= {"H1", "H2", "H2b"} and rec["summary"]["delta"] == 0.02
-    steps, gates = pd.read_parquet(tmp_path / "probe.parquet"), pd.read_parquet(tmp_path / "probe_gating.parquet")
+    steps, gates = pd.read_parquet(tmp_path / "onestep.parquet"), pd.read_parquet(tmp_path / "onestep_gating.parquet")
     assert len(steps) == 4 and set(gates["kind"]) == {"rl", "sft"}
 
 
@@ -76,9 +76,9 @@ def test_recruitment_cli(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["probe", "--group", "1"], "--group must be at least 2"),
+    (["onestep", "--group", "1"], "--group must be at least 2"),
     (["drift", "--dtype", "bfloat16"], "float32"),
-    (["probe", "--delta", "0"], "--delta must be positive"),
+    (["onestep", "--delta", "0"], "--delta must be positive"),
     (["recruitment", "--vectors", "nowhere", "--control", "nowhere"], "holds no vectors.safetensors"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):

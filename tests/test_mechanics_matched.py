@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mechanics import claims
+from mechanics import hypotheses
 from mechanics.matched import arm_configs, at_progress, decisions_per_step, matched_summary
 from training.config import config_from_preset
 from welfare_axis.cli import main
@@ -53,16 +53,16 @@ def test_matched_summary_reads_both_arms_at_the_level_both_reach():
     r = s["sft_to_rl_off_target_kl"]
     assert r["value"] == pytest.approx(2.5) and r["ci_lo"] == pytest.approx(2.5) and r["ci_hi"] == pytest.approx(2.5)
     assert s["arms"]["sft"]["decisions"] == [0, 256, 512]
-    (h1m,) = [h for h in claims.evaluate({"matched": s}) if h.id == "H1m"]
-    assert h1m.verdict == claims.SUPPORTED
+    (h1m,) = [h for h in hypotheses.evaluate({"matched": s}) if h.id == "H1m"]
+    assert h1m.verdict == hypotheses.SUPPORTED
 
 
 def test_matched_summary_without_progress_is_not_measured():
     policy, kl = _tables([-0.1, -0.2], [0.5, 0.6], [0.01, 0.02], [0.1, 0.2])
     s = matched_summary(policy, kl, decisions=1, n_boot=20)
     assert np.isnan(s["matched_progress"]) and "never rose" in s["note"]
-    (h1m,) = [h for h in claims.evaluate({"matched": s}) if h.id == "H1m"]
-    assert h1m.verdict == claims.NOT_MEASURED
+    (h1m,) = [h for h in hypotheses.evaluate({"matched": s}) if h.id == "H1m"]
+    assert h1m.verdict == hypotheses.NOT_MEASURED
 
 
 def test_matched_cli_on_the_tiny_model(tmp_path, capsys):

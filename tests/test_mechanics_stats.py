@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from mechanics import anatomy, claims, gating, recruitment, stats
+from mechanics import anatomy, divergence, gating, hypotheses, recruitment
 
 
 def test_kl_rows_hand_values_and_identity():
     p = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]], dtype=torch.float64))
     q = torch.log(torch.tensor([[0.25, 0.75], [0.9, 0.1]], dtype=torch.float64))
-    kl = stats.kl_rows(p, q)
+    kl = divergence.kl_rows(p, q)
     assert kl[0].item() == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3), abs=1e-12)
     assert kl[1].item() == 0.0
     logits = torch.randn(3, 50)
-    assert torch.allclose(stats.kl_rows(logits, logits + 7.0), torch.zeros(3, dtype=torch.float64), atol=1e-12)  # a shift is irrelevant
+    assert torch.allclose(divergence.kl_rows(logits, logits + 7.0), torch.zeros(3, dtype=torch.float64), atol=1e-12)  # a shift is irrelevant
 
 
 def test_effective_rank():
@@ -48,7 +48,7 @@ def test_relative_change_sparsity_depth_spread_layer_names():
     assert anatomy.depth_spread([1.0, 1.0, 1.0, 1.0]) == pytest.approx(1.0)
     assert anatomy.depth_spread([0.0, 5.0, 0.0, 0.0]) == pytest.approx(0.25)
     assert math.isnan(anatomy.depth_spread([0.0, 0.0]))
-    from training.modeling import block_index
+    from training.structure import block_index
 
     assert block_index("model.layers.12.mlp.up_proj.weight") == 12
     assert block_index("base_model.model.transformer.h.3.attn.c_attn.weight") == 3  # GPT-2 under PEFT
@@ -93,29 +93,29 @@ def test_unit_masses_and_gate_shares_hand_values():
 
 
 def test_hypothesis_verdict_rule():
-    S, C, I, M = claims.SUPPORTED, claims.CONTRADICTED, claims.INCONCLUSIVE, claims.NOT_MEASURED
-    assert claims.verdict(1.2, 1.5, 1.0, claims.ABOVE) == S
-    assert claims.verdict(0.5, 0.9, 1.0, claims.ABOVE) == C
-    assert claims.verdict(0.9, 1.1, 1.0, claims.ABOVE) == I
-    assert claims.verdict(1.0, 1.1, 1.0, claims.ABOVE) == I  # touching the threshold is not excluding it
-    assert claims.verdict(0.1, 0.3, 0.5, claims.BELOW) == S
-    assert claims.verdict(0.6, 0.7, 0.5, claims.BELOW) == C
-    assert claims.verdict(float("nan"), 0.7, 0.5, claims.BELOW) == M
-    assert claims.verdict(0.7, 0.7, 0.5, claims.ABOVE) == S  # a point (no CI) is never inconclusive
+    S, C, I, M = hypotheses.SUPPORTED, hypotheses.CONTRADICTED, hypotheses.INCONCLUSIVE, hypotheses.NOT_MEASURED
+    assert hypotheses.verdict(1.2, 1.5, 1.0, hypotheses.ABOVE) == S
+    assert hypotheses.verdict(0.5, 0.9, 1.0, hypotheses.ABOVE) == C
+    assert hypotheses.verdict(0.9, 1.1, 1.0, hypotheses.ABOVE) == I
+    assert hypotheses.verdict(1.0, 1.1, 1.0, hypotheses.ABOVE) == I  # touching the threshold is not excluding it
+    assert hypotheses.verdict(0.1, 0.3, 0.5, hypotheses.BELOW) == S
+    assert hypotheses.verdict(0.6, 0.7, 0.5, hypotheses.BELOW) == C
+    assert hypotheses.verdict(float("nan"), 0.7, 0.5, hypotheses.BELOW) == M
+    assert hypotheses.verdict(0.7, 0.7, 0.5, hypotheses.ABOVE) == S  # a point (no CI) is never inconclusive
     with pytest.raises(ValueError):
-        claims.verdict(0, 1, 0, "sideways")
+        hypotheses.verdict(0, 1, 0, "sideways")
 
 
 def test_hypotheses_evaluate_reads_summaries():
-    ids = [h.id for h in claims.HYPOTHESES]
+    ids = [h.id for h in hypotheses.HYPOTHESES]
     assert len(ids) == len(set(ids)) and {"H1", "H2", "H3", "H4"} <= set(ids)
-    summaries = {"probe": {"sft_to_rl_off_target_kl": {"value": 3.0, "ci_lo": 2.0, "ci_hi": 4.0}},
+    summaries = {"onestep": {"sft_to_rl_off_target_kl": {"value": 3.0, "ci_lo": 2.0, "ci_hi": 4.0}},
                  "anatomy": {"depth_spread": 0.3, "low_rank_test": 0.02}}
-    got = {r.id: r for r in claims.evaluate(summaries)}
-    assert got["H1"].verdict == claims.SUPPORTED and got["H1"].value == 3.0
-    assert got["H3"].verdict == claims.CONTRADICTED and got["H3"].ci_lo == got["H3"].ci_hi == 0.3
-    assert got["H4"].verdict == claims.SUPPORTED
-    assert got["H2"].verdict == claims.NOT_MEASURED and got["H4b"].verdict == claims.NOT_MEASURED
+    got = {r.id: r for r in hypotheses.evaluate(summaries)}
+    assert got["H1"].verdict == hypotheses.SUPPORTED and got["H1"].value == 3.0
+    assert got["H3"].verdict == hypotheses.CONTRADICTED and got["H3"].ci_lo == got["H3"].ci_hi == 0.3
+    assert got["H4"].verdict == hypotheses.SUPPORTED
+    assert got["H2"].verdict == hypotheses.NOT_MEASURED and got["H4b"].verdict == hypotheses.NOT_MEASURED
     assert set(got["H1"].to_dict()) >= {"prediction", "measurement", "threshold", "verdict"}
 
 

@@ -34,7 +34,7 @@ def _direct_last_token(model, tok, texts, ids: bool = False):
     Cross-checked against output_hidden_states: the input of block l is hidden_states[l]
     (hidden_states[0] = the embeddings), which is the layer convention.
     """
-    from training.modeling import decoder_layers
+    from training.structure import decoder_layers
 
     rows = []
     with torch.no_grad():

@@ -16,7 +16,7 @@ from core import artifacts
 from core.artifacts import cpu_flags, cpu_model_name, hardware, provenance
 from envs import MazeConfig
 from mechanics import onestep
-from mechanics.claims import NOT_MEASURED, evaluate
+from mechanics.hypotheses import NOT_MEASURED, evaluate
 from mechanics.examples import ON_TARGET, maze_examples, off_target_examples
 from mechanics.gating import SUMS
 from training.rl import episode_tensors
@@ -84,7 +84,7 @@ def test_probe_batch_without_advantage_is_not_measured(lm, monkeypatch):
     assert math.isnan(s["sft_to_rl_off_target_kl"]["value"]) and s["sft_to_rl_off_target_kl"]["n_den"] == 0
     assert math.isnan(s["gating"]["rl"]["gating_ratio"]["value"]) and math.isnan(s["rl_minus_sft_gating"]["value"])
     assert np.isfinite(s["gating"]["sft"]["gating_ratio"]["value"])
-    verdicts = {h.id: h.verdict for h in evaluate({"probe": s})}
+    verdicts = {h.id: h.verdict for h in evaluate({"onestep": s})}
     assert verdicts["H1"] == verdicts["H2"] == verdicts["H2b"] == NOT_MEASURED
 
 

@@ -8,7 +8,7 @@ from steering.logodds import SENTIMENT_PAIRS, directional_effects, logodds_gradi
 from steering.prompts import sentiment_prompts
 from steering.steerer import Steerer, assistant_char_spans, as_messages, encode_chat
 from training.chat import render_chat
-from training.modeling import decoder_layers
+from training.structure import decoder_layers
 
 LAYER = 2  # a middle block input of the 4-block tiny model
 

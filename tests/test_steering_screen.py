@@ -21,7 +21,7 @@ from steering.screen import (
     summarize_screen,
 )
 from steering.steerer import Steerer
-from training.modeling import block_hidden, cache_kwargs, decoder_layers
+from training.structure import block_hidden, cache_kwargs, decoder_layers
 
 LAYER = 2
 CFG = ScreenConfig(ratios=(0.25, 0.5), n_prompts=3)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from steering.steerer import Steerer, decode, encode_chat, left_pad, steered_generate
-from training.modeling import decoder_layers
+from training.structure import decoder_layers
 
 PROMPTS = ["How are you feeling right now?", "Hi", "What is it like to be you? Tell me about the maze and the wind."]
 LAYER = 2

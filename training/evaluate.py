@@ -99,7 +99,7 @@ def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: lis
     """
     from envs import MazeEnv
     from envs.tiles import Tile
-    from training.modeling import decoder_of, direction_head, direction_logits
+    from training.structure import decoder_of, direction_head, direction_logits
 
     chat = ChatTokens(tokenizer, maze_config.letters)
     dec = decoder_of(model)

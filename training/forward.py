@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from training.modeling import blocks_from, decoder_layers, decoder_of, direction_head, direction_logits, input_embeddings, pad_batch
+from training.structure import blocks_from, decoder_layers, decoder_of, direction_head, direction_logits, input_embeddings, pad_batch
 from training.rollout import EpisodeRecord
 
 

@@ -383,7 +383,7 @@ def tiny_model(seed: int = 0, n_layers: int = 4, hidden_size: int = 64):
     return model, tokenizer
 
 
-# Random tiny configs of every decoder family the toolkit supports (training/modeling.py finds their
+# Random tiny configs of every decoder family the toolkit supports (training/structure.py finds their
 # parts), for tests and for trying a family without a download: (config class, model class, sizes).
 _H, _I = 64, 128
 TINY_FAMILIES: dict[str, tuple[str, str, dict]] = {

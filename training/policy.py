@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.config import TrainConfig
-from training.modeling import blocks_attribute, decoder_layers
+from training.structure import blocks_attribute, decoder_layers
 from training.models import load_model
 
 

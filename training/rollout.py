@@ -25,7 +25,7 @@ import torch
 
 from envs import MazeConfig, MazeEnv, TextActions
 from training.chat import render_chat
-from training.modeling import block_hidden, cache_kwargs, causal_lm, decoder_layers, decoder_of, direction_head, direction_logits, pad_batch
+from training.structure import block_hidden, cache_kwargs, causal_lm, decoder_layers, decoder_of, direction_head, direction_logits, pad_batch
 from training.models import check_direction_tokens, pad_token_id
 
 

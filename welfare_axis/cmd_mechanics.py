@@ -1,4 +1,4 @@
-"""`welfare-axis mechanics drift|probe|anatomy|recruitment|matched`: how RL changed the model (mechanics/).
+"""`welfare-axis mechanics drift|onestep|anatomy|recruitment|matched`: how RL changed the model (mechanics/).
 
 Each subcommand writes <name>.json (summary, the hypotheses it measures with their verdicts, and
 provenance) and <name>.parquet (the per-example, per-step or per-matrix table) into --out.
@@ -14,14 +14,14 @@ from pathlib import Path
 
 from welfare_axis.options import BATCH_HELP, NO_PROGRESS_HELP, SEED_HELP, UserError, checkpoint_arg, add_maze_args, add_model_args, maze_config_from_args
 
-SUBCOMMANDS = ("drift", "probe", "anatomy", "recruitment", "matched")
+SUBCOMMANDS = ("drift", "onestep", "anatomy", "recruitment", "matched")
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "mechanics",
         help="mechanics of the update: drift KL, one-step RL vs SFT probe with gating, update anatomy, recruitment",
-        description="Measurements (hypotheses H1-H4, thresholds in mechanics/claims.py). --model/--checkpoint is the "
+        description="Measurements (hypotheses H1-H4, thresholds in mechanics/hypotheses.py). --model/--checkpoint is the "
         "trained model, --model/--start-checkpoint the one it started from (default: the plain --model).",
     )
     msub = p.add_subparsers(dest="mechanics", metavar="MEASUREMENT")
@@ -31,7 +31,7 @@ def register(sub) -> None:
     _common(d)
     _example_args(d)
 
-    o = msub.add_parser("probe", help="one RL and one SFT step from --model/--checkpoint, matched on-target change; off-target KL and MLP gating")
+    o = msub.add_parser("onestep", help="one RL and one SFT step from --model/--checkpoint, matched on-target change; off-target KL and MLP gating")
     _common(o, start=False)
     _example_args(o)
     o.add_argument("--n-batches", type=int, default=4, help="probe batches (the CI's units; default 4)")
@@ -109,7 +109,7 @@ def _check(args: argparse.Namespace) -> None:
         if args.checkpoint and not (Path(args.checkpoint) / "config.json").exists():
             raise UserError(f"--checkpoint {args.checkpoint} is not a whole model folder (a LoRA adapter?); both arms train from "
                             "a whole model: pass a full fine-tune's checkpoint or a model folder as --model")
-    if args.mechanics == "probe":
+    if args.mechanics == "onestep":
         if args.group < 2:
             raise UserError(f"--group must be at least 2 (advantages are relative to the group mean), got {args.group}")
         if not args.delta > 0:
@@ -138,7 +138,7 @@ def run_mechanics(args: argparse.Namespace) -> int:
     _check(args)
     summary, tables, models = _RUNNERS[args.mechanics](args)
     from core.artifacts import atomic_write_json, atomic_write_parquet, provenance
-    from mechanics.claims import evaluate
+    from mechanics.hypotheses import evaluate
 
     measured = [h.to_dict() for h in evaluate({args.mechanics: summary}) if h.verdict != "not measured"]
     config = {k: v for k, v in vars(args).items() if k != "func"}
@@ -170,7 +170,7 @@ def _drift(args):
     return summary, {"drift": table}, _infos(start, trained)
 
 
-def _probe(args):
+def _onestep(args):
     from mechanics.onestep import one_step_probe, probe_summary
 
     model, tok = _load(args, args.checkpoint)
@@ -178,7 +178,7 @@ def _probe(args):
                                   args.moves, args.temperature, args.delta, args.refine, args.seed, args.micro_batch, args.batch_size,
                                   progress=not args.no_progress, match=args.match)
     summary = {"delta": args.delta, "match": args.match, **probe_summary(steps, gates, args.n_boot, args.seed)}
-    return summary, {"probe": steps, "probe_gating": gates}, {"model": model.welfare_info.to_dict()}
+    return summary, {"onestep": steps, "onestep_gating": gates}, {"model": model.welfare_info.to_dict()}
 
 
 def _anatomy(args):
@@ -223,4 +223,4 @@ def _matched(args):
     return summary, tables, {"start": start, "base_config": base.to_dict()}
 
 
-_RUNNERS = {"drift": _drift, "probe": _probe, "anatomy": _anatomy, "recruitment": _recruitment, "matched": _matched}
+_RUNNERS = {"drift": _drift, "onestep": _onestep, "anatomy": _anatomy, "recruitment": _recruitment, "matched": _matched}

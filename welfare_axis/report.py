@@ -314,7 +314,7 @@ def _examples(run: Path, per: int = 1) -> list:
 
 
 def _mechanics(run: Path) -> list:
-    """Hypotheses H1-H4 of the mechanics stage (mechanics/claims.py), the drift ratio and the figure."""
+    """Hypotheses H1-H4 of the mechanics stage (mechanics/hypotheses.py), the drift ratio and the figure."""
     blocks: list = [Heading("Mechanics")]
     m = _json(run / "mechanics" / "mechanics.json")
     if not m:
@@ -326,8 +326,8 @@ def _mechanics(run: Path) -> list:
     da = pairs.get("drift_and_anatomy") or {}
     blocks.append(Para(f"Drift and update anatomy compare the maze-naive model with the trained model ({da.get('trained')}"
                        f"{' + ' + str(da.get('checkpoint')) if da.get('checkpoint') else ''}); the one-step probe starts from the model RL "
-                       f"started from ({pairs.get('probe_start')}); recruitment compares the trained v_* with the naive u_*. "
-                       "Thresholds stated in advance in mechanics/claims.py; supported / contradicted when the CI lies wholly on one side "
+                       f"started from ({pairs.get('onestep_start')}); recruitment compares the trained v_* with the naive u_*. "
+                       "Thresholds stated in advance in mechanics/hypotheses.py; supported / contradicted when the CI lies wholly on one side "
                        "of the threshold, inconclusive when it contains it; all in float32."))
     rows = [{"": h["id"], "prediction": h["prediction"], "measurement": h["measurement"],
              "value [95% CI]": f"{_fmt(h['value'], 3)} [{_fmt(h['ci_lo'], 3)}, {_fmt(h['ci_hi'], 3)}]",

@@ -273,7 +273,7 @@ def _lora_only(ctx: RunContext) -> bool:
 def _mechanics(ctx: RunContext, d: Path) -> dict:
     """Drift and anatomy naive -> trained, recruitment, and the one-step probe from the model RL started from (`base`),
     all in float32 (mechanics/suite.py); models already loaded in float32 are reused."""
-    from mechanics.claims import evaluate
+    from mechanics.hypotheses import evaluate
     from mechanics.suite import measure_all, write_all
     from welfare_axis.stages import run_relative
 
@@ -288,7 +288,7 @@ def _mechanics(ctx: RunContext, d: Path) -> dict:
                                     progress=ctx.progress)
     pairs = {"drift_and_anatomy": {"start": ctx.model_id, "trained": ctx.base, "checkpoint": str(ctx.checkpoint) if ctx.checkpoint else None,
                                    "lora_only": lora},
-             "probe_start": ctx.base, "recruitment": {"vectors": "extract_trained", "control": "extract_naive"}}
+             "onestep_start": ctx.base, "recruitment": {"vectors": "extract_trained", "control": "extract_naive"}}
     pairs = run_relative(pairs, d.parent)
     write_all(d, summaries, tables, {"pairs": pairs, **provenance(config={"sizes": dataclasses.asdict(sizes), "pairs": pairs}, seed=ctx.seed,
                                                                     model=trained.welfare_info.to_dict())})

@@ -40,7 +40,7 @@ from probes.layers import LAYER_CONVENTION, register_layer_hook
 from probes.vectors import ConceptVectors
 from steering.steerer import Steerer, encode_chat
 from steering.vectors import default_layer, random_direction
-from training.modeling import cache_kwargs
+from training.structure import cache_kwargs
 from welfare_axis import __version__
 from welfare_axis.demo.shipped import VectorSource
 

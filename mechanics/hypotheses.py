@@ -22,7 +22,7 @@ class Hypothesis:
     id: str
     prediction: str
     measurement: str  # what is read, in words
-    key: str  # where the measurement sits in the mechanics summaries ("probe.sft_to_rl_off_target_kl")
+    key: str  # where the measurement sits in the mechanics summaries ("onestep.sft_to_rl_off_target_kl")
     threshold: float
     direction: str  # the predicted side of the threshold: ABOVE or BELOW
 
@@ -32,7 +32,7 @@ HYPOTHESES = (
                "one-step probe: mean off-target KL(theta || theta + step) of the SFT step over that of the RL step, each scaled to "
                "the same rise of its own target's log-probability (summary 'match': own; or, with scripted, of the scripted "
                "moves'); ratio of means, bootstrap CI over batches (paired)",
-               "probe.sft_to_rl_off_target_kl", 1.0, ABOVE),
+               "onestep.sft_to_rl_off_target_kl", 1.0, ABOVE),
     Hypothesis("H1m", "motive reinforcement, over training: at matched on-target progress SFT has drifted further off target than RL",
                "matched RL vs SFT (welfare-axis mechanics matched; not run by reproduce): pooled off-target KL(start || checkpoint) "
                "of the SFT arm over the RL arm's at the largest first-move progress both reach, interpolated on each arm's "
@@ -41,10 +41,10 @@ HYPOTHESES = (
     Hypothesis("H2", "gating: RL's MLP gradient mass on units whose gate was closed is far below their share of units",
                "one-step probe, RL gradient: closed share of gradient mass / closed share of (token, unit) pairs, all layers "
                "pooled per batch; bootstrap CI over batches",
-               "probe.gating.rl.gating_ratio", 0.5, BELOW),
+               "onestep.gating.rl.gating_ratio", 0.5, BELOW),
     Hypothesis("H2b", "gating: more so for RL than for SFT",
                "one-step probe: RL gating ratio minus SFT gating ratio on the same batch; bootstrap CI over batches",
-               "probe.rl_minus_sft_gating", 0.0, BELOW),
+               "onestep.rl_minus_sft_gating", 0.0, BELOW),
     Hypothesis("H3", "depth: the update mass spreads over all layers",
                "anatomy of the trained delta: effective number of blocks carrying ||dW||^2 (exp of the entropy of the per-block "
                "shares) over the number of blocks; one delta, no CI (read as a point)",
@@ -110,7 +110,7 @@ def lookup(summaries: dict, key: str) -> dict | None:
 
 
 def evaluate(summaries: dict) -> list[HypothesisResult]:
-    """Every hypothesis from `summaries` ({"probe": ..., "anatomy": ..., "recruitment": ...}; missing ones are not measured)."""
+    """Every hypothesis from `summaries` ({"onestep": ..., "anatomy": ..., "recruitment": ...}; missing ones are not measured)."""
     out = []
     for h in HYPOTHESES:
         m = lookup(summaries, h.key) or {}

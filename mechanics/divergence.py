@@ -1,4 +1,4 @@
-"""Pure statistics of the mechanics measurements: KL between distributions (torch); intervals are core.stats'."""
+"""Divergence between two models' next-token distributions (torch, float64); intervals are core.stats'."""
 
 from __future__ import annotations
 
