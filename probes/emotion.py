@@ -24,6 +24,7 @@ from probes.capture import capture_texts
 from probes.metrics import cosine, ols_line
 from probes.protocol import PROTOCOL
 from probes.vectors import read_json
+from training.models import model_info
 
 STORY_SKIP_TOKENS = 3
 STORY_PROMPT = (
@@ -82,7 +83,7 @@ def generate_stories(model, tokenizer, emotions: dict, n_per_emotion: int = 8, s
             )
         texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         out[name] = {**{k: v for k, v in info.items() if k != "stories"}, "stories": [t.strip() or "." for t in texts]}
-    return {"emotions": out, "generated_by": getattr(getattr(model, "welfare_info", None), "model_id", "model")}
+    return {"emotions": out, "generated_by": getattr(model_info(model), "model_id", "model")}
 
 
 def denoise_basis(neutral_acts: np.ndarray, var_fraction: float = 0.5) -> np.ndarray:

@@ -42,6 +42,8 @@ from probes.capture import (
     tokenize_texts,
 )
 from probes.layers import LAYER_CONVENTION
+from probes.plant import planted_info
+from training.models import model_info
 from probes.metrics import vectors_from_sums
 from probes.vectors import ConceptVectors
 from training.chat import render_up_to_last_assistant
@@ -142,7 +144,7 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
     texts, examples = build_examples(tokenizer, n_per_class, seed, maze_config, max_moves, design)
     ids = tokenize_texts(tokenizer, texts)
     # A planted model (probes/plant.py) reads whole sequences at forward time, so no KV-cache shortcut for it.
-    planted = bool(getattr(model, "welfare_plant", None))
+    planted = bool(planted_info(model))
     shared = shared_prefixes(ids, n_per_class) if design == "paired" and not planted else None
     cache_common = shared is None and not planted  # the prefix every trajectory shares, run once
     examples["n_tokens"] = [len(x) for x in ids]
@@ -175,10 +177,10 @@ def _extract(model, tokenizer, n_per_class: int, seed: int, maze_config: MazeCon
             rows_file.close()
 
     vecs = vectors_from_sums(sums, counts)
-    info = getattr(model, "welfare_info", None)
+    info = model_info(model)
     model_dict = info.to_dict() if info is not None else {"model_id": type(model).__name__, "adapter": None}
-    if getattr(model, "welfare_plant", None):  # a planted axis (probes/plant.py) stands in for training
-        model_dict["plant"] = model.welfare_plant
+    if planted_info(model):  # a planted axis (probes/plant.py) stands in for training
+        model_dict["plant"] = planted_info(model)
     config = ExtractConfig(n_per_class=n_per_class, seed=seed, batch_size=batch_size, max_moves=max_moves, design=design)
     meta = provenance(config=config.__dict__, seed=seed, model=model_dict)
     meta.update(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,11 @@ class _MoveOutcomes:
         return max(0.0, 1.0 + self.noise * float(z))
 
 
+_PLANTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its plant, kept beside the model, not on it
+
+
 def plant(model, tokenizer, spec: PlantSpec):
-    """Attach the planted axis to `model` (in place; returns it). Its meta records the plant."""
+    """Attach the planted axis to `model` (in place; returns it); `planted_info(model)` then describes it."""
     outcomes = _MoveOutcomes(tokenizer, MazeConfig(**spec.maze) if spec.maze else MazeConfig(), spec.noise, spec.seed)
     e = spec.direction.float()
     state = {"signs": None}
@@ -127,8 +131,13 @@ def plant(model, tokenizer, spec: PlantSpec):
 
     model.register_forward_pre_hook(read_ids, with_kwargs=True)
     register_layer_hook(model, spec.layer, add)
-    model.welfare_plant = {"kind": spec.kind, "layer": spec.layer, "norm": float(e.norm()), "noise": spec.noise, **spec.info}
+    _PLANTED[model] = {"kind": spec.kind, "layer": spec.layer, "norm": float(e.norm()), "noise": spec.noise, **spec.info}
     return model
+
+
+def planted_info(model) -> dict | None:
+    """How `plant` planted an axis into `model` (kind, layer, norm, noise, source), or None for an unplanted model."""
+    return _PLANTED.get(model)
 
 
 def plant_layer(n_layers: int, protocol=None) -> int:

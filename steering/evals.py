@@ -25,6 +25,7 @@ from envs import MazeConfig
 from probes.vectors import ConceptVectors
 from steering import scoring
 from steering.prompts import arithmetic_problems, prompt_half, refusal_requests, sentiment_prompts
+from training.models import model_info
 from steering.stats import UNSTEERED, summarize, summary_table, x_plot
 from steering.steerer import as_messages, generate_rows, next_token_id, next_token_probs
 from steering.vectors import SteeringVector, steering_set
@@ -129,7 +130,7 @@ def sweep_generate(model, tokenizer, chats: list, svecs: list[SteeringVector], c
 
 
 def _provenance(run: EvalRun, name: str, cfg: SweepConfig, svecs, **extra) -> dict:
-    info = getattr(run.model, "welfare_info", None)
+    info = model_info(run.model)
     def meta(cv, kind):  # the vectors' meta.json, also when a ready list of SteeringVector was passed
         if isinstance(cv, ConceptVectors):
             return cv.meta

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.artifacts import atomic_write_json
+from training.models import model_info
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Judge:
         self.cache: dict[str, dict] = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.calls = 0  # replies actually sent to the model (not served from the cache)
-        self.model_id = getattr(getattr(model, "welfare_info", None), "model_id", type(model).__name__)
+        self.model_id = getattr(model_info(model), "model_id", type(model).__name__)
 
     @classmethod
     def load(cls, name: str, cache_path: str | Path, device: str = "cpu") -> "Judge":

@@ -11,6 +11,7 @@ import torch
 from probes.layers import LAYER_CONVENTION
 from probes.vectors import ConceptVectors
 from steering.steerer import steered_generate
+from training.models import model_info
 from welfare_axis.demo.service import DemoError, DemoService
 from welfare_axis.demo.shipped import SHIPPED_DIR, VectorSource, load_shipped
 
@@ -236,7 +237,7 @@ def test_shipped_vectors_fit_the_default_model(default_model):
     src = load_shipped()
     src.vectors.check_model(model)
     src.control.check_model(model)
-    assert src.provenance["model"] == model.welfare_info.model_id
+    assert src.provenance["model"] == model_info(model).model_id
     service = DemoService(model, tok, src)
     assert service.default_layer == src.best_layer
 

@@ -5,7 +5,7 @@ import torch
 
 from envs import MazeEnv
 from training.chat import render_chat, render_up_to_last_assistant, strip_default_system_prompt
-from training.models import ModelLoadError, check_direction_tokens, load_model, tiny_model
+from training.models import ModelLoadError, check_direction_tokens, load_model, model_info, tiny_model
 
 
 def test_tiny_model_is_seeded_and_has_single_token_directions(tiny):
@@ -79,7 +79,7 @@ def test_default_model_loads_from_safetensors_cache_and_renders_a_maze_turn(defa
     model, tok = default_model
     folder = converted_model_dir()
     assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
-    info = model.welfare_info
+    info = model_info(model)
     assert (info.n_layers, info.hidden_size, info.dtype) == (30, 576, "float32")
     assert info.default_system_prompt_removed
     assert check_direction_tokens(tok) == [62, 53, 67, 71]

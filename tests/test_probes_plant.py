@@ -5,7 +5,7 @@ import torch
 
 from envs import MazeConfig, scripted_trajectories
 from probes.capture import capture_texts
-from probes.plant import PlantSpec, _MoveOutcomes, make_plant, plant
+from probes.plant import PlantSpec, _MoveOutcomes, make_plant, plant, planted_info
 from training.chat import render_up_to_last_assistant
 from training.models import tiny_model
 
@@ -38,7 +38,7 @@ def test_planted_model_adds_plus_minus_e_at_and_above_the_plant_layer(tmp_path):
     for k, sign in (("gold", 1.0), ("mold", -1.0), ("path", 0.0)):
         assert torch.allclose(got[k][:, 0], ref[k][:, 0])  # below the plant layer: untouched
         assert torch.allclose(got[k][:, 1] - ref[k][:, 1], sign * e.expand(3, -1), atol=1e-5)  # at it: exactly +-e
-    assert model.welfare_plant["kind"] == "random" and model.welfare_plant["layer"] == 2
+    assert planted_info(model)["kind"] == "random" and planted_info(model)["layer"] == 2
 
 
 def test_make_plant_norm_rule_and_kinds(tiny):

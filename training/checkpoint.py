@@ -25,6 +25,7 @@ import torch
 
 from core.artifacts import atomic_write_json, ordinary_permissions, provenance
 from training.config import TrainConfig
+from training.models import model_info
 
 CHECKPOINTS = "checkpoints"
 
@@ -72,7 +73,7 @@ def save_checkpoint(run_dir, step: int, model, tokenizer, optimizer, scheduler, 
         if not (tmp / "model" / "adapter_config.json").exists():
             tokenizer.save_pretrained(tmp / "model")  # a full checkpoint loads like any model folder
         (tmp / "model" / "welfare_axis_checkpoint.json").write_text(
-            json.dumps({"base_model": model.welfare_info.model_id, "step": step}) + "\n"
+            json.dumps({"base_model": model_info(model).model_id, "step": step}) + "\n"
         )
         torch.save(
             {

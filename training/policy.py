@@ -12,7 +12,6 @@ from training.models import load_model
 def build_policy(config: TrainConfig):
     """(model, tokenizer) ready to train: LoRA-wrapped (peft) or fully trainable."""
     model, tok = load_model(config.model, device=config.device, dtype=config.dtype)
-    info = model.welfare_info
     torch.manual_seed(config.seed)  # LoRA A matrices are random: fix them
     if config.finetune == "lora":
         from peft import LoraConfig, get_peft_model
@@ -46,7 +45,6 @@ def build_policy(config: TrainConfig):
     else:
         for p in model.parameters():
             p.requires_grad_(True)
-    model.welfare_info = info
     return model, tok
 
 

@@ -25,6 +25,7 @@ from core.artifacts import atomic_write_parquet
 from training.checkpoint import (TrainingDiverged, final_checkpoint, last_good_note, open_run_dir, resume_from_latest, save_checkpoint,
                                  write_run_config)
 from training.config import TrainConfig
+from training.models import model_info
 from training.forward import SPLIT_ATOL, direction_logprobs, first_trainable_block, split_forward_error
 from training.losses import cosine_factor, dr_grpo_advantages, grpo_advantages, policy_loss, reinforce_advantages
 from training.models import pad_token_id
@@ -195,7 +196,7 @@ def train_rl(config: TrainConfig, run_dir: str | Path, resume: bool = False, pro
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, config.n_steps))
     if not resume and dp.main:
-        write_run_config(run_dir, config, "rl", model.welfare_info.to_dict())
+        write_run_config(run_dir, config, "rl", model_info(model).to_dict())
     dp.barrier()
     ckpt, step, rows, wall0 = resume_from_latest(run_dir, model, optimizer, scheduler) if resume else (None, 0, [], 0.0)
     last_good = ckpt

@@ -22,6 +22,7 @@ from envs import good_policy_trajectory
 from training.checkpoint import (TrainingDiverged, final_checkpoint, last_good_note, open_run_dir, resume_from_latest, save_checkpoint,
                                  write_run_config)
 from training.config import TrainConfig
+from training.models import model_info
 from training.forward import direction_logprobs
 from training.losses import cosine_factor
 from training.models import pad_token_id
@@ -61,7 +62,7 @@ def train_sft(config: TrainConfig, run_dir: str | Path, resume: bool = False, pr
     constant = config.sft_schedule == "constant"
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 if constant else cosine_factor(s, config.sft_steps))
     if not resume:
-        write_run_config(run_dir, config, "sft", model.welfare_info.to_dict())
+        write_run_config(run_dir, config, "sft", model_info(model).to_dict())
     ckpt, step, rows, wall0 = resume_from_latest(run_dir, model, optimizer, scheduler) if resume else (None, 0, [], 0.0)
     last_good, t_start = ckpt, time.time()
     bar = tqdm(total=config.sft_steps, initial=step, desc="train sft", disable=not progress, dynamic_ncols=True)

@@ -158,7 +158,9 @@ def run_mechanics(args: argparse.Namespace) -> int:
 
 
 def _infos(*models) -> dict:
-    return {name: m.welfare_info.to_dict() for name, m in zip(("start", "trained"), models)}
+    from training.models import model_info
+
+    return {name: model_info(m).to_dict() for name, m in zip(("start", "trained"), models)}
 
 
 def _drift(args):
@@ -172,13 +174,14 @@ def _drift(args):
 
 def _onestep(args):
     from mechanics.onestep import one_step_probe, probe_summary
+    from training.models import model_info
 
     model, tok = _load(args, args.checkpoint)
     steps, gates = one_step_probe(model, tok, _sets(args, tok), maze_config_from_args(args), args.n_batches, args.mazes, args.group,
                                   args.moves, args.temperature, args.delta, args.refine, args.seed, args.micro_batch, args.batch_size,
                                   progress=not args.no_progress, match=args.match)
     summary = {"delta": args.delta, "match": args.match, **probe_summary(steps, gates, args.n_boot, args.seed)}
-    return summary, {"onestep": steps, "onestep_gating": gates}, {"model": model.welfare_info.to_dict()}
+    return summary, {"onestep": steps, "onestep_gating": gates}, {"model": model_info(model).to_dict()}
 
 
 def _anatomy(args):

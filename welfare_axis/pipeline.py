@@ -190,13 +190,14 @@ def _run_stages(p: ReproducePreset, preset: str, out: Path, model_id: str, train
                 stories_key: str | None, force: set[str] | None, seed: int, device: str, dtype: str, progress: bool, train_cfg,
                 stop_after: str | None = None, skip_stages: set[str] | None = None, overrides: dict | None = None):
     from probes import LAYER_CONVENTION
+    from training.models import model_info
     from welfare_axis.stages import StageRunner
     from welfare_axis.study_stages import RunContext, load, run_study, skipped
 
     ctx = RunContext(p, out, model_id, training, plant, stories, stories_key, seed, device, dtype, progress, train_cfg,
                      skipped(p, training, plant, skip_stages or set()), base=model_id)
     ctx.naive = load(model_id, None, device, dtype)
-    info = ctx.naive[0].welfare_info.to_dict()
+    info = model_info(ctx.naive[0]).to_dict()
     run_cfg = provenance(config={"preset": dataclasses.asdict(p), "train": train_cfg.to_dict()}, seed=seed, model=info)
     run_cfg.update({"preset": preset, "model": model_id, "model_info": info, "layer_convention": LAYER_CONVENTION,
                     "maze": ctx.maze.to_dict(), "training": f"plant:{plant}" if plant else training, "overrides": overrides or {}})

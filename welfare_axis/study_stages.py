@@ -275,6 +275,7 @@ def _mechanics(ctx: RunContext, d: Path) -> dict:
     all in float32 (mechanics/suite.py); models already loaded in float32 are reused."""
     from mechanics.hypotheses import evaluate
     from mechanics.suite import measure_all, write_all
+    from training.models import model_info
     from welfare_axis.stages import run_relative
 
     (naive, _), (trained, tok) = ctx.naive, ctx.trained()
@@ -291,7 +292,7 @@ def _mechanics(ctx: RunContext, d: Path) -> dict:
              "onestep_start": ctx.base, "recruitment": {"vectors": "extract_trained", "control": "extract_naive"}}
     pairs = run_relative(pairs, d.parent)
     write_all(d, summaries, tables, {"pairs": pairs, **provenance(config={"sizes": dataclasses.asdict(sizes), "pairs": pairs}, seed=ctx.seed,
-                                                                    model=trained.welfare_info.to_dict())})
+                                                                    model=model_info(trained).to_dict())})
     return {"hypotheses": {h.id: h.verdict for h in evaluate(summaries)}}
 
 

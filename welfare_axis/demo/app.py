@@ -21,6 +21,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 from fastapi import Request  # noqa: E402  (module level: the route annotations are resolved from here)
 
+from training.models import model_info  # noqa: E402
 from welfare_axis.demo.maze_play import new_game, play_move  # noqa: E402
 from welfare_axis.demo.service import MAX_ALPHA, DemoError, DemoService, Reply  # noqa: E402
 
@@ -77,7 +78,7 @@ def build_blocks(service: DemoService) -> gr.Blocks:
     src = service.source
     with gr.Blocks(title="welfare-axis live steering") as blocks:
         gr.Markdown(
-            f"## welfare-axis: live steering\nModel `{getattr(getattr(service.model, 'welfare_info', None), 'model_id', '?')}`, "
+            f"## welfare-axis: live steering\nModel `{getattr(model_info(service.model), 'model_id', '?')}`, "
             f"{service.n_layers} layers; vectors from `{src.provenance.get('source_run') or src.provenance.get('vectors', '?')}`. "
             f"alpha 1 adds {src.unit_ratio:g} x the mean residual norm at the layer; layer l = input of block l "
             f"(default {service.default_layer}: the run's best steering layer)."
@@ -243,7 +244,7 @@ def make_app(service: DemoService):
     def info():
         return {"vectors": service.vector_names(), "n_layers": service.n_layers, "default_layer": service.default_layer,
                 "unit_ratio": service.source.unit_ratio, "provenance": service.source.provenance,
-                "model": getattr(getattr(service.model, "welfare_info", None), "to_dict", dict)()}
+                "model": getattr(model_info(service.model), "to_dict", dict)()}
 
     def steer_sync(d: dict) -> dict:
         specs = d.get("vectors") or [[d.get("vector", "v_mold"), d.get("alpha", 0.0)]]

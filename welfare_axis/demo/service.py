@@ -39,6 +39,7 @@ import torch
 from probes.layers import LAYER_CONVENTION, register_layer_hook
 from probes.vectors import ConceptVectors
 from steering.steerer import Steerer, encode_chat
+from training.models import model_info
 from steering.vectors import default_layer, random_direction
 from training.structure import cache_kwargs
 from welfare_axis import __version__
@@ -288,7 +289,7 @@ class DemoService:
             "kind": "welfare_axis_demo_steering_vector", "layer": req.layer, "layer_convention": LAYER_CONVENTION,
             "vectors": [[n, a] for n, a in req.specs], "unit_ratio": self.source.unit_ratio,
             "alpha_unit_norm": self.source.unit_ratio * self.residual_norm(req.layer),
-            "model": getattr(getattr(self.model, "welfare_info", None), "to_dict", lambda: {})(),
+            "model": getattr(model_info(self.model), "to_dict", lambda: {})(),
             "package_version": __version__, "source": self.source.provenance,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
