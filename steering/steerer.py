@@ -19,6 +19,8 @@ steers every position. Without a mask, every position is steered.
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import torch
 
 from probes.layers import register_layer_hook
@@ -190,7 +192,7 @@ def generate_rows(
 
 
 @torch.no_grad()
-def decode(
+def decode_steps(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -198,43 +200,61 @@ def decode(
     temperature: float,
     eos_id: int,
     pad_id: int,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """[batch, <= max_new_tokens] new tokens from a left-padded batch, with the KV cache.
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    use_cache: bool = True,
+    on_grow: Callable[[int], None] | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the [batch] next tokens of a left-padded batch, step by step: the one decode loop (batched
+    generation and the demo's two streaming panes).
 
-    A plain loop rather than `model.generate`: it is faster here on CPU (no per-step
-    processor stack), its sampling uses its own generator (reproducible, global RNG
-    untouched), and it makes exactly one prefill forward, which is what `Steerer`'s
-    prefill mask relies on. Rows that have emitted EOS keep receiving `pad_id`.
+    A plain loop rather than `model.generate`: it is faster here on CPU (no per-step processor
+    stack), its sampling uses its own generators (reproducible, global RNG untouched), and it makes
+    exactly one prefill forward, which is what `Steerer`'s prefill mask relies on. Greedy when
+    temperature == 0, else plain temperature sampling. `generator`: one for the batch (one draw over
+    the rows) or one per row (each row draws from its own, so two rows with the same seed and logits
+    draw the same token). Rows that have emitted EOS are fed `pad_id`. Without the KV cache every step
+    re-runs the whole sequence; `on_grow(length)` is called first (a Steerer's prefill mask must grow).
     """
     from transformers import DynamicCache
 
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)  # filled in place by every forward
-    out = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache)
-    )
+    cache = DynamicCache(config=model.config) if use_cache else None  # filled in place by every forward
+    kv = cache_kwargs(model, cache) if use_cache else {}
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=use_cache, logits_to_keep=1, **kv)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    new_tokens = []
-    next_pos = positions[:, -1:] + 1
+    seq, next_pos = input_ids, positions[:, -1:] + 1
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        else:
-            token = logits.argmax(-1)
+        token = _sample(out.logits[:, -1].float(), temperature, generator)
         token = torch.where(done, torch.full_like(token, pad_id), token)
-        new_tokens.append(token)
+        yield token
         done |= token == eos_id
         if bool(done.all()) or step == max_new_tokens - 1:
-            break
+            return
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-        out = model(
-            input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_pos, use_cache=True, **cache_kwargs(model, cache)
-        )
+        if use_cache:
+            out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_pos, use_cache=True, **kv)
+        else:
+            seq = torch.cat([seq, token[:, None]], dim=1)
+            if on_grow is not None:
+                on_grow(seq.shape[1])
+            out = model(input_ids=seq, attention_mask=attention_mask, position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
+                        use_cache=False, logits_to_keep=1)
         next_pos = next_pos + 1
-    return torch.stack(new_tokens, dim=1)
+
+
+def _sample(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    if isinstance(generator, (list, tuple)):  # row by row, so a row's draw does not depend on the others
+        return torch.stack([torch.multinomial(torch.softmax(logits[i] / temperature, dim=-1), 1, generator=g)[0]
+                            for i, g in enumerate(generator)])
+    return torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator).squeeze(1)
+
+
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, temperature: float, eos_id: int,
+           pad_id: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[batch, <= max_new_tokens] new tokens from a left-padded batch (`decode_steps`, collected)."""
+    return torch.stack(list(decode_steps(model, input_ids, attention_mask, max_new_tokens, temperature, eos_id, pad_id, generator)), dim=1)
 
 
 def steered_generate(

@@ -38,10 +38,9 @@ import torch
 
 from probes.layers import LAYER_CONVENTION, register_layer_hook
 from probes.vectors import ConceptVectors
-from steering.steerer import Steerer, encode_chat
-from training.models import model_info
+from steering.steerer import Steerer, decode_steps, encode_chat
+from training.models import model_info, pad_token_id
 from steering.vectors import default_layer, random_direction
-from training.structure import cache_kwargs
 from welfare_axis import __version__
 from welfare_axis.demo.shipped import VectorSource
 
@@ -306,6 +305,20 @@ class DemoService:
 
 
 # -- streaming decode -----------------------------------------------------------------------------------
+def _append(tokenizer, replies, tokens: list[int], projections: list[float], eos: int) -> None:
+    """Each pane's new token (its text piece as decoding the reply so far adds it) and its meter reading."""
+    for r, t, p in zip(replies, tokens, projections):
+        if r.done:
+            continue
+        if t == eos:
+            r.done = True
+            continue
+        before = tokenizer.decode(r.ids, skip_special_tokens=True)
+        r.ids.append(t)
+        r.tokens.append(tokenizer.decode(r.ids, skip_special_tokens=True)[len(before):])
+        r.projections.append(float(p))
+
+
 @torch.no_grad()
 def stream_pair(model, tokenizer, prompt, delta: torch.Tensor, layer: int, axis: torch.Tensor, temperature: float,
                 seed: int, max_new_tokens: int, use_cache: bool = True) -> Iterator[tuple[Reply, Reply]]:
@@ -315,8 +328,6 @@ def stream_pair(model, tokenizer, prompt, delta: torch.Tensor, layer: int, axis:
     over the generated tokens; it must give the same tokens (tested), which checks the
     Steerer's mask logic against its cached path.
     """
-    from transformers import DynamicCache
-
     ids, mask = encode_chat(tokenizer, prompt)
     device = next(model.parameters()).device
     seq = torch.tensor([ids, ids], device=device)
@@ -339,38 +350,14 @@ def stream_pair(model, tokenizer, prompt, delta: torch.Tensor, layer: int, axis:
     try:
         with Steerer(model, deltas, layer, 1.0) as steerer:
             steerer.set_prefill_mask(steer_mask)
-            cache = DynamicCache(config=model.config) if use_cache else None
-            out = model(input_ids=seq, use_cache=use_cache, logits_to_keep=1, **(cache_kwargs(model, cache) if use_cache else {}))
-            for _ in range(max_new_tokens):
-                logits = out.logits[:, -1].float()
-                token = torch.empty(2, dtype=torch.long, device=device)
-                for i in range(2):
-                    if temperature > 0:
-                        probs = torch.softmax(logits[i] / temperature, dim=-1)
-                        token[i] = torch.multinomial(probs, 1, generator=gens[i])[0]
-                    else:
-                        token[i] = logits[i].argmax()
-                for i, r in enumerate(replies):
-                    if r.done:
-                        continue
-                    t = int(token[i])
-                    if t == eos:
-                        r.done = True
-                        continue
-                    before = tokenizer.decode(r.ids, skip_special_tokens=True)
-                    r.ids.append(t)
-                    r.tokens.append(tokenizer.decode(r.ids, skip_special_tokens=True)[len(before):])
-                    r.projections.append(float(seen[0][i]))
+
+            def grow(length: int) -> None:  # without the cache the generated tokens are re-run: steer them too
+                steerer.set_prefill_mask(torch.cat([steer_mask, steer_mask.new_ones(2, length - steer_mask.shape[1])], dim=1))
+
+            for token in decode_steps(model, seq, torch.ones_like(seq), max_new_tokens, temperature, eos, pad_token_id(tokenizer),
+                                      gens, use_cache, grow):
+                _append(tokenizer, replies, token.tolist(), seen[0], eos)
                 yield replies
-                if all(r.done for r in replies):
-                    break
-                if use_cache:
-                    out = model(input_ids=token[:, None], use_cache=True, **cache_kwargs(model, cache))  # `cache` is filled in place
-                else:
-                    seq = torch.cat([seq, token[:, None]], dim=1)
-                    steer_mask = torch.cat([steer_mask, torch.ones_like(steer_mask[:, :1])], dim=1)
-                    steerer.set_prefill_mask(steer_mask)
-                    out = model(input_ids=seq, use_cache=False, logits_to_keep=1)
     finally:
         handle.remove()
     for r in replies:
