@@ -124,8 +124,11 @@ def _forward_with_hooks(model, hooks: list, input_ids: torch.Tensor, attention_m
             h.remove()
 
 
-def _prefix_cache(model, prefix: torch.Tensor, deepest: int):
-    """A DynamicCache of prefix [B, T] for the blocks below `deepest` (the pass stops at that block's input)."""
+@torch.no_grad()
+def prefix_cache(model, prefix: torch.Tensor, stop_at: int | None = None):
+    """A DynamicCache holding prefix [B, T] (no padding): every block's keys and values, or only those of the
+    blocks below `stop_at` (the pass stops at that block's input). Shared prefixes are run once this way,
+    by extraction and by the steering screen."""
     from transformers import DynamicCache
 
     def stop(_h, _args, _kwargs):
@@ -133,13 +136,14 @@ def _prefix_cache(model, prefix: torch.Tensor, deepest: int):
 
     device = next(model.parameters()).device
     cache = DynamicCache(config=model.config)
-    handle = register_layer_hook(model, deepest, stop)
+    handle = None if stop_at is None else register_layer_hook(model, stop_at, stop)
     try:
-        model(input_ids=prefix.to(device), use_cache=True, **cache_kwargs(model, cache))  # fills `cache` in place
+        model(input_ids=prefix.to(device), use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))  # fills `cache` in place
     except _StopForward:
         pass
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
     return cache
 
 
@@ -155,7 +159,7 @@ def capture_continuations(model, prefix: torch.Tensor, last: torch.Tensor, layer
     n_c = last.shape[1]
     deepest = max(layers)
 
-    cache = _prefix_cache(model, prefix, deepest)
+    cache = prefix_cache(model, prefix, deepest)
     cache.batch_repeat_interleave(n_c)
     ids = last.reshape(n_b * n_c, 1).to(device)
     pos = torch.full((n_b * n_c, 1), n_t, dtype=torch.long, device=device)
@@ -268,7 +272,7 @@ def iter_common_prefix_captures(
         return
     layers = _checked_layers(model, layers)  # before the prefix pass
     device = next(model.parameters()).device
-    prefix = _prefix_cache(model, torch.tensor([list(ids[0][:n_prefix])], dtype=torch.long), max(layers))
+    prefix = prefix_cache(model, torch.tensor([list(ids[0][:n_prefix])], dtype=torch.long), max(layers))
     batches = length_sorted_batches(ids, batch_size)
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         rest = [list(ids[i][n_prefix:]) for i in batch]

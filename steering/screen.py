@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 
 from core.stats import mean_ci
+from probes.capture import prefix_cache
 from probes.layers import register_layer_hook
 from probes.protocol import PROTOCOL
 from steering.prompts import prompt_half, refusal_requests, sentiment_prompts
@@ -236,14 +237,8 @@ def residual_norms(model, tokenizer, prompts: list, layers) -> np.ndarray:
 
 
 # -- the forwards -----------------------------------------------------------------------------------------
-@torch.no_grad()
 def _prefix_cache(model, item: ScreenItem):
-    from transformers import DynamicCache
-
-    ids = torch.tensor([item.ids[: item.n_prefix]], device=_device(model))
-    cache = DynamicCache(config=model.config)
-    model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))  # fills `cache` in place
-    return cache
+    return prefix_cache(model, torch.tensor([item.ids[: item.n_prefix]]))
 
 
 @torch.no_grad()
