@@ -66,14 +66,11 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     assert ext_n == {"extract_naive": 60, "extract_trained": 48}
     rel = json.loads((run / "analyze" / "summary.json").read_text())["reliability_at_l_star"]["vectors"]
     assert rel["u_mold"]["n_per_class"] == 60 and rel["v_mold"]["n_per_class"] == 48
-    assert "| concept vectors | v_*: 48 1-2-move scripted trajectories per class; u_* (naive): 60 1-2-move" in md
     setup = json.loads((run / "run_config.json").read_text())
     assert setup["model"] == "tiny" and setup["package_version"]
     # smoke trains like cpu-small: a full-fine-tune SFT, then LoRA RL starting from the SFT model
-    assert "| trained blocks | all 4 |" in md
-    assert "| training | SFT: full fine-tune, 4 steps x 4 scripted 3-move trajectories" in md and "; then RL from the SFT model: dr_grpo, LoRA r4" in md
     rl_model = json.loads((run / "train_rl" / "config.json").read_text())["config"]["model"]
-    assert Path(rl_model).parent.parent.parent == run / "train_sft" and "SFT training curves" in md
+    assert Path(rl_model).parent.parent.parent == run / "train_sft"
     written = json.loads((run / "report" / "claims.json").read_text())
     assert [c["id"] for c in written["claims"]] == [1, 2, 3, 4, 5, 6] and all(c["threshold"] for c in written["claims"])
     # every verdict names the protocol that decided it, and seed 0 (which informed the rules) is exploratory
@@ -83,7 +80,6 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     assert set(c1["nulls"]) == {"shuffled", "covariance", "isotropic"} and all(f["draws"] == PROTOCOL.nulls.draws for f in c1["nulls"].values())
     fm = json.loads((run / "trained_eval" / "comparison.json").read_text())["first_move"]
     assert fm["naive"]["n_mazes"] == fm["trained"]["n_mazes"] == 4 and "ci_lo" in fm["expected_reward_diff"]
-    assert "| Gold excess (> 0: moves toward Gold) |" in md
 
     # --force redoes one stage and what depends on it, nothing upstream.
     assert main(["reproduce", "--preset", "smoke", "--out", str(run), "--no-progress", "--force", "steer_trained"]) == 0
