@@ -16,6 +16,7 @@ import torch
 
 from core.stats import mean_ci
 from probes.vectors import ConceptVectors
+from steering.evals import DEFAULT_ALPHAS
 from steering.screen import random_directions
 from steering.stats import rows_for_vector, slope_with_ci
 from steering.vectors import SteeringVector
@@ -99,7 +100,7 @@ def choose_steering_layer(summary: pd.DataFrame, layers: list[int]) -> int:
 def run_sentiment_claim(model, tokenizer, vectors: ConceptVectors, control: ConceptVectors, l_star: int, out_dir, *,
                         screen_layers: list[int] | None = None, screen_ratios=(0.25, 0.5), screen_prompts: int | None = None,
                         unit_ratio: float = 0.1,
-                        alphas=(-4.0, 0.0, 4.0), k: int = 1, n_random: int = 10, max_new_tokens: int = 40, at_l_star: bool = True,
+                        alphas=DEFAULT_ALPHAS, k: int = 1, n_random: int = 10, max_new_tokens: int = 40, at_l_star: bool = True,
                         maze_config=None, batch_size: int = 40, seed: int = 0, stories: str | None = None, progress: bool = True) -> dict:
     """Claim 5 end to end on the maze-naive `model`:
 
