@@ -134,12 +134,15 @@ def test_every_hyperparameter_flag_has_its_field_doc_as_help(command, capsys):
 
 @pytest.mark.parametrize("command", [["steer", "--vectors", "v"], ["train", "eval", "--out", "e.parquet"], ["mechanics", "drift", "--out", "o"]])
 @pytest.mark.parametrize("flag", ["--checkpoint", "--adapter"])
-def test_checkpoint_flag_keeps_its_old_name(command, flag):
+def test_checkpoint_flag_keeps_its_old_name(command, flag, tmp_path):
     """--checkpoint (LoRA adapter or full fine-tune) is still spelled --adapter by older scripts; both set the same option."""
     from welfare_axis.cli import build_parser
 
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "adapter_config.json").write_text("{}")  # a checkpoint folder as the parser checks it: an adapter's
     prompt = ["a prompt"] if command[0] == "steer" else []
-    assert build_parser().parse_args([*command, "--model", "tiny", flag, "ck", *prompt]).checkpoint == "ck"
+    assert build_parser().parse_args([*command, "--model", "tiny", flag, str(ck), *prompt]).checkpoint == str(ck)
     if command[0] == "mechanics":
         start = flag.replace("--", "--start-")
-        assert build_parser().parse_args([*command, "--model", "tiny", start, "s"]).start_checkpoint == "s"
+        assert build_parser().parse_args([*command, "--model", "tiny", start, str(ck)]).start_checkpoint == str(ck)

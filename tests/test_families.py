@@ -82,10 +82,9 @@ def test_rl_with_lora_top_blocks_falls_back_to_the_full_forward_where_the_split_
     assert "the update runs every block" in printed.out + printed.err
 
 
-@pytest.mark.parametrize("family", ["gpt2", "opt"])
-def test_smoke_pipeline_on_a_family_with_another_layout(family, family_dirs, tmp_path):
-    """GPT-2 (transformer.h, learned positions, LayerNorm, ungated MLP) and OPT (model.decoder.layers) end to end;
-    every family in TINY_FAMILIES ran the same pipeline by hand (docs/results.md)."""
+@pytest.mark.parametrize("family", [f for f in TINY_FAMILIES if f != "llama"])  # Llama: every other smoke test
+def test_smoke_pipeline_on_every_family(family, family_dirs, tmp_path):
+    """The whole pipeline but claim 5's secondary read-outs, on a random tiny model of each family."""
     from welfare_axis.cli import main
 
     run = tmp_path / "run"
@@ -93,5 +92,5 @@ def test_smoke_pipeline_on_a_family_with_another_layout(family, family_dirs, tmp
                  "--no-progress"]) == 0
     claims = json.loads((run / "report" / "claims.json").read_text())
     assert [c["id"] for c in claims["claims"]] == [1, 2, 3, 4, 5, 6]
-    mech = (run / "report" / "report.md").read_text()
-    assert "| H2 |" in mech and "not measured" in mech.split("| H2 |")[1].split("\n")[0]  # no gated MLP: H2 not measured
+    h2 = {h["id"]: h["verdict"] for h in json.loads((run / "mechanics" / "mechanics.json").read_text())["hypotheses"]}["H2"]
+    assert (h2 == "not measured") == (family not in GATED)  # no gated MLP: no gate to read
