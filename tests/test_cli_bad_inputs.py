@@ -135,7 +135,7 @@ def _steer(f, vectors, *extra):
 
 
 def _eval(f, *extra, name="sentiment", out=None):
-    return ["eval", name, "--model", "tiny", "--layer", "1", "--vectors", f["good"], "--out", out or f["root"] / "eval_out", *extra]
+    return ["steer-eval", name, "--model", "tiny", "--layer", "1", "--vectors", f["good"], "--out", out or f["root"] / "eval_out", *extra]
 
 
 def _analyze(f, vectors=None, *extra):
@@ -205,7 +205,7 @@ CASES = {
     "env sample --size 99999999": (lambda f: ["env", "sample", "--size", "99999999"], "argument --size"),
     "--layer past the vectors": (lambda f: _steer(f, f["good"], "--layer", "9"), "--layer must be in 0..3"),
     # paths
-    "--out an existing file (eval)": (lambda f: ["eval", "sentiment", "--model", "tiny", "--vectors", f["good"], "--out", f["root"] / "a_file"],
+    "--out an existing file (eval)": (lambda f: ["steer-eval", "sentiment", "--model", "tiny", "--vectors", f["good"], "--out", f["root"] / "a_file"],
                                       "is an existing file"),
     "--out an existing file (extract)": (lambda f: ["extract", "--model", "tiny", "--out", f["root"] / "a_file"], "is an existing file"),
     "--out an existing file (analyze)": (lambda f: ["analyze", "--vectors", f["good"], "--out", f["root"] / "a_file"], "is an existing file"),
@@ -310,7 +310,7 @@ def test_allow_download_flag_and_environment_variable(monkeypatch):
 TEMPLATES = {  # command -> (argv before the option, options with numbers, options with paths)
     "steer": (lambda f: ["steer", "--model", "tiny", "--vectors", f["good"]],
               ["--alpha", "--max-new-tokens", "--temperature", "--width", "--layer", "--seed", "--device"], ["--vectors", "--control", "--model"]),
-    "eval": (lambda f: ["eval", "sentiment", "--model", "tiny", "--vectors", f["good"], "--out", f["root"] / "h_eval"],
+    "eval": (lambda f: ["steer-eval", "sentiment", "--model", "tiny", "--vectors", f["good"], "--out", f["root"] / "h_eval"],
              ["--alphas", "--k", "--max-new-tokens", "--temperature", "--batch-size", "--n-problems", "--per-category", "--layer"],
              ["--out", "--vectors", "--analysis"]),
     "extract": (lambda f: ["extract", "--model", "tiny", "--out", f["root"] / "h_extract"],

@@ -109,7 +109,7 @@ def test_module_launch_forms_give_the_same_one_line_user_error(tmp_path):
 
     for module in ("welfare_axis.cli", "welfare_axis"):
         # a UserError raised by the command itself (bad numbers are refused earlier, by argparse)
-        r = subprocess.run([sys.executable, "-m", module, "eval", "sentiment", "--model", "tiny", "--vectors", str(tmp_path / "v"),
+        r = subprocess.run([sys.executable, "-m", module, "steer-eval", "sentiment", "--model", "tiny", "--vectors", str(tmp_path / "v"),
                             "--temperature", "0", "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (module, r.stderr)
         assert "internal error" not in r.stderr and "--temperature 0 is greedy" in r.stderr

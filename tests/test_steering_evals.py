@@ -99,7 +99,7 @@ def test_cli_steer_and_eval(setup, tmp_path, capsys):
                "--layer", "1", "--max-new-tokens", "4", "Hello there"])
     out = capsys.readouterr().out
     assert rc == 0 and "vector v_gold, layer 1" in out and out.count("[unsteered]") == 3
-    rc = main(["eval", "confidence", "--model", "tiny", "--vectors", str(d / "trained"), "--control", str(d / "naive"),
+    rc = main(["steer-eval", "confidence", "--model", "tiny", "--vectors", str(d / "trained"), "--control", str(d / "naive"),
                "--alphas", "-4,0,4", "--n-problems", "3", "--max-new-tokens", "4", "--out", str(tmp_path)])
     assert rc == 0 and (tmp_path / "confidence.png").exists()
     saved = json.loads((tmp_path / "confidence_summary.json").read_text())
@@ -115,7 +115,7 @@ def test_cli_steer_and_eval(setup, tmp_path, capsys):
 def test_cli_sentiment_screen_writes_the_claim_inputs(setup, tmp_path, capsys):
     _, _, _, _, d = setup
     out = tmp_path / "screen"
-    rc = main(["eval", "sentiment", "--screen", "--layers", "1,3", "--layer", "2", "--n-random", "3", "--model", "tiny",
+    rc = main(["steer-eval", "sentiment", "--screen", "--layers", "1,3", "--layer", "2", "--n-random", "3", "--model", "tiny",
                "--vectors", str(d / "trained"), "--control", str(d / "naive"), "--alphas", "-4,0,4", "--max-new-tokens", "3",
                "--out", str(out), "--no-progress"])
     assert rc == 0 and "best layer (half a)" in capsys.readouterr().out
@@ -125,5 +125,5 @@ def test_cli_sentiment_screen_writes_the_claim_inputs(setup, tmp_path, capsys):
     screen = pd.read_parquet(out / "screen_summary.parquet")
     assert set(screen.layer) == {1, 3} and {"v_gold", "u_mold", "valence", "random_2"} <= set(screen.direction)
     assert (out / "screen.png").read_bytes()[:4] == b"\x89PNG"
-    rc = main(["eval", "sentiment", "--screen", "--model", "tiny", "--vectors", str(d / "trained"), "--out", str(tmp_path / "x")])
+    rc = main(["steer-eval", "sentiment", "--screen", "--model", "tiny", "--vectors", str(d / "trained"), "--out", str(tmp_path / "x")])
     assert rc == 2 and "--control" in capsys.readouterr().err

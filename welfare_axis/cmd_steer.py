@@ -1,4 +1,4 @@
-"""`welfare-axis steer` (steered vs unsteered replies side by side) and `welfare-axis eval NAME` (steering evals)."""
+"""`welfare-axis steer` (steered vs unsteered replies side by side) and `welfare-axis steer-eval NAME` (steering evals)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from welfare_axis.options import (
 )
 from welfare_axis.options import parse_alphas  # noqa: F401  (re-exported: the alpha grammar lives in options)
 
-# Budget for the default sentiment eval on 2 CPU cores (see benchmarks/steer.py): alphas
-# {-4,-2,0,2,4} x 5 vectors x 40 prompts, alpha 0 shared = 21 x 40 = 840 generations per
-# sample. Batched decoding (batch 40) of the default model runs at about 100-180 tok/s on 2
-# free cores, so k=2 at <= 40 new tokens (67k tokens) takes about 7-12 minutes; k=1 halves it.
+# The default sentiment eval's size: alphas {-4,-2,0,2,4} x 5 vectors x 40 prompts, alpha 0 shared,
+# = 21 x 40 = 840 generations per sample; 2 samples of <= 40 new tokens keep it to minutes on
+# 2 CPU cores (benchmarks/steer.py measures the throughput).
 SENTIMENT_K = 2
 SENTIMENT_TOKENS = 40
 _NEG = re.compile(r"^-\d[\d.:,\-]*$")  # lets "--alpha -4:4:2" parse as a value, not an option
@@ -48,13 +47,12 @@ def register(sub) -> None:
     p.set_defaults(func=run_steer)
 
     e = sub.add_parser(
-        "eval",
+        "steer-eval",
         help="steering evals: sentiment, backtracking, confidence, refusal",
         description="Sweep alpha over v_* (trained), u_* (naive, norm-matched) and a random direction; write "
         "<name>_samples.parquet, <name>_summary.json/.csv and <name>.png to --out. "
-        f"On 2 free CPU cores with the default model, sentiment with the defaults (k={SENTIMENT_K}, "
-        f"<= {SENTIMENT_TOKENS} new tokens, 5 alphas x 5 vectors x 40 prompts = {21 * 40 * SENTIMENT_K} replies) "
-        "takes about 7-12 minutes (estimated from measured batched throughput); --k 1 halves it.",
+        f"Sentiment with the defaults generates {21 * 40 * SENTIMENT_K} replies (k={SENTIMENT_K}, <= {SENTIMENT_TOKENS} new tokens, "
+        "5 alphas x 5 vectors x 40 prompts, alpha 0 shared); --k 1 halves that.",
     )
     e._negative_number_matcher = _NEG
     e.add_argument("name", choices=["sentiment", "backtracking", "confidence", "refusal"], help="which evaluation (steering/evals.py)")
