@@ -19,7 +19,7 @@ def test_overrides_convert_by_the_fields_type():
 @pytest.mark.parametrize("item, message", [
     ("alphas=a", "expected a number"), ("alphas=nan", "finite"), ("extract_n=1.5", "whole number"), ("nope=1", "unknown field"),
     ("train.nope=1", "unknown field train.nope"), ("train.seed=3", "use --seed"), ("mechanics=3", "group of fields"),
-    ("evals=sentiment,vibes", "unknown vibes"), ("estimates=1", "progress bar"), ("alphas", "expected FIELD=VALUE"),
+    ("evals=sentiment,vibes", "evals must be among"), ("extract_n=0", "at least 1"), ("screen_ratios=0.5,2", r"\(0, 1\]"), ("estimates=1", "progress bar"), ("alphas", "expected FIELD=VALUE"),
 ])
 def test_bad_overrides_are_refused(item, message):
     with pytest.raises(ValueError, match=message):

@@ -58,6 +58,24 @@ class ReproducePreset:
     steer_at_l_star: bool = True  # also run the generated eval at l* (besides the screen's best layer)
     mechanics: MechanicsSizes | None = field(default_factory=MechanicsSizes)  # the mechanics stage's sizes (None: skip it)
 
+    def __post_init__(self) -> None:
+        """Every preset, and every preset changed by --set or --config, is checked here, before any work."""
+        counts = ("eval_mazes", "extract_n", "steer_k", "steer_max_new_tokens", "batch_size", "n_random")
+        for name in counts + ("extract_max_moves", "extract_n_naive", "screen_prompts"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.training not in TRAININGS:
+            raise ValueError(f"training must be one of {', '.join(TRAININGS)}, got {self.training!r}")
+        if not self.alphas or set(self.evals) - set(EVALS):
+            raise ValueError(f"alphas must not be empty and evals must be among {', '.join(EVALS)}")
+        if self.extract_design not in ("independent", "paired"):  # probes.extract.DESIGNS
+            raise ValueError(f"extract_design must be independent or paired, got {self.extract_design!r}")
+        if not 0 < self.unit_ratio <= 1 or not all(0 < r <= 1 for r in self.screen_ratios):
+            raise ValueError("unit_ratio and screen_ratios are fractions of the residual norm in (0, 1]")
+        if self.plant_scale <= 0 or self.plant_noise < 0 or self.eval_items < 0:
+            raise ValueError("plant_scale must be > 0, plant_noise and eval_items >= 0")
+
 
 REPRODUCE_PRESETS: dict[str, ReproducePreset] = {
     # Tiny random model, minutes: a first look and the test suite's end-to-end run.
