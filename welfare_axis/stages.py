@@ -12,10 +12,8 @@ first. An interrupted stage (no marker) continues in its folder only when that r
 cleared and it starts again, so a run never mixes outputs made from two configs.
 
 Keys are on content, not on how the run folder is spelled: a config's paths inside the run are
-replaced by run-relative ones (`run_relative`) before keying and storing. Markers written before
-that (no `key_version`) keyed the paths as spelled; such a marker whose config, made
-run-relative, equals today's, and which was written after its dependencies, is accepted once and
-rewritten with today's key.
+replaced by run-relative ones (`run_relative`) before keying and storing. A marker of another
+`KEY_VERSION` is not trusted: its stage runs again.
 
 One process at a time works in a run folder (`lock_run`, a file lock on `<run>/.lock`).
 """
@@ -102,27 +100,6 @@ def lock_run(run_dir: str | os.PathLike) -> Iterator[None]:
         lock.release()
 
 
-def _legacy_relative(obj, run_dir: Path):
-    """`run_relative` for a config written before keys were run-relative, whose relative paths may have been
-    spelled from another directory: `<...>/<run name>/<rest>` is also read as `<rest>` when that exists in the run."""
-    run_dir = Path(run_dir)
-
-    def walk(x):
-        if isinstance(x, dict):
-            return {k: walk(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [walk(v) for v in x]
-        if isinstance(x, str) and "/" in x and "\n" not in x:
-            parts = Path(x).parts
-            for i in range(len(parts) - 2, -1, -1):
-                rest = Path(*parts[i + 1:])
-                if parts[i] == run_dir.name and (run_dir / rest).exists():
-                    return rest.as_posix()
-        return x
-
-    return walk(run_relative(obj, run_dir))
-
-
 def _read(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -189,10 +166,6 @@ class StageRunner:
         fresh = name not in self.force and not any(not self.records[d].skipped for d in deps)
         done = _read(marker) if marker.exists() else None
         if done is not None and fresh and self._still_valid(done, key, config, deps, after):
-            if done.get("key") != key:  # a marker keyed the old way: today's key, once
-                done.update(key=key, key_version=KEY_VERSION, run_id=uuid.uuid4().hex, after=after, config=config,
-                            migrated={"from_key": done.get("key"), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-                atomic_write_json(marker, done)
             rec = StageRecord(name, key, True, done.get("wall_time", 0.0), done.get("summary", {}), done.get("run_id"), done.get("created", ""))
             self.records[name] = rec
             self._advance(name, skipped=True)
@@ -231,18 +204,8 @@ class StageRunner:
             raise StoppedAfter(name)
 
     def _still_valid(self, done: dict, key: str, config: dict, deps: tuple[str, ...], after: dict) -> bool:
-        """A finished stage is kept when made with this key from its dependencies' current runs."""
-        if done.get("key_version") is not None:
-            return done.get("key") == key and done.get("after") == after
-        if done.get("key") == key:  # an older marker with today's key (nothing in its config was a path)
-            return True
-        # An older marker keyed on paths as spelled: the same config made run-relative, the same
-        # dependencies, and written after each of them (not left over from before one was redone).
-        return (
-            _legacy_relative(done.get("config"), self.run_dir) == config
-            and done.get("deps", []) == list(deps)
-            and all(done.get("created", "") >= self.records[d].created for d in deps)
-        )
+        """A finished stage is kept when made with this key (and key version) from its dependencies' current runs."""
+        return done.get("key_version") == KEY_VERSION and done.get("key") == key and done.get("after") == after
 
     def _log(self, message: str) -> None:
         tqdm.write(message, file=sys.stderr)
