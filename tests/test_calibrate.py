@@ -43,3 +43,11 @@ def test_calibration_detects_a_strong_plant_and_not_its_absence_and_resumes(naiv
 def test_calibrate_refuses_a_run_without_extraction(tmp_path, capsys):
     assert main(["calibrate", "--run", str(tmp_path), "--out", str(tmp_path / "cal")]) == 2
     assert "no finished extract_naive stage" in capsys.readouterr().err and not (tmp_path / "cal").exists()
+
+
+def test_wilson_interval_hand_values_and_bounds():
+    from welfare_axis.calibrate import _wilson
+
+    lo, hi = _wilson(3, 5)
+    assert lo == pytest.approx(0.2307, abs=1e-4) and hi == pytest.approx(0.8824, abs=1e-4)
+    assert _wilson(0, 20)[0] == 0.0 and _wilson(20, 20)[1] == 1.0  # never a "-0.00" or a bound past 1

@@ -104,7 +104,7 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))  # rounding can step past 0 or 1 at k = 0 or n
 
 
 def rate_table(rows: pd.DataFrame) -> pd.DataFrame:
