@@ -34,7 +34,7 @@ def mlp_parts(model) -> list:
     """The gated MLP of each decoder block (`training.structure.gated_mlp`), or [] when the family's MLPs are
     not gated (GPT-2, GPT-NeoX, OPT, Falcon, Phi-3's fused gate): then nothing is recorded and H2 is not measured."""
     parts = [gated_mlp(block) for block in decoder_layers(model)]
-    return [] if any(p is None for p in parts) else [p["module"] for p in parts]
+    return [] if any(p is None for p in parts) else parts
 
 
 def activation_derivative(act_fn, z: torch.Tensor) -> torch.Tensor:

@@ -265,7 +265,7 @@ def bootstrap_over_emotions(cos_gold: np.ndarray, cos_mold: np.ndarray, valence:
 def split_stories(stories: dict, half: str | None) -> dict:
     """The even-indexed ("a") or odd-indexed ("b") stories of every emotion; None keeps all.
 
-    A planted valence axis is built from half a, so claim 3 can be tested on half b only."""
+    The steering positive control's valence direction is built from half a (`valence_directions`)."""
     if half is None:
         return stories
     if half not in ("a", "b"):

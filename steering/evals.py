@@ -27,7 +27,7 @@ from steering import scoring
 from steering.prompts import arithmetic_problems, prompt_half, refusal_requests, sentiment_prompts
 from training.models import model_info
 from steering.stats import UNSTEERED, summarize, summary_table, x_plot
-from steering.steerer import as_messages, generate_rows, next_token_id, next_token_probs
+from steering.steerer import generate_rows, next_token_id, next_token_probs
 from steering.vectors import SteeringVector, steering_set
 
 DEFAULT_ALPHAS = (-4.0, -2.0, 0.0, 2.0, 4.0)

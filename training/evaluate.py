@@ -7,7 +7,6 @@ in means, e.g. golds per episode trained minus naive, on the same mazes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

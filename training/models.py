@@ -64,6 +64,20 @@ def check_device(device: str) -> str:
     raise ModelLoadError(f"device {device!r} is not supported; {_DEVICE_HINT}")
 
 
+def check_checkpoint(checkpoint: str | os.PathLike) -> str:
+    """`checkpoint` if it is a folder holding a whole model (config.json) or a LoRA adapter (adapter_config.json);
+    ModelLoadError (one line) otherwise, before any model is loaded."""
+    p = Path(checkpoint).expanduser()
+    fix = "pass a checkpoint's model folder (checkpoints/step_*/model)"
+    if not p.exists():
+        raise ModelLoadError(f"{checkpoint} does not exist; {fix}")
+    if not p.is_dir():
+        raise ModelLoadError(f"{checkpoint} is a file; {fix}")
+    if not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
+        raise ModelLoadError(f"{checkpoint} holds neither config.json (a whole model) nor adapter_config.json (a LoRA adapter); {fix}")
+    return str(checkpoint)
+
+
 def check_model_name(name: str, allow_download: bool | None = None) -> str:
     """`name` if it can be loaded without surprises; ModelLoadError (one line) otherwise.
 
@@ -238,6 +252,8 @@ def load_model(
     allow = downloads_allowed() if allow_download is None else allow_download
     check_device(device)
     check_model_name(str(name), allow)
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
     if system_prompt not in SYSTEM_PROMPT_POLICIES:
         raise ModelLoadError(f"unknown system prompt policy {system_prompt!r}; use one of {SYSTEM_PROMPT_POLICIES}")
     torch_dtype = resolve_dtype(dtype)
@@ -283,11 +299,9 @@ def load_model(
 
 
 def attach_adapter(model, adapter: str | os.PathLike, merge: bool = True):
-    """Apply a PEFT (LoRA) adapter folder; merged so hooks see plain modules."""
+    """Apply a PEFT (LoRA) adapter folder (checked by `check_checkpoint`); merged so hooks see plain modules."""
     from peft import PeftModel
 
-    if not (Path(adapter) / "adapter_config.json").exists():
-        raise ModelLoadError(f"{adapter} holds no adapter_config.json (a LoRA adapter) or config.json (a whole model); pass a checkpoint's model folder")
     peft_model = PeftModel.from_pretrained(model, str(adapter))
     return peft_model.merge_and_unload() if merge else peft_model
 

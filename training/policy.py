@@ -15,20 +15,16 @@ def build_policy(config: TrainConfig):
     torch.manual_seed(config.seed)  # LoRA A matrices are random: fix them
     if config.finetune == "lora":
         from peft import LoraConfig, get_peft_model
+        from transformers.pytorch_utils import Conv1D
 
-        n_layers = len(decoder_layers(model))
-        top = config.lora_top_layers
+        blocks = decoder_layers(model)
+        n_layers, top = len(blocks), config.lora_top_layers
         if top > n_layers:
             raise ValueError(f"lora_top_layers={top} exceeds the model's {n_layers} blocks")
-        conv1d = False
         if config.lora_targets != "all-linear":
             targets = [t.strip() for t in config.lora_targets.split(",")]
         elif top:  # peft needs explicit names with layers_to_transform: every Linear (GPT-2: Conv1D) in a block
-            from transformers.pytorch_utils import Conv1D
-
-            block = decoder_layers(model)[0]
-            targets = sorted({n.split(".")[-1] for n, m in block.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
-            conv1d = any(isinstance(m, Conv1D) for m in block.modules())
+            targets = sorted({n.split(".")[-1] for n, m in blocks[0].named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
         else:
             targets = "all-linear"
         lora = LoraConfig(
@@ -38,7 +34,7 @@ def build_policy(config: TrainConfig):
             target_modules=targets,
             layers_to_transform=list(range(n_layers - top, n_layers)) if top else None,
             layers_pattern=blocks_attribute(model) if top else None,
-            fan_in_fan_out=bool(top) and config.lora_targets == "all-linear" and conv1d,  # Conv1D stores weights transposed
+            fan_in_fan_out=any(isinstance(m, Conv1D) for m in blocks[0].modules()),  # the family's Conv1D stores weights transposed
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)

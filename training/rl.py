@@ -25,10 +25,9 @@ from core.artifacts import atomic_write_parquet
 from training.checkpoint import (TrainingDiverged, final_checkpoint, last_good_note, open_run_dir, resume_from_latest, save_checkpoint,
                                  write_run_config)
 from training.config import TrainConfig
-from training.models import model_info
 from training.forward import SPLIT_ATOL, direction_logprobs, first_trainable_block, split_forward_error
 from training.losses import cosine_factor, dr_grpo_advantages, grpo_advantages, policy_loss, reinforce_advantages
-from training.models import pad_token_id
+from training.models import model_info, pad_token_id
 from training.policy import build_policy, trainable_parameters
 from training.rollout import ChatTokens, EpisodeRecord, rollout
 from training.seeds import TRAIN_STREAM, step_seeds

@@ -69,7 +69,7 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 def blocks_from(model, start: int):
     """Temporarily keep only decoder blocks start.. in the decoder, so that what enters as `inputs_embeds`
     enters block `start` (the caller checks that the family adds nothing to inputs_embeds first:
-    `training.forward.check_split_forward`)."""
+    `training.forward.split_forward_error`)."""
     if start <= 0:
         yield
         return
@@ -116,20 +116,24 @@ def final_norm_gain(model) -> torch.Tensor:
     return gain
 
 
-def gated_mlp(block) -> dict | None:
-    """{"gate", "up", "down", "act"} of a block's gated MLP (down(act(gate(x)) * up(x))), or None when the MLP
-    is not gated (GPT-2, GPT-NeoX, OPT, Falcon) or fuses gate and up into one matrix (Phi-3)."""
+def gated_mlp(block) -> torch.nn.Module | None:
+    """A block's gated MLP, down_proj(act_fn(gate_proj(x)) * up_proj(x)), or None when the MLP is not gated
+    (GPT-2, GPT-NeoX, OPT, Falcon) or fuses gate and up into one matrix (Phi-3)."""
     mlp = getattr(block, "mlp", None)
     if mlp is None or not all(hasattr(mlp, k) for k in ("gate_proj", "up_proj", "down_proj", "act_fn")):
         return None
-    return {"gate": mlp.gate_proj, "up": mlp.up_proj, "down": mlp.down_proj, "act": mlp.act_fn, "module": mlp}
+    return mlp
 
 
 def block_index(parameter_name: str) -> int | None:
     """Decoder block index in a parameter name ("model.layers.3.mlp.up_proj.weight", "transformer.h.3.attn...",
     "model.decoder.layers.3...") -> 3; None outside the blocks."""
-    m = re.search(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.", parameter_name)
+    m = _BLOCK_INDEX.search(parameter_name)
     return int(m.group(1)) if m else None
+
+
+# a block's parameters are named <...>.<the blocks' attribute>.<index>.<...>, the attribute from _BLOCK_PATHS
+_BLOCK_INDEX = re.compile(r"(?:^|\.)(?:" + "|".join(sorted({p.rpartition(".")[2] for p in _BLOCK_PATHS})) + r")\.(\d+)\.")
 
 
 def cache_kwargs(module, cache) -> dict:

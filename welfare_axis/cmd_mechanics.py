@@ -12,7 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from welfare_axis.options import BATCH_HELP, NO_PROGRESS_HELP, SEED_HELP, UserError, checkpoint_arg, add_maze_args, add_model_args, maze_config_from_args
+from welfare_axis.options import (
+    BATCH_HELP, NO_PROGRESS_HELP, SEED_HELP, UserError, add_maze_args, add_model_args, checkpoint_arg, maze_config_from_args,
+)
 
 SUBCOMMANDS = ("drift", "onestep", "anatomy", "recruitment", "matched")
 

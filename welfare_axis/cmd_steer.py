@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from welfare_axis.options import (
-    BATCH_HELP, SEED_HELP, UserError, add_maze_args, add_model_args, alpha_grid, maze_config_from_args, model_arg, nonnegative_float, nonnegative_int,
+    BATCH_HELP, UserError, add_maze_args, add_model_args, alpha_grid, maze_config_from_args, model_arg, nonnegative_float, nonnegative_int,
     out_dir, positive_float, positive_int, seed_int,
 )
 from welfare_axis.options import parse_alphas  # noqa: F401  (re-exported: the alpha grammar lives in options)

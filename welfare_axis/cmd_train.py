@@ -25,7 +25,7 @@ from envs import TILE_SETS
 from envs.maze import PHRASINGS
 from envs.tiles import PERMUTATIONS
 from welfare_axis.options import (
-    MAZE_HELP, NO_PROGRESS_HELP, UserError, add_download_arg, checkpoint_arg, device_arg, finite_float, maze_size, model_arg, out_dir, out_file, parquet_file, positive_float,
+    MAZE_HELP, NO_PROGRESS_HELP, UserError, add_download_arg, boolean, checkpoint_arg, device_arg, finite_float, maze_size, model_arg, out_dir, out_file, parquet_file, positive_float,
     positive_int, probability, seed_int,
 )
 
@@ -39,14 +39,6 @@ _MAZE_FLAGS = {  # flag -> (MazeConfig field, type, choices)
 }
 
 
-def _bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
-
-
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     from training.config import TRAIN_PRESETS, TrainConfig, field_docs
 
@@ -58,7 +50,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         if f.name == "maze":
             continue
         typ = hints[f.name]
-        conv = _bool if typ is bool else finite_float if typ is float else typ if typ in (int, str) else str
+        conv = boolean if typ is bool else finite_float if typ is float else typ if typ in (int, str) else str
         conv = {"model": model_arg, "device": device_arg}.get(f.name, conv)  # refused while parsing, like other commands
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=conv, default=None,
                        metavar=typ.__name__.upper() if hasattr(typ, "__name__") else "X", help=docs[f.name])

@@ -153,18 +153,25 @@ def model_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def boolean(text) -> bool:
+    """A flag's or a config field's true/false (1/0, yes/no, on/off; a YAML bool as it is)."""
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(text).lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
 def checkpoint_arg(text: str) -> str:
-    """--checkpoint: a folder holding a whole model (config.json) or a LoRA adapter (adapter_config.json),
-    refused while parsing, before any model is loaded."""
-    p = Path(text).expanduser()
-    if not p.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist; pass a checkpoint's model folder (checkpoints/step_*/model)")
-    if not p.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file; pass a checkpoint's model folder (checkpoints/step_*/model)")
-    if not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
-        raise argparse.ArgumentTypeError(f"{text} holds neither config.json (a whole model) nor adapter_config.json (a LoRA "
-                                         "adapter); pass a checkpoint's model folder (checkpoints/step_*/model)")
-    return text
+    """--checkpoint: refused while parsing, before any model is loaded, unless it is a checkpoint's model folder."""
+    from training.models import ModelLoadError, check_checkpoint
+
+    try:
+        return check_checkpoint(text)
+    except ModelLoadError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _check_writable(target: Path, flag: str) -> None:

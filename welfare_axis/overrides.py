@@ -11,6 +11,7 @@ uses, so an override re-runs exactly the stages it affects.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import types
@@ -69,13 +70,12 @@ def convert(value, hint, key: str):
         items = value if isinstance(value, (list, tuple)) else [x for x in str(value).split(",") if x.strip()]
         return tuple(convert(x, args[0], key) for x in items)
     if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("1", "true", "yes", "on"):
-            return True
-        if str(value).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{key}={value!r}: expected true or false")
+        from welfare_axis.options import boolean
+
+        try:
+            return boolean(value)
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{key}: {e}") from None
     if hint in (int, float):
         try:
             number = float(value) if hint is float else int(str(value), 10)
@@ -94,6 +94,11 @@ def convert(value, hint, key: str):
 
 def _fields(cls) -> dict:
     return typing.get_type_hints(cls)
+
+
+def _group(hint):
+    """The dataclass a field holds (`MechanicsSizes` of `MechanicsSizes | None`), or None for a plain field."""
+    return next((a for a in (typing.get_args(hint) or (hint,)) if dataclasses.is_dataclass(a)), None)
 
 
 def apply_overrides(preset, overrides: dict) -> tuple[object, dict]:
@@ -126,18 +131,15 @@ def apply_overrides(preset, overrides: dict) -> tuple[object, dict]:
             raise ValueError(f"unknown field {key!r}; use one of {', '.join(sorted(set(hints) - {'name', 'estimates'}))}, "
                              "a nested field such as mechanics.n_maze, or train.<field>")
         elif rest:
-            group = [a for a in (typing.get_args(hints[head]) or (hints[head],)) if dataclasses.is_dataclass(a)]
-            if not group or rest not in _fields(group[0]):
+            group = _group(hints[head])
+            if group is None or rest not in _fields(group):
                 raise ValueError(f"unknown field {key!r}")
-            nested.setdefault(head, {})[rest] = convert(value, _fields(group[0])[rest], key)
+            nested.setdefault(head, {})[rest] = convert(value, _fields(group)[rest], key)
         elif head == "estimates":
             raise ValueError("estimates only drive the progress bar's time estimate; they cannot be set")
         else:
             top[head] = convert(value, hints[head], key)
     for head, fields in nested.items():
         base = top.get(head, getattr(preset, head))
-        if base is None:
-            group = [a for a in typing.get_args(hints[head]) if dataclasses.is_dataclass(a)][0]
-            base = group()
-        top[head] = dataclasses.replace(base, **fields)
+        top[head] = dataclasses.replace(_group(hints[head])() if base is None else base, **fields)
     return dataclasses.replace(preset, **top), train  # the preset checks its own values (ReproducePreset.__post_init__)

@@ -8,8 +8,6 @@ model with the trained vectors and controls (and of the trained model) -> report
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

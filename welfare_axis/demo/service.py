@@ -39,8 +39,8 @@ import torch
 from probes.layers import LAYER_CONVENTION, register_layer_hook
 from probes.vectors import ConceptVectors
 from steering.steerer import Steerer, decode_steps, encode_chat
-from training.models import model_info, pad_token_id
 from steering.vectors import default_layer, random_direction
+from training.models import model_info, pad_token_id
 from welfare_axis import __version__
 from welfare_axis.demo.shipped import VectorSource
 
