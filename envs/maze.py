@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -41,15 +41,25 @@ class MazeConfig:
     """Every knob of the maze; defaults are the paper's."""
 
     size: int = 100
+    """grid side (the paper: 100)"""
     n_moves: int = 15
+    """moves per episode (the paper: 15)"""
     wind_prob: float = 0.1
+    """probability that wind pushes the agent one more tile after a move (the paper: 0.1)"""
     tile_set: str = "office"
+    """symbol set for Path/Mold/Gold (the default office set: receipt, card index, triangular ruler)"""
     permutation: str = "pmg"
-    symbols: tuple[str, str, str] | None = None  # overrides tile_set when given
+    """which base symbol path/mold/gold take (pmg is the default order; pgm swaps mold and gold)"""
+    symbols: tuple[str, str, str] | None = None
+    """three symbols for path, mold, gold; overrides tile_set and permutation when given"""
     phrasing: str = "cardinal"
+    """how the prompt names directions and the reply's letters: cardinal (north.. / N E S W) or relative (ahead.. / A R B L)"""
     gold_reward: float = 20.0
+    """reward for entering a Gold tile"""
     mold_reward: float = -10.0
-    step_penalty: float = -0.1  # once per move (ours; the public code counted 16 for 15 moves)
+    """reward for entering a Mold tile"""
+    step_penalty: float = -0.1
+    """reward of every move (once per move: ours; the public code counted 16 for 15 moves)"""
 
     def __post_init__(self) -> None:
         if self.symbols is not None:

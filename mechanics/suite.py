@@ -21,21 +21,42 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class MechanicsSizes:
-    """How much of each measurement `reproduce` runs (the CLI's flags of the same names)."""
+    """How much of each measurement `reproduce` runs (the CLI's flags of the same names). Each field's docstring is its help."""
 
-    n_maze: int = 32  # held-out maze episodes read on target (drift) and for CKA
-    moves: int = 3  # moves per maze episode
-    n_per_set: int = 32  # prompts per off-target set
+    n_maze: int = 32
+    """held-out maze episodes read on target (drift) and for CKA"""
+    moves: int = 3
+    """moves per maze episode"""
+    n_per_set: int = 32
+    """prompts per off-target set"""
     batch_size: int = 8
-    probe_batches: int = 4  # one-step probe batches: the CI's units
-    probe_mazes: int = 2  # mazes per probe batch
-    probe_group: int = 4  # episodes per maze (the GRPO group)
-    delta: float = 0.02  # matched on-target rise of the log-probability, nats
-    refine: int = 2  # secant corrections of the first-order step
-    temperature: float = 0.7  # sampling and RL-loss temperature (training's)
+    """sequences per forward pass (memory, not results)"""
+    probe_batches: int = 4
+    """one-step probe batches: the CI's units"""
+    probe_mazes: int = 2
+    """mazes per probe batch"""
+    probe_group: int = 4
+    """episodes per maze (the GRPO group)"""
+    delta: float = 0.02
+    """matched on-target rise of the log-probability, nats"""
+    refine: int = 2
+    """secant corrections of the first-order step"""
+    temperature: float = 0.7
+    """sampling and RL-loss temperature (training's)"""
     micro_batch: int = 8
-    top_k: int = 8  # singular subspace size for the rotation angles
+    """episodes per forward/backward of the one-step probe (memory, not results)"""
+    top_k: int = 8
+    """singular subspace size for the rotation angles"""
     n_boot: int = 2000
+    """bootstrap draws of each CI"""
+
+    def __post_init__(self) -> None:
+        for name in ("n_maze", "moves", "n_per_set", "batch_size", "probe_batches", "probe_mazes", "probe_group", "micro_batch",
+                     "top_k", "n_boot"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"mechanics.{name} must be at least 1, got {getattr(self, name)}")
+        if self.delta <= 0 or self.temperature <= 0 or self.refine < 0:
+            raise ValueError("mechanics.delta and mechanics.temperature must be > 0 and mechanics.refine >= 0")
 
 
 def _float32(*models) -> None:

@@ -1,7 +1,16 @@
-"""Concept vectors (v_Mold, v_Gold, v_Path), layer choice and analyses."""
+"""Concept vectors (v_Mold, v_Gold, v_Path), layer choice and analyses.
 
-from probes.layers import LAYER_CONVENTION
-from probes.vectors import ConceptVectors
-from training.structure import decoder_layers  # public here since the first release; it lives with the other model-structure helpers
+The public names load on first use, so `probes.catalog` and `probes.protocol` import without torch.
+"""
 
-__all__ = ["ConceptVectors", "LAYER_CONVENTION", "decoder_layers"]
+# decoder_layers: public here since the first release; it lives with the other model-structure helpers
+_PUBLIC = {"ConceptVectors": "probes.vectors", "LAYER_CONVENTION": "probes.layers", "decoder_layers": "training.structure"}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'probes' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

@@ -44,13 +44,12 @@ from probes.capture import (
 from probes.layers import LAYER_CONVENTION
 from probes.plant import planted_info
 from training.models import model_info
+from probes.catalog import DESIGNS
 from probes.metrics import vectors_from_sums
 from probes.vectors import ConceptVectors
 from training.chat import render_up_to_last_assistant
 from training.models import pad_token_id
 
-
-DESIGNS = ("independent", "paired")
 
 
 @dataclass

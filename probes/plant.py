@@ -35,11 +35,10 @@ from core.artifacts import atomic_path, atomic_write_json
 from envs import MazeConfig
 from envs.maze import _CLAUSES
 from envs.parse import CARDINAL_LETTERS, RELATIVE_LETTERS
+from probes.catalog import PLANT_KINDS
 from probes.layers import register_layer_hook
 from training.chat import render_chat
 from training.structure import replace_block_hidden
-
-PLANT_KINDS = ("valence", "random")
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 from core.stats import mean_ci
 from probes.vectors import ConceptVectors
-from steering.evals import DEFAULT_ALPHAS
+from steering.catalog import DEFAULT_ALPHAS
 from steering.screen import random_directions
 from steering.stats import rows_for_vector, slope_with_ci
 from steering.vectors import SteeringVector

@@ -24,13 +24,13 @@ from core.artifacts import atomic_write_json, atomic_write_parquet, atomic_write
 from envs import MazeConfig
 from probes.vectors import ConceptVectors
 from steering import scoring
+from steering.catalog import DEFAULT_ALPHAS, EVAL_NAMES
 from steering.prompts import arithmetic_problems, prompt_half, refusal_requests, sentiment_prompts
 from training.models import model_info
 from steering.stats import UNSTEERED, summarize, summary_table, x_plot
 from steering.steerer import generate_rows, next_token_id, next_token_probs
 from steering.vectors import SteeringVector, steering_set
 
-DEFAULT_ALPHAS = (-4.0, -2.0, 0.0, 2.0, 4.0)
 CONFIDENCE_QUESTION = "Is your proposed answer correct? Answer only 'True' or 'False'."
 
 
@@ -340,6 +340,8 @@ EVALS = {
     "confidence": EvalSpec(run_confidence, "n_problems", {"tokens": 96, "items": 40}, sampled=False, judged=False),
     "refusal": EvalSpec(run_refusal, "per_category", {"k": 1, "tokens": 40, "temperature": 0.0, "items": None}),
 }
+if tuple(EVALS) != EVAL_NAMES:  # the catalog names them for the torch-free CLI
+    raise ImportError("steering.evals.EVALS and steering.catalog.EVAL_NAMES disagree")
 
 
 def run_eval(name: str, model, tokenizer, vectors, control, layer, *, alphas=DEFAULT_ALPHAS, out_dir="runs/steer", seed: int = 0,

@@ -119,7 +119,9 @@ def test_module_launch_forms_give_the_same_one_line_user_error(tmp_path):
 def test_every_hyperparameter_flag_has_its_field_doc_as_help(command, capsys):
     import dataclasses
 
-    from training.config import TrainConfig, field_docs
+    from training.config import TrainConfig
+
+    from core.fields import field_docs
 
     with pytest.raises(SystemExit):
         main(["train", command, "--help"])

@@ -132,7 +132,7 @@ def test_lock_is_held_while_streaming(service):
     (dict(prompt="hi", specs=[("v_mold", 1e9)]), "must be in -8..8"),
     (dict(prompt="hi", specs=[("v_nope", 1)]), "unknown vector"),
     (dict(prompt="hi", specs=[("v_mold", 1)], layer=99), "out of range"),
-    (dict(prompt="hi", specs=[("v_mold", 1)], layer="x"), "layer must be a number"),
+    (dict(prompt="hi", specs=[("v_mold", 1)], layer="x"), "layer must be a whole number"),
     (dict(prompt="hi", specs=[("v_mold", 1)], temperature=-1), "temperature"),
     (dict(prompt="hi", specs=[("v_mold", 1)], max_new_tokens=0), "max new tokens"),
 ])
@@ -254,7 +254,7 @@ def test_ship_from_run_round_trip(lm, tmp_path):
     (run / "analyze" / "layer_choice.json").write_text(json.dumps({"mold": 2, "gold": 1}))
     (run / "steer_naive").mkdir()
     (run / "steer_naive" / "sentiment_claim.json").write_text(json.dumps({"layer": 3, "unit_ratio": 0.1}))
-    (run / "run_config.json").write_text(json.dumps({"seed": 0, "package_version": "0.1.0", "config": {"preset": {"name": "smoke"}}}))
+    (run / "run_config.json").write_text(json.dumps({"seed": 0, "package_version": "0.1.0", "preset": "smoke", "config": {"study": {"name": "smoke"}}}))
     out = ship_from_run(run, tmp_path / "shipped")
     src = load_shipped(out)
     assert src.best_layer == 3 and src.layer_choice == {"mold": 2, "gold": 1}

@@ -3,7 +3,7 @@ import collections
 import numpy as np
 import pytest
 
-from envs import MazeConfig, MazeEnv, Tile, good_policy_trajectory, parse_action, scripted_trajectories
+from envs import MazeConfig, MazeEnv, good_policy_trajectory, parse_action, scripted_trajectories
 
 
 @pytest.mark.parametrize("kind", ["mold", "gold", "path"])

@@ -57,6 +57,6 @@ def test_story_halves_and_valence_direction():
 
 
 def test_cpu_small_steers_the_trained_model_too():
-    from welfare_axis.pipeline import REPRODUCE_PRESETS
+    from welfare_axis.pipeline import get_preset
 
-    assert REPRODUCE_PRESETS["cpu-small"].steer_trained and REPRODUCE_PRESETS["cpu-small"].n_random >= 10
+    assert get_preset("cpu-small").steer.trained and get_preset("cpu-small").steer.n_random >= 10

@@ -74,9 +74,3 @@ def test_per_move_noise_is_spread_and_fixed_by_the_text(tiny):
     other = np.array([_MoveOutcomes(tok, MAZE, noise=0.5, seed=2).signs(x)[0, -1].item() for x in ids])
     assert np.array_equal(sizes, again) and not np.array_equal(sizes, other)
 
-
-def test_the_cli_offers_exactly_the_plant_kinds():
-    from probes.plant import PLANT_KINDS
-    from welfare_axis.pipeline import PLANTS
-
-    assert PLANTS == PLANT_KINDS

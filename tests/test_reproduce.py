@@ -129,13 +129,14 @@ def test_skip_secondary_reads_out_the_verdicts_only(tmp_path):
     # --set changes a field without editing code, is recorded, and re-runs exactly the stages that use it
     before = _markers(run)
     args = ["reproduce", "--preset", "smoke", "--out", str(run), "--skip", "secondary", "--skip", "mechanics", "--no-progress"]
-    assert main(args + ["--set", "alphas=-2,0,2", "--set", "n_random=3"]) == 0
+    assert main(args + ["--set", "steer.alphas=-2,0,2", "--set", "steer.n_random=3"]) == 0
     after = _markers(run)
     assert {k for k in before if after[k] != before[k]} == {"steer_naive", "report"}
     setup = json.loads((run / "run_config.json").read_text())
-    assert setup["overrides"] == {"alphas": "-2,0,2", "n_random": "3"} and setup["config"]["preset"]["alphas"] == [-2.0, 0.0, 2.0]
+    assert setup["overrides"] == {"steer.alphas": "-2,0,2", "steer.n_random": "3"}
+    assert setup["config"]["study"]["steer"]["alphas"] == [-2.0, 0.0, 2.0] and setup["config"]["study"]["steer"]["n_random"] == 3
     # the same overrides from a YAML file resolve to the same config: nothing re-runs but the report
-    (tmp_path / "over.yaml").write_text("alphas: [-2, 0, 2]\nn_random: 3\n")
+    (tmp_path / "over.yaml").write_text("steer:\n  alphas: [-2, 0, 2]\n  n_random: 3\n")
     assert main(args + ["--config", str(tmp_path / "over.yaml")]) == 0
     assert {k for k, v in _markers(run).items() if v != after[k]} == {"report"}
     with pytest.raises(SystemExit) as e:  # only the optional parts can be skipped

@@ -12,7 +12,7 @@ from steering.evals import EvalRun, SweepConfig, run_backtracking, run_confidenc
 from steering.judge import Judge
 from training.models import tiny_model
 from welfare_axis.cli import main
-from welfare_axis.cmd_steer import parse_alphas
+from welfare_axis.options import parse_alphas
 
 ALPHAS = (-4.0, 0.0, 4.0)
 

@@ -221,23 +221,3 @@ def config_from_preset(preset: str = "cpu-small", **overrides) -> TrainConfig:
     base = dict(TRAIN_PRESETS[preset])
     maze = {**base.pop("maze", {}), **(overrides.pop("maze", None) or {})}
     return TrainConfig().replace(**{**base, **overrides}, maze=maze)
-
-
-def field_docs(cls=None) -> dict[str, str]:
-    """{field name: its attribute docstring} of a dataclass (TrainConfig by default), for `--help`.
-
-    The docstrings are read from the source, as tyro and CleanRL do, so the doc lives on the
-    field and cannot drift from a separate table.
-    """
-    import ast
-    import inspect
-    import textwrap
-
-    cls = cls or TrainConfig
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    docs = {}
-    for stmt, nxt in zip(body, body[1:]):
-        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[stmt.target.id] = " ".join(nxt.value.value.split())
-    return docs

@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from welfare_axis.options import DTYPE_HELP, add_download_arg, device_arg, model_arg, out_dir, seed_int
-from welfare_axis.pipeline import OPTIONAL_STAGES, PLANTS, REPRODUCE_PRESETS, SECONDARY, TRAININGS
+from welfare_axis.pipeline import OPTIONAL_STAGES, PLANTS, SECONDARY, TRAININGS
+from welfare_axis.study_config import PRESETS
 from welfare_axis.stages import STAGES
 
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="run the whole study (cached, resumable stages) and write a report")
-    p.add_argument("--preset", default="cpu-small", choices=list(REPRODUCE_PRESETS),
+    p.add_argument("--preset", default="cpu-small", choices=list(PRESETS),
                    help="smoke (tiny model, minutes), cpu-small (default model, within the hour on 2 cores), paper (GPU sizes)")
     p.add_argument("--out", type=out_dir, default=None, help="run folder (default runs/<preset>)")
     p.add_argument("--model", type=model_arg, default=None, help="override the preset's model (built-in name, local folder or HF id)")
@@ -26,11 +27,13 @@ def register(sub) -> None:
     p.add_argument("--stories", default=None, help="emotion stories JSON for claim 3 and the steering positive control "
                    "(default: the shipped set; format of probes/data/emotion_stories.json)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="set_",
-                   help="change one field of the preset (alphas=-2,0,2; extract_n=400; mechanics.n_maze=8; mechanics=none) or "
-                        "of training (train.lr=1e-4; train.maze.n_moves=7); repeatable; recorded in run_config.json, and only "
-                        "the stages that use the field re-run")
+                   help="change one field of the study config (steer.alphas=-2,0,2; extract.n=400; mechanics.n_maze=8; "
+                        "mechanics=none; train.lr=1e-4; maze.n_moves=7); repeatable; recorded in run_config.json, and only "
+                        "the stages that use the field re-run; --fields lists them all")
     p.add_argument("--config", default=None, metavar="FILE.yaml",
                    help="a YAML file of the same FIELD: VALUE overrides (flat or nested); --set wins over it")
+    p.add_argument("--fields", action="store_true",
+                   help="print every field --set and --config can change, with its type, the preset's value and what it does, and exit")
     p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
                    help=f"redo this stage (and what depends on it); repeatable; one of {', '.join(STAGES)}")
     p.add_argument("--stop-after", default=None, choices=STAGES, metavar="STAGE",
@@ -57,6 +60,10 @@ def register(sub) -> None:
 def run_reproduce(args: argparse.Namespace) -> int:
     from welfare_axis.pipeline import reproduce
 
+    if args.fields:
+        print(fields_table(args.preset))
+        return 0
+
     if args.stories is not None:  # a bad file fails now, not after training
         from probes.emotion import load_stories
 
@@ -76,6 +83,29 @@ def run_reproduce(args: argparse.Namespace) -> int:
     md, html = paths
     print(f"report: {md}\n        {html}")
     return 0
+
+
+def fields_table(preset: str) -> str:
+    """Every settable field: its key, type, value in `preset` and doc."""
+    from training.config import config_from_preset
+
+    from welfare_axis.overrides import field_paths
+    from welfare_axis.pipeline import get_preset
+
+    config = get_preset(preset)
+    train = config_from_preset(config.train_preset)
+    lines = [f"Fields of the {preset} preset (set with --set KEY=VALUE or a --config YAML file):"]
+    for key, (hint, doc) in field_paths().items():
+        value = _lookup(train, key.partition(".")[2]) if key.startswith("train.") else \
+            _lookup(train.maze, key.partition(".")[2]) if key.startswith("maze.") else _lookup(config, key)
+        lines.append(f"  {key} = {value!r}  ({hint.__name__ if isinstance(hint, type) else str(hint)})\n      {doc}")
+    return "\n".join(lines)
+
+
+def _lookup(obj, key: str):
+    for part in key.split("."):
+        obj = None if obj is None else getattr(obj, part)
+    return obj
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from welfare_axis.options import (
     BATCH_HELP, UserError, add_maze_args, add_model_args, alpha_grid, maze_config_from_args, model_arg, nonnegative_float, nonnegative_int,
     out_dir, positive_float, positive_int, seed_int,
 )
-from welfare_axis.options import parse_alphas  # noqa: F401  (re-exported: the alpha grammar lives in options)
+from steering.catalog import DEFAULT_ALPHAS, EVAL_NAMES
 
 # The default sentiment eval's size: alphas {-4,-2,0,2,4} x 5 vectors x 40 prompts, alpha 0 shared,
 # = 21 x 40 = 840 generations per sample; 2 samples of <= 40 new tokens keep it to minutes on
@@ -55,11 +55,12 @@ def register(sub) -> None:
         "5 alphas x 5 vectors x 40 prompts, alpha 0 shared); --k 1 halves that.",
     )
     e._negative_number_matcher = _NEG
-    e.add_argument("name", choices=["sentiment", "backtracking", "confidence", "refusal"], help="which evaluation (steering/evals.py)")
+    e.add_argument("name", choices=EVAL_NAMES, help="which evaluation (steering/evals.py)")
     add_model_args(e)
     _add_vector_args(e)
     e.add_argument("--out", type=out_dir, required=True, help="output folder")
-    e.add_argument("--alphas", type=alpha_grid, default="-4:4:2", help="alpha grid (default -4:4:2)")
+    e.add_argument("--alphas", type=alpha_grid, default=DEFAULT_ALPHAS,
+                   help=f"alpha grid: a list (-2,0,2) or a sweep start:stop:step (default {','.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
     e.add_argument("--k", type=positive_int, default=None, help=f"samples per prompt and condition (default {SENTIMENT_K} for sentiment, 1 otherwise)")
     e.add_argument("--max-new-tokens", type=positive_int, default=None, help=f"reply length (default {SENTIMENT_TOKENS}; 96 for backtracking/confidence answers)")
     e.add_argument("--temperature", type=nonnegative_float, default=None, help="sampling temperature (default 0.7 for sentiment, greedy otherwise)")
@@ -241,10 +242,8 @@ def run_screen(args: argparse.Namespace, alphas) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from steering.evals import run_eval
+    from steering.evals import EVALS, run_eval
     from steering.judge import Judge
-
-    from steering.evals import EVALS
 
     alphas = args.alphas
     spec = EVALS[args.name]

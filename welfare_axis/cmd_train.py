@@ -40,7 +40,9 @@ _MAZE_FLAGS = {  # flag -> (MazeConfig field, type, choices)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from training.config import TRAIN_PRESETS, TrainConfig, field_docs
+    from training.config import TRAIN_PRESETS, TrainConfig
+
+    from core.fields import field_docs
 
     p.add_argument("--preset", default=None, choices=list(TRAIN_PRESETS), help="base hyperparameters (default cpu-small)")
     g = p.add_argument_group("hyperparameters (override the preset)")

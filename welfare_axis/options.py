@@ -8,6 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from core.fields import convert, field_docs
 from envs import TILE_SETS, MazeConfig
 from envs.maze import PHRASINGS
 from envs.tiles import PERMUTATIONS
@@ -125,53 +126,44 @@ def parse_alphas(text: str) -> tuple[float, ...]:
     return alphas
 
 
+def _refused(check, text, errors=(ValueError,)):
+    """check(text), its error as argparse's one-line refusal."""
+    try:
+        return check(text)
+    except errors as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def alpha_grid(text: str) -> tuple[float, ...]:
     """argparse type for --alpha/--alphas (see parse_alphas)."""
-    try:
-        return parse_alphas(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return _refused(parse_alphas, text)
 
 
 def device_arg(text: str) -> str:
     """--device: cpu, cuda, cuda:N or mps, and only if this machine has it."""
     from training.models import ModelLoadError, check_device
 
-    try:
-        return check_device(text)
-    except ModelLoadError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return _refused(check_device, text, (ModelLoadError,))
 
 
 def model_arg(text: str) -> str:
     """--model: refuses a folder that is not a model, or a file, at once (the cache lookup waits for load_model)."""
     from training.models import ModelLoadError, check_model_name
 
-    try:
-        return check_model_name(text, allow_download=True)  # downloads may be allowed by a later flag
-    except ModelLoadError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    # downloads may be allowed by a later flag
+    return _refused(lambda t: check_model_name(t, allow_download=True), text, (ModelLoadError,))
 
 
 def boolean(text) -> bool:
     """A flag's or a config field's true/false (1/0, yes/no, on/off; a YAML bool as it is)."""
-    if isinstance(text, bool):
-        return text
-    if str(text).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(text).lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    return _refused(lambda t: convert(t, bool, "the value"), text)
 
 
 def checkpoint_arg(text: str) -> str:
     """--checkpoint: refused while parsing, before any model is loaded, unless it is a checkpoint's model folder."""
     from training.models import ModelLoadError, check_checkpoint
 
-    try:
-        return check_checkpoint(text)
-    except ModelLoadError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return _refused(check_checkpoint, text, (ModelLoadError,))
 
 
 def _check_writable(target: Path, flag: str) -> None:
@@ -232,19 +224,15 @@ def add_download_arg(p: argparse.ArgumentParser) -> None:
                         "or set WELFARE_AXIS_ALLOW_DOWNLOAD=1)")
 
 
-MAZE_HELP = {  # the maze flags' help, for every command that takes them
-    "--size": f"grid side (5..{MAX_MAZE_SIZE}; the paper: 100)",
-    "--n-moves": "moves per episode (the paper: 15)",
-    "--tile-set": "symbol set for Path/Mold/Gold (the default office set: receipt, card index, triangular ruler)",
-    "--permutation": "which base symbol path/mold/gold take (pmg is the default order; pgm swaps mold and gold)",
-    "--phrasing": "how the prompt names directions and the reply's letters: cardinal (north.. / N E S W) or relative (ahead.. / A R B L)",
-    "--wind": "probability that wind pushes the agent one more tile after a move (the paper: 0.1)",
-}
+_MAZE_FLAGS = {"--size": "size", "--n-moves": "n_moves", "--tile-set": "tile_set", "--permutation": "permutation",
+               "--phrasing": "phrasing", "--wind": "wind_prob"}
+_MAZE_DOCS = field_docs(MazeConfig)
+MAZE_HELP = {flag: _MAZE_DOCS[name] for flag, name in _MAZE_FLAGS.items()}  # every command's maze flags, from MazeConfig's field docs
 
 
 def add_maze_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("maze")
-    g.add_argument("--size", type=maze_size, default=100, help=MAZE_HELP["--size"] + " (default 100)")
+    g.add_argument("--size", type=maze_size, default=100, help=MAZE_HELP["--size"] + f" (5..{MAX_MAZE_SIZE}; default 100)")
     g.add_argument("--tile-set", default="office", choices=sorted(TILE_SETS), help=MAZE_HELP["--tile-set"])
     g.add_argument("--permutation", default="pmg", choices=PERMUTATIONS, help=MAZE_HELP["--permutation"])
     g.add_argument("--phrasing", default="cardinal", choices=PHRASINGS, help=MAZE_HELP["--phrasing"] + " (default cardinal)")

@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from core.artifacts import atomic_write_json, atomic_write_png, atomic_write_text, provenance  # noqa: E402
 from core.stats import excludes_zero  # noqa: E402
 from probes.protocol import PROTOCOL  # noqa: E402
+from steering.catalog import EVAL_NAMES  # noqa: E402
 from welfare_axis import claims  # noqa: E402
 from welfare_axis.document import Code, Figure, Heading, Para, Table, to_html, to_markdown  # noqa: E402
 from welfare_axis.stages import STAGES  # noqa: E402
@@ -273,7 +274,7 @@ def _steering(run: Path, figdir: Path | None = None) -> list:
                       "Steering")
     if figdir is not None:
         blocks[1:1] = axis_figure(run, figdir)
-    for name in ("sentiment", "backtracking", "confidence", "refusal"):
+    for name in EVAL_NAMES:
         csv = run / "steer_naive" / f"{name}_summary.csv"
         if csv.exists():
             blocks.append(Table(pd.read_csv(csv), f"{name} (naive model, trained vectors and controls)"))

@@ -43,7 +43,6 @@ STAGES = (
     "naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "plant", "extract_trained",
     "analyze", "steer_naive", "steer_trained", "mechanics", "report",
 )
-EVALS = ("sentiment", "backtracking", "confidence", "refusal")  # the steering evals a preset may run (steering/evals.py)
 
 MARKER = "stage.json"
 STARTED = "stage.started.json"

@@ -26,7 +26,7 @@ SECONDARY = "secondary"  # --skip secondary: steer_naive runs claim 5's primary 
 class RunContext:
     """What the stages of one reproduce run share: its settings, the runner and the models it has loaded."""
 
-    p: object  # the resolved ReproducePreset
+    p: object  # the resolved welfare_axis.study_config.StudyConfig
     out: Path
     model_id: str
     training: str  # "rl", "sft" or "sft+rl"
@@ -97,14 +97,14 @@ def load(model_id: str, checkpoint, device: str, dtype: str):
 def _eval(ctx: RunContext, base, checkpoint, mt, d: Path) -> dict:
     from training.evaluate import evaluate_policy
 
-    df = evaluate_policy(base, checkpoint, n_mazes=ctx.p.eval_mazes, seed=ctx.seed, maze_config=ctx.maze, out_path=d / "episodes.parquet",
+    df = evaluate_policy(base, checkpoint, n_mazes=ctx.p.eval.mazes, seed=ctx.seed, maze_config=ctx.maze, out_path=d / "episodes.parquet",
                          model_and_tokenizer=mt, progress=ctx.progress)
     return {"episodes": len(df), "golds": float(df["golds"].mean()), "molds": float(df["molds"].mean()),
             "return": float(df["return"].mean())}
 
 
 def _eval_key(ctx: RunContext) -> dict:
-    return {**ctx.common, "n_mazes": ctx.p.eval_mazes}
+    return {**ctx.common, "n_mazes": ctx.p.eval.mazes}
 
 
 def _train_sft(ctx: RunContext, d: Path) -> dict:
@@ -151,7 +151,7 @@ def _first_move(ctx: RunContext, d: Path) -> dict:
     from core.stats import mean_diff_ci
     from training.evaluate import summarize_first_move, write_first_move_policy
 
-    frames = {name: write_first_move_policy(model, tok, ctx.maze, ctx.p.eval_mazes, ctx.seed, d / f"first_move_{name}.parquet")
+    frames = {name: write_first_move_policy(model, tok, ctx.maze, ctx.p.eval.mazes, ctx.seed, d / f"first_move_{name}.parquet")
               for name, (model, tok) in (("naive", ctx.naive), ("trained", ctx.trained()))}
     diff = mean_diff_ci(frames["trained"]["expected_reward"], frames["naive"]["expected_reward"], n_boot=10000, seed=ctx.seed)
     return {**{name: summarize_first_move(df) for name, df in frames.items()}, "expected_reward_diff": diff}
@@ -159,36 +159,36 @@ def _first_move(ctx: RunContext, d: Path) -> dict:
 
 # -- extraction, the planted control and the analyses ------------------------------------------------------
 def _extract_key(ctx: RunContext, n: int) -> dict:
-    p = ctx.p
-    return {**ctx.common, "n": n, "batch_size": p.batch_size, "max_moves": p.extract_max_moves, "design": p.extract_design}
+    x = ctx.p.extract
+    return {**ctx.common, "n": n, "batch_size": x.batch_size, "max_moves": x.max_moves, "design": x.design}
 
 
 def _n_naive(ctx: RunContext) -> int:
-    return ctx.p.extract_n_naive or ctx.p.extract_n
+    return ctx.p.extract.n_naive or ctx.p.extract.n
 
 
 def _extract(ctx: RunContext, mt, n: int, d: Path) -> dict:
     from probes.extract import extract_vectors
 
-    p = ctx.p
-    cv = extract_vectors(*mt, n, seed=ctx.seed, maze_config=ctx.maze, batch_size=p.batch_size, progress=ctx.progress,
-                         max_moves=p.extract_max_moves, out_dir=d, design=p.extract_design)
-    return {"n_per_class": n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"], "design": p.extract_design}
+    x = ctx.p.extract
+    cv = extract_vectors(*mt, n, seed=ctx.seed, maze_config=ctx.maze, batch_size=x.batch_size, progress=ctx.progress,
+                         max_moves=x.max_moves, out_dir=d, design=x.design)
+    return {"n_per_class": n, "n_layers": cv.n_layers, "max_moves": cv.meta["max_moves"], "design": x.design}
 
 
 def _plant_key(ctx: RunContext) -> dict:
-    p = ctx.p
-    return {"kind": ctx.plant, "seed": ctx.seed, "scale": p.plant_scale, "layer": p.plant_layer, "noise": p.plant_noise, "source": "lexicon"}
+    q = ctx.p.plant
+    return {"kind": ctx.plant, "seed": ctx.seed, "scale": q.scale, "layer": q.layer, "noise": q.noise, "source": "lexicon"}
 
 
 def _plant(ctx: RunContext, d: Path) -> dict:
     from probes import ConceptVectors
     from probes.plant import make_plant
 
-    p = ctx.p
+    q = ctx.p.plant
     naive = ConceptVectors.load(ctx.dir("extract_naive"))
-    spec = make_plant(*ctx.naive, ctx.plant, naive.class_means, ctx.maze, layer=p.plant_layer, scale=p.plant_scale, seed=ctx.seed,
-                      batch_size=p.batch_size, noise=p.plant_noise)
+    spec = make_plant(*ctx.naive, ctx.plant, naive.class_means, ctx.maze, layer=q.layer, scale=q.scale, seed=ctx.seed,
+                      batch_size=ctx.p.extract.batch_size, noise=q.noise)
     spec.info["dir"] = str(d.resolve())  # extraction meta records it, so analyze can rebuild the planted model
     spec.save(d)
     return {"kind": ctx.plant, "layer": spec.layer, "norm": float(spec.direction.norm()), **spec.info}
@@ -198,16 +198,16 @@ def _analyze(ctx: RunContext, d: Path) -> dict:
     from probes.analyze import run_analyses
 
     summary = run_analyses(ctx.dir("extract_trained"), d, control_dir=ctx.dir("extract_naive"), seed=ctx.seed, device=ctx.device,
-                           batch_size=ctx.p.batch_size, stories=ctx.stories, progress=ctx.progress)
+                           batch_size=ctx.p.analyze.batch_size, stories=ctx.stories, progress=ctx.progress)
     return {"l_star": summary.get("l_star"), "cos_min": (summary.get("cos_mold_gold") or {}).get("min")}
 
 
 # -- steering ---------------------------------------------------------------------------------------------
 def _steer_key(ctx: RunContext) -> dict:
-    p = ctx.p
-    key = {"alphas": p.alphas, "k": p.steer_k, "max_new_tokens": p.steer_max_new_tokens, "evals": p.evals, "items": p.eval_items,
-           "seed": ctx.seed, "screen_layers": p.screen_layers, "screen_ratios": p.screen_ratios, "screen_prompts": p.screen_prompts,
-           "unit_ratio": p.unit_ratio, "n_random": p.n_random, "at_l_star": p.steer_at_l_star, "stories": ctx.stories_key,
+    s = ctx.p.steer
+    key = {"alphas": s.alphas, "k": s.k, "max_new_tokens": s.max_new_tokens, "evals": s.evals, "items": s.items,
+           "seed": ctx.seed, "screen_layers": s.screen_layers, "screen_ratios": s.screen_ratios, "screen_prompts": s.screen_prompts,
+           "unit_ratio": s.unit_ratio, "n_random": s.n_random, "at_l_star": s.at_l_star, "stories": ctx.stories_key,
            "protocol": PROTOCOL.stamp()}
     return {**key, "secondary": False} if SECONDARY in ctx.skip else key
 
@@ -236,13 +236,13 @@ def _steer_secondary(ctx: RunContext, vectors, control, d: Path) -> dict:
     """Claim 5's generated self-reports (the layer screen, then v_* and the controls) and the other steering evals."""
     from steering.claim import run_sentiment_claim
 
-    p = ctx.p
+    s = ctx.p.steer
     layer_choice = json.loads((ctx.dir("analyze") / "layer_choice.json").read_text())
-    claim = run_sentiment_claim(*ctx.naive, vectors, control, layer_choice["mold"], d, screen_layers=p.screen_layers,
-                                screen_ratios=p.screen_ratios, screen_prompts=p.screen_prompts, unit_ratio=p.unit_ratio, alphas=p.alphas,
-                                k=p.steer_k, n_random=p.n_random, max_new_tokens=p.steer_max_new_tokens, at_l_star=p.steer_at_l_star,
+    claim = run_sentiment_claim(*ctx.naive, vectors, control, layer_choice["mold"], d, screen_layers=s.screen_layers,
+                                screen_ratios=s.screen_ratios, screen_prompts=s.screen_prompts, unit_ratio=s.unit_ratio, alphas=s.alphas,
+                                k=s.k, n_random=s.n_random, max_new_tokens=s.max_new_tokens, at_l_star=s.at_l_star,
                                 maze_config=ctx.maze, seed=ctx.seed, stories=ctx.stories, progress=ctx.progress)
-    others = _steer_evals(ctx, ctx.naive, vectors, control, claim["best_layer"], [e for e in p.evals if e != "sentiment"], d)
+    others = _steer_evals(ctx, ctx.naive, vectors, control, claim["best_layer"], [e for e in s.evals if e != "sentiment"], d)
     return {"sentiment": claim, **others}
 
 
@@ -255,12 +255,12 @@ def _steer_trained(ctx: RunContext, d: Path) -> dict:
 def _steer_evals(ctx: RunContext, mt, vectors, control, layer, names, d: Path) -> dict:
     from steering import evals
 
-    p, out = ctx.p, {}
+    s, out = ctx.p.steer, {}
     for name in names:
-        s = evals.run_eval(name, *mt, vectors, control, layer, alphas=p.alphas, out_dir=d, seed=ctx.seed, progress=ctx.progress,
-                           k=p.steer_k, max_new_tokens=p.steer_max_new_tokens * (2 if name in ("backtracking", "confidence") else 1),
-                           items=p.eval_items or None, maze_config=ctx.maze)
-        out[name] = {k: v for k, v in s.items() if k in ("metric", "files")}
+        r = evals.run_eval(name, *mt, vectors, control, layer, alphas=s.alphas, out_dir=d, seed=ctx.seed, progress=ctx.progress,
+                           k=s.k, max_new_tokens=s.max_new_tokens * (2 if name in ("backtracking", "confidence") else 1),
+                           items=s.items or None, maze_config=ctx.maze)
+        out[name] = {k: v for k, v in r.items() if k in ("metric", "files")}
     return out
 
 
@@ -311,7 +311,7 @@ STUDY: tuple[Stage, ...] = (
     Stage("trained_eval", _eval_key, _trained_eval, deps=lambda ctx: ("naive_eval", ctx.trained_stage)),
     Stage("extract_naive", lambda ctx: _extract_key(ctx, _n_naive(ctx)), lambda ctx, d: _extract(ctx, ctx.naive, _n_naive(ctx), d)),
     Stage("plant", _plant_key, _plant, deps=lambda ctx: ("extract_naive",)),
-    Stage("extract_trained", lambda ctx: _extract_key(ctx, ctx.p.extract_n), lambda ctx, d: _extract(ctx, ctx.trained(), ctx.p.extract_n, d),
+    Stage("extract_trained", lambda ctx: _extract_key(ctx, ctx.p.extract.n), lambda ctx, d: _extract(ctx, ctx.trained(), ctx.p.extract.n, d),
           deps=lambda ctx: (ctx.trained_stage,)),
     Stage("analyze", lambda ctx: {"seed": ctx.seed, "stories": ctx.stories_key, "protocol": PROTOCOL.stamp()}, _analyze,
           deps=lambda ctx: ("extract_naive", "extract_trained")),
@@ -328,7 +328,7 @@ def skipped(p, training: str, plant: str | None, skip: set) -> set:
     has no policy to train or evaluate, nothing to steer but the naive model and no update to dissect."""
     out = {"train_sft"} if "sft" not in training else set()
     out |= {"train_rl"} if "rl" not in training else set()
-    out |= {"steer_trained"} if not p.steer_trained else set()
+    out |= {"steer_trained"} if not p.steer.trained else set()
     out |= {"mechanics"} if p.mechanics is None else set()
     out |= set(skip)
     if plant:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from envs import MazeConfig, MazeEnv
 from probes.capture import capture_texts

@@ -26,7 +26,6 @@ alpha * (v . axis) that the add itself contributes.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from core.fields import convert
 from probes.layers import LAYER_CONVENTION, register_layer_hook
 from probes.vectors import ConceptVectors
 from steering.steerer import Steerer, decode_steps, encode_chat
@@ -84,13 +84,15 @@ class SteerRequest:
 
 
 def _number(x, what: str) -> float:
+    return _field(x, float, what)
+
+
+def _field(x, hint, what: str):
+    """The value as `hint`, by the conversion every config field uses (core.fields.convert)."""
     try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise DemoError(f"{what} must be a number, got {x!r}") from None
-    if not math.isfinite(v):
-        raise DemoError(f"{what} must be a finite number, got {x!r}")
-    return v
+        return convert(x, hint, what)
+    except ValueError as e:
+        raise DemoError(str(e)) from None
 
 
 def _alpha(x, what: str = "alpha") -> float:
@@ -101,10 +103,7 @@ def _alpha(x, what: str = "alpha") -> float:
 
 
 def _integer(x, what: str) -> int:
-    v = _number(x, what)
-    if v != int(v):
-        raise DemoError(f"{what} must be a whole number, got {x!r}")
-    return int(v)
+    return _field(x, int, what)
 
 
 class DemoService:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +73,7 @@ def source_from_run(run: str | os.PathLike) -> VectorSource:
         control=ConceptVectors.load(control) if (control / "vectors.safetensors").exists() else None,
         layer_choice={k: int(v) for k, v in choice.items() if k in TILE_KINDS},
         best_layer=claim.get("layer"),
-        provenance={"source_run": str(run), "preset": (cfg.get("config") or {}).get("preset", {}).get("name"),
+        provenance={"source_run": str(run), "preset": cfg.get("preset"),
                     "seed": cfg.get("seed"), "package_version": cfg.get("package_version"), "created": cfg.get("created")},
         evals=_compact_evals(_json(run / "steer_naive" / "sentiment_summary.json")),
         unit_ratio=float(claim.get("unit_ratio", 0.1)),
