@@ -67,10 +67,11 @@ def scored_sequence(tokenizer, prompt: str, reply: str) -> ScoredSequence:
 
 
 def _build(tokenizer, prompts, pairs) -> tuple[list[ScoredSequence], pd.DataFrame]:
-    """Sequences 2i (positive) and 2i+1 (negative) for item i; items ordered prompt-major."""
+    """Sequences 2i (positive) and 2i+1 (negative) for item i; items ordered prompt-major. A prompt with its own
+    `pairs` (steering.behaviour_claims.Item) uses them instead of `pairs`."""
     seqs, rows = [], []
     for p in prompts:
-        for k, (pos, neg) in enumerate(pairs):
+        for k, (pos, neg) in enumerate(getattr(p, "pairs", None) or pairs):
             seqs += [scored_sequence(tokenizer, p.text, pos), scored_sequence(tokenizer, p.text, neg)]
             rows.append({"prompt_id": p.id, "kind": p.kind, "pair": k, "prompt": p.text})
     return seqs, pd.DataFrame(rows)

@@ -55,7 +55,7 @@ def test_verdicts_beat_their_controls_not_zero():
 
 def test_evaluate_reads_a_summary_and_states_every_threshold():
     results = claims.evaluate({}, None)
-    assert [r.id for r in results] == [1, 2, 3, 4, 5, 6] and all(r.verdict == claims.NOT_MEASURED for r in results)
+    assert [r.id for r in results] == [1, 2, 3, 4, 5, "5b", "5c", "5d", 6] and all(r.verdict == claims.NOT_MEASURED for r in results)
     assert all(r.threshold for r in results) and results[0].to_dict()["claim"].startswith("v_Mold")
 
 

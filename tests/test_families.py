@@ -91,6 +91,6 @@ def test_smoke_pipeline_on_every_family(family, family_dirs, tmp_path):
     assert main(["reproduce", "--preset", "smoke", "--model", str(family_dirs[family]), "--out", str(run), "--skip", "secondary",
                  "--no-progress"]) == 0
     claims = json.loads((run / "report" / "claims.json").read_text())
-    assert [c["id"] for c in claims["claims"]] == [1, 2, 3, 4, 5, 6]
+    assert [c["id"] for c in claims["claims"]] == [1, 2, 3, 4, 5, "5b", "5c", "5d", 6]
     h2 = {h["id"]: h["verdict"] for h in json.loads((run / "mechanics" / "mechanics.json").read_text())["hypotheses"]}["H2"]
     assert (h2 == "not measured") == (family not in GATED)  # no gated MLP: no gate to read

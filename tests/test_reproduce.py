@@ -48,7 +48,7 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     for section in SECTIONS:
         assert f"## {section}" in md, section
     claims_rows = [line for line in md.splitlines() if line.startswith("| ") and line[2:4] in {f"{i}." for i in range(1, 7)}]
-    assert len(claims_rows) == 6
+    assert len(claims_rows) == 9
     assert all(any(v in row for v in ("| reproduced |", "| not reproduced |", "| not measured |")) for row in claims_rows)
     mech = json.loads((run / "mechanics" / "mechanics.json").read_text())
     assert [h["id"] for h in mech["hypotheses"]] == ["H1", "H1m", "H2", "H2b", "H3", "H4", "H4b"]
@@ -72,7 +72,7 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     rl_model = json.loads((run / "train_rl" / "config.json").read_text())["config"]["model"]
     assert Path(rl_model).parent.parent.parent == run / "train_sft"
     written = json.loads((run / "report" / "claims.json").read_text())
-    assert [c["id"] for c in written["claims"]] == [1, 2, 3, 4, 5, 6] and all(c["threshold"] for c in written["claims"])
+    assert [c["id"] for c in written["claims"]] == [1, 2, 3, 4, 5, "5b", "5c", "5d", 6] and all(c["threshold"] for c in written["claims"])
     # every verdict names the protocol that decided it, and seed 0 (which informed the rules) is exploratory
     assert written["protocol"] == PROTOCOL.stamp() and written["seed"] == 0 and written["status"] == "exploratory"
     assert written["trained_model"].startswith("sft+rl: SFT 4 steps") and "RL 4 steps (dr_grpo" in written["trained_model"]
@@ -124,7 +124,7 @@ def test_skip_secondary_reads_out_the_verdicts_only(tmp_path):
     assert (run / "steer_naive" / "axis_claim.json").exists() and not (run / "steer_naive" / "sentiment_samples.parquet").exists()
     assert not (run / "steer_trained").exists() and not (run / "mechanics").exists()
     written = json.loads((run / "report" / "claims.json").read_text())
-    assert [c["id"] for c in written["claims"]] == [1, 2, 3, 4, 5, 6]
+    assert [c["id"] for c in written["claims"]] == [1, 2, 3, 4, 5, "5b", "5c", "5d", 6]
 
     # --set changes a field without editing code, is recorded, and re-runs exactly the stages that use it
     before = _markers(run)

@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass
 from probes.protocol import PROTOCOL, Protocol
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "not reproduced", "not measured"
+NOT_MEASURABLE = "not measurable on this model"  # the naive model does not show the behaviour at all (below its floor)
 
 
 @dataclass(frozen=True)
 class Threshold:
-    id: int
+    id: int | str  # 1-6, and "5b"-"5d" for the behaviour claims
     claim: str
     paper: str
     rule: str
@@ -65,10 +66,25 @@ def thresholds(p: Protocol = PROTOCOL) -> tuple[Threshold, ...]:
                   f"family) its z clears every family's 95th percentile of null maxima, and steering with +-{p.claim5.confirm_alpha} "
                   "there moves the log-odds up (prompt-cluster t CI above 0); not measured unless the valence positive control "
                   "clears every family the same way"),
+        *(_behaviour_threshold(b, p) for b in p.behaviours),
         Threshold(6, "Robust to emoji swap, scale, base vs instruct, algorithm, LoRA vs full, SFT",
                   "effects survive all variations",
                   "not run by one reproduce run (needs several trainings); compare runs of reproduce --training rl / sft / sft+rl"),
     )
+
+
+def _behaviour_threshold(b, p: Protocol) -> Threshold:
+    a, fams = p.nulls.alpha, "/".join(p.nulls.families)
+    control = (f"; not measured unless the positive control ({b.positive_control}) clears every family the same way"
+               if b.positive_control else "; no positive control exists for this behaviour")
+    paper = {"backtracking": "more backtracking under +v_Mold", "refusal": "more refusal under +v_Mold",
+             "confidence": "lower P(True) confidence under +v_Mold"}[b.behaviour]
+    return Threshold(b.id, f"Steering the naive model moves {b.behaviour}", paper,
+                     f"the welfare axis on {b.n_items} items; statistic: the derivative per unit alpha of the teacher-forced "
+                     f"log-odds of {' / '.join(repr(t) for t in b.toward)} vs {' / '.join(repr(t) for t in b.away)}; "
+                     f"not measurable on this model if {b.floor_metric} < {b.floor}; else reproduced if the welfare axis raises it "
+                     f"with family-wise p < {a} against every null family ({fams}), clears every family's 95th percentile at the "
+                     f"selected layer, and steering with +-{p.claim5.confirm_alpha} there moves it up (t CI above 0){control}")
 
 
 THRESHOLDS = thresholds()
@@ -76,7 +92,7 @@ THRESHOLDS = thresholds()
 
 @dataclass
 class ClaimResult:
-    id: int
+    id: int | str
     claim: str
     verdict: str
     value: float  # the headline number the rule reads
@@ -173,6 +189,26 @@ def verdict_steering(s: dict | None, p: Protocol = PROTOCOL) -> str:
     return REPRODUCED if ci[0] > 0 else NOT_REPRODUCED
 
 
+def verdict_behaviour(b: dict | None, p: Protocol = PROTOCOL) -> str:
+    """b: one behaviour claim's read-out (steering.behaviour_claims): its floor, the axis and any positive control
+    against the nulls, and the finite step."""
+    if not b:
+        return NOT_MEASURED
+    if not b.get("measurable"):
+        return NOT_MEASURABLE
+    if "control" in b and not _passes(b["control"], p):
+        return NOT_MEASURED  # the positive control did not clear the nulls: this run could not have seen an effect
+    clears = _passes(b.get("axis") or {}, p)
+    if clears is None:
+        return NOT_MEASURED
+    ci = (b.get("confirm") or {}).get("ci") or [math.nan, math.nan]
+    if not clears:
+        return NOT_REPRODUCED
+    if not _ok(ci[0]):
+        return NOT_MEASURED
+    return REPRODUCED if ci[0] > 0 else NOT_REPRODUCED
+
+
 def _passes(d: dict, p: Protocol) -> bool | None:
     """A direction's family test: p < alpha against every family, and at its selected layer a z above every family's
     95th percentile of null maxima (`clears_at_layer`); None when not measured."""
@@ -182,8 +218,8 @@ def _passes(d: dict, p: Protocol) -> bool | None:
     return clears and bool(d["clears_at_layer"])
 
 
-def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL) -> list[ClaimResult]:
-    """All six claims from an analyze summary.json and claim 5's inputs (None if not run)."""
+def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL, behaviours: dict | None = None) -> list[ClaimResult]:
+    """Every claim from an analyze summary.json, claim 5's inputs and claims 5b-5d's (behaviour_claims.json; None if not run)."""
     th = {t.id: t for t in thresholds(p)}
     vi = analysis.get("verdict_inputs") or {}
     space = p.claim1.primary_space
@@ -220,6 +256,7 @@ def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL) -> l
         if r.id in (1, 4):  # the two claims read the vectors at the chosen layers
             r.caveat = caveat
     out.append(_steering_result(steering, th[5], p))
+    out += [_behaviour_result(((behaviours or {}).get("claims") or {}).get(b.id), th[b.id], p) for b in p.behaviours]
     out.append(ClaimResult(6, th[6].claim, NOT_MEASURED, math.nan, "—", "—", th[6].rule))
     return out
 
@@ -233,6 +270,21 @@ def _steering_result(s: dict | None, t: Threshold, p: Protocol) -> ClaimResult:
                        f"{_ci(conf.get('ci'))}",
                        f"nulls (max over band): {_ps(axis.get('nulls'))}; valence positive control: layer {val.get('layer', '—')}, "
                        f"z {_fmt(val.get('z'))}, {_ps(val.get('nulls'))}", t.rule)
+
+
+def _behaviour_result(b: dict | None, t: Threshold, p: Protocol) -> ClaimResult:
+    b = b or {}
+    floor, axis, conf, ctrl = b.get("floor") or {}, b.get("axis") or {}, b.get("confirm") or {}, b.get("control")
+    measured = f"floor: {floor.get('metric', '—')} = {_fmt(floor.get('value'))} (needs >= {floor.get('floor', '—')})"
+    if axis:
+        measured += (f"; welfare axis: selected layer {axis.get('layer', '—')}, z {_fmt(axis.get('z'))} (d log-odds per unit alpha "
+                     f"{_fmt(axis.get('effect'))}); finite alpha +-{conf.get('alpha', '—')}: log-odds change {_fmt(conf.get('mean'))} "
+                     f"{_ci(conf.get('ci'))}")
+    controls = f"nulls (max over band): {_ps(axis.get('nulls'))}" if axis else "— (not run: below the floor)" if b else "—"
+    if ctrl:
+        controls += f"; positive control: layer {ctrl.get('layer', '—')}, z {_fmt(ctrl.get('z'))}, {_ps(ctrl.get('nulls'))}"
+    value = _f(axis.get("z")) if axis else _f(floor.get("value"))
+    return ClaimResult(t.id, t.claim, verdict_behaviour(b or None, p), value, measured, controls, t.rule)
 
 
 def reliability_caveat(analysis: dict) -> str:

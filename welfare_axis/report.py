@@ -185,7 +185,8 @@ def _pm(x: dict, key: str) -> str:
 def claim_results(run: Path) -> list:
     """The claims of this run, from analyze/summary.json and the steering stage's claim inputs."""
     steering = _json(run / "steer_naive" / "axis_claim.json") or None
-    return claims.evaluate(_json(run / "analyze" / "summary.json"), steering)
+    behaviours = _json(run / "steer_behaviours" / "behaviour_claims.json") or None
+    return claims.evaluate(_json(run / "analyze" / "summary.json"), steering, behaviours=behaviours)
 
 
 def trained_history(cfg: dict) -> str:

@@ -41,7 +41,7 @@ from core.artifacts import atomic_write_json, provenance, remove_orphaned_folder
 # without importing one another.
 STAGES = (
     "naive_eval", "train_sft", "train_rl", "trained_eval", "extract_naive", "plant", "extract_trained",
-    "analyze", "steer_naive", "steer_trained", "mechanics", "report",
+    "analyze", "steer_naive", "steer_behaviours", "steer_trained", "mechanics", "report",
 )
 
 MARKER = "stage.json"

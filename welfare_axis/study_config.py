@@ -172,7 +172,7 @@ PRESETS: dict[str, dict] = {
         "mechanics": MechanicsSizes(n_maze=4, moves=2, n_per_set=4, batch_size=4, probe_batches=2, probe_mazes=1, probe_group=2,
                                     micro_batch=4, top_k=4, n_boot=200),
         "estimates": {"naive_eval": 2, "train_rl": 10, "train_sft": 5, "trained_eval": 2, "extract_naive": 3, "plant": 2,
-                      "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_trained": 5, "mechanics": 5, "report": 3},
+                      "extract_trained": 3, "analyze": 10, "steer_naive": 20, "steer_behaviours": 5, "steer_trained": 5, "mechanics": 5, "report": 3},
     },
     # The default model on 2 CPU cores, within the hour: the defaults. At 500 trajectories per class the whitened
     # split-half reliability at l* was 0.76-0.94 (0.9 needs ~550 per class for v_Mold, ~1430 for u_Mold), hence
@@ -180,7 +180,7 @@ PRESETS: dict[str, dict] = {
     # 29-layer screen to minutes; 32 new tokens are a sentence or two for VADER.
     "cpu-small": {
         "estimates": {"naive_eval": 50, "train_rl": 350, "train_sft": 730, "trained_eval": 60, "extract_naive": 550, "plant": 15,
-                      "extract_trained": 280, "analyze": 200, "steer_naive": 580, "steer_trained": 70, "mechanics": 545, "report": 5},
+                      "extract_trained": 280, "analyze": 200, "steer_naive": 580, "steer_behaviours": 240, "steer_trained": 70, "mechanics": 545, "report": 5},
     },
     # The paper's sizes, for GPU users (documented, not run on CPU).
     "paper": {
@@ -189,6 +189,6 @@ PRESETS: dict[str, dict] = {
         "steer.k": 20, "steer.max_new_tokens": 128, "steer.alphas": (-4.0, -2.0, 0.0, 2.0, 4.0), "steer.evals": EVAL_NAMES,
         "steer.items": 60, "steer.screen_prompts": None, "mechanics": MechanicsSizes(),
         "estimates": {"naive_eval": 600, "train_rl": 36000, "train_sft": 7200, "trained_eval": 600, "extract_naive": 1800,
-                      "extract_trained": 1800, "analyze": 900, "steer_naive": 7200, "steer_trained": 3600, "mechanics": 1800, "report": 10},
+                      "extract_trained": 1800, "analyze": 900, "steer_naive": 7200, "steer_behaviours": 600, "steer_trained": 3600, "mechanics": 1800, "report": 10},
     },
 }

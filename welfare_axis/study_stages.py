@@ -246,6 +246,18 @@ def _steer_secondary(ctx: RunContext, vectors, control, d: Path) -> dict:
     return {"sentiment": claim, **others}
 
 
+def _steer_behaviours(ctx: RunContext, d: Path) -> dict:
+    """Claims 5b-5d: backtracking, refusal and confidence of the naive model steered along the welfare axis."""
+    from probes.extract import load_examples
+    from steering.behaviour_claims import run_behaviour_claims
+
+    vectors = _vectors(ctx)[0]
+    examples, acts = load_examples(ctx.dir("extract_trained"), (vectors.n_layers, vectors.hidden_size))
+    res = run_behaviour_claims(*ctx.naive, vectors, acts, examples, d, protocol=PROTOCOL, seed=ctx.seed, progress=ctx.progress)
+    return {cid: {"measurable": c["measurable"], "floor": c["floor"]["value"], "layer": (c.get("axis") or {}).get("layer")}
+            for cid, c in res["claims"].items()}
+
+
 def _steer_trained(ctx: RunContext, d: Path) -> dict:
     """The trained model steered with its own vectors, at the naive model's chosen layer."""
     best = json.loads((ctx.dir("steer_naive") / "stage.json").read_text())["summary"]["sentiment"]["best_layer"]
@@ -316,6 +328,8 @@ STUDY: tuple[Stage, ...] = (
     Stage("analyze", lambda ctx: {"seed": ctx.seed, "stories": ctx.stories_key, "protocol": PROTOCOL.stamp()}, _analyze,
           deps=lambda ctx: ("extract_naive", "extract_trained")),
     Stage("steer_naive", _steer_key, _steer_naive, deps=lambda ctx: ("analyze",)),
+    Stage("steer_behaviours", lambda ctx: {"seed": ctx.seed, "protocol": PROTOCOL.stamp()}, _steer_behaviours,
+          deps=lambda ctx: ("extract_trained",)),
     Stage("steer_trained", _steer_key, _steer_trained, deps=lambda ctx: ("steer_naive",)),
     Stage("mechanics", lambda ctx: {"sizes": dataclasses.asdict(ctx.p.mechanics), "seed": ctx.seed, "lora_only": _lora_only(ctx)},
           _mechanics, deps=lambda ctx: ("extract_naive", "extract_trained")),
