@@ -159,6 +159,19 @@ CONFIDENCE = BehaviourClaim(
 
 
 @dataclass(frozen=True)
+class Claim6:
+    """Robustness as a matrix (`welfare-axis robustness`): every claim's verdict in named variants of one study config.
+
+    A claim survives when it is reproduced in the reference variant and in every other variant that ran. Claim 6 is
+    reproduced if every claim the reference reproduces survives all `required` variants, not reproduced if one of them
+    fails in some variant, and not measured if a required variant did not run or the reference reproduces no claim
+    (nothing can survive)."""
+
+    reference: str = "sft+rl"  # the preset's own arm
+    required: tuple[str, ...] = ("sft", "tile-swap", "reinforce")  # training arm, tile mapping, algorithm
+
+
+@dataclass(frozen=True)
 class Protocol:
     version: str = VERSION
     nulls: NullSpec = field(default_factory=NullSpec)
@@ -170,6 +183,7 @@ class Protocol:
     claim4: Claim4 = field(default_factory=Claim4)
     claim5: Claim5 = field(default_factory=Claim5)
     behaviours: tuple[BehaviourClaim, ...] = (BACKTRACKING, REFUSAL, CONFIDENCE)  # claims 5b, 5c, 5d
+    claim6: Claim6 = field(default_factory=Claim6)
     ci_level: float = 0.95
     reliability_target: float = 0.9  # split-half cosine wanted at the chosen layers (a caveat, not a rule)
     exploration_seeds: tuple[int, ...] = EXPLORATION_SEEDS
@@ -190,6 +204,13 @@ class Protocol:
     def stamp(self) -> dict:
         """What every verdict-bearing artifact records."""
         return {"version": self.version, "hash": self.hash}
+
+    def parts_stamp(self, *parts: str) -> dict:
+        """A hash of the named parts only: what a read-out stage's key holds, so a change to one claim's rule re-runs
+        the stages that read it and no other."""
+        d = self.to_dict()
+        blob = json.dumps({k: d[k] for k in parts}, sort_keys=True, default=str)
+        return {"parts": list(parts), "hash": hashlib.sha256(blob.encode()).hexdigest()[:16]}
 
     def status(self, seed: int, plant: str | None = None) -> str:
         """'exploratory' on a seed that informed a rule, 'control' for a planted run, else 'confirmatory'."""

@@ -69,7 +69,9 @@ def thresholds(p: Protocol = PROTOCOL) -> tuple[Threshold, ...]:
         *(_behaviour_threshold(b, p) for b in p.behaviours),
         Threshold(6, "Robust to emoji swap, scale, base vs instruct, algorithm, LoRA vs full, SFT",
                   "effects survive all variations",
-                  "not run by one reproduce run (needs several trainings); compare runs of reproduce --training rl / sft / sft+rl"),
+                  f"welfare-axis robustness: every claim's verdict in named variants of one study config; reproduced if every "
+                  f"claim the reference variant ({p.claim6.reference}) reproduces is also reproduced in each of "
+                  f"{', '.join(p.claim6.required)}; not measured if one of those did not run or the reference reproduces no claim"),
     )
 
 
@@ -88,6 +90,8 @@ def _behaviour_threshold(b, p: Protocol) -> Threshold:
 
 
 THRESHOLDS = thresholds()
+CI_OF = {3: "valence r", 4: "the smaller trained d", 5: "finite-step log-odds change", "5b": "finite-step log-odds change",
+         "5c": "finite-step log-odds change", "5d": "finite-step log-odds change"}
 
 
 @dataclass
@@ -100,6 +104,7 @@ class ClaimResult:
     controls: str  # the matched controls
     threshold: str
     caveat: str = ""  # what limits the verdict's power (e.g. vectors below the reliability target)
+    ci: list | None = None  # the interval the rule reads, where it reads one (CI_OF says of what)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -209,6 +214,27 @@ def verdict_behaviour(b: dict | None, p: Protocol = PROTOCOL) -> str:
     return REPRODUCED if ci[0] > 0 else NOT_REPRODUCED
 
 
+def verdict_robustness(matrix: dict | None, p: Protocol = PROTOCOL) -> tuple[str, list]:
+    """(claim 6's verdict, the claims that survive or fail): `matrix` is {variant: [claims.json rows]}."""
+    c6 = p.claim6
+    if not matrix or any(v not in matrix for v in (c6.reference, *c6.required)):
+        return NOT_MEASURED, []
+    verdicts = {v: {r["id"]: r["verdict"] for r in rows} for v, rows in matrix.items()}
+    held = [cid for cid, v in verdicts[c6.reference].items() if v == REPRODUCED and cid != 6]
+    if not held:
+        return NOT_MEASURED, []
+    survival = [(cid, all(verdicts[v].get(cid) == REPRODUCED for v in c6.required)) for cid in held]
+    return (REPRODUCED if all(ok for _, ok in survival) else NOT_REPRODUCED), survival
+
+
+def _robustness_result(matrix: dict | None, t: Threshold, p: Protocol) -> ClaimResult:
+    verdict, survival = verdict_robustness(matrix, p)
+    ran = ", ".join(matrix) if matrix else "no robustness matrix for this run"
+    measured = "; ".join(f"claim {cid} {'survives' if ok else 'fails in some variant'}" for cid, ok in survival) or "—"
+    value = sum(ok for _, ok in survival) / len(survival) if survival else math.nan
+    return ClaimResult(6, t.claim, verdict, value, f"variants: {ran}; {measured}", "every variant's own controls", t.rule)
+
+
 def _passes(d: dict, p: Protocol) -> bool | None:
     """A direction's family test: p < alpha against every family, and at its selected layer a z above every family's
     95th percentile of null maxima (`clears_at_layer`); None when not measured."""
@@ -218,8 +244,10 @@ def _passes(d: dict, p: Protocol) -> bool | None:
     return clears and bool(d["clears_at_layer"])
 
 
-def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL, behaviours: dict | None = None) -> list[ClaimResult]:
-    """Every claim from an analyze summary.json, claim 5's inputs and claims 5b-5d's (behaviour_claims.json; None if not run)."""
+def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL, behaviours: dict | None = None,
+             robustness: dict | None = None) -> list[ClaimResult]:
+    """Every claim from an analyze summary.json, claim 5's inputs, claims 5b-5d's (behaviour_claims.json) and the
+    robustness matrix this run belongs to ({variant: [claims.json rows]}; None: claim 6 not measured)."""
     th = {t.id: t for t in thresholds(p)}
     vi = analysis.get("verdict_inputs") or {}
     space = p.claim1.primary_space
@@ -257,7 +285,10 @@ def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL, beha
             r.caveat = caveat
     out.append(_steering_result(steering, th[5], p))
     out += [_behaviour_result(((behaviours or {}).get("claims") or {}).get(b.id), th[b.id], p) for b in p.behaviours]
-    out.append(ClaimResult(6, th[6].claim, NOT_MEASURED, math.nan, "—", "—", th[6].rule))
+    out[2].ci = c3.get("valence_r_ci")
+    worse = min(("gold", "mold"), key=lambda k: _f(c4.get(f"trained_d_{k}")) if _ok(c4.get(f"trained_d_{k}")) else math.inf)
+    out[3].ci = c4.get(f"trained_d_{worse}_ci")
+    out.append(_robustness_result(robustness, th[6], p))
     return out
 
 
@@ -269,7 +300,7 @@ def _steering_result(s: dict | None, t: Threshold, p: Protocol) -> ClaimResult:
                        f"{_fmt(axis.get('effect'))}); finite alpha +-{conf.get('alpha', '—')}: log-odds change {_fmt(conf.get('mean'))} "
                        f"{_ci(conf.get('ci'))}",
                        f"nulls (max over band): {_ps(axis.get('nulls'))}; valence positive control: layer {val.get('layer', '—')}, "
-                       f"z {_fmt(val.get('z'))}, {_ps(val.get('nulls'))}", t.rule)
+                       f"z {_fmt(val.get('z'))}, {_ps(val.get('nulls'))}", t.rule, ci=conf.get("ci"))
 
 
 def _behaviour_result(b: dict | None, t: Threshold, p: Protocol) -> ClaimResult:
@@ -284,7 +315,7 @@ def _behaviour_result(b: dict | None, t: Threshold, p: Protocol) -> ClaimResult:
     if ctrl:
         controls += f"; positive control: layer {ctrl.get('layer', '—')}, z {_fmt(ctrl.get('z'))}, {_ps(ctrl.get('nulls'))}"
     value = _f(axis.get("z")) if axis else _f(floor.get("value"))
-    return ClaimResult(t.id, t.claim, verdict_behaviour(b or None, p), value, measured, controls, t.rule)
+    return ClaimResult(t.id, t.claim, verdict_behaviour(b or None, p), value, measured, controls, t.rule, ci=conf.get("ci"))
 
 
 def reliability_caveat(analysis: dict) -> str:

@@ -45,6 +45,7 @@ def reproduce(
     stop_after: str | None = None,
     skip: set[str] | None = None,
     overrides: dict | None = None,
+    reuse: list[str | Path] | None = None,
 ) -> tuple[Path, Path] | None:
     """Run (or resume) every stage of the study; returns the paths of report.md and report.html.
 
@@ -54,7 +55,8 @@ def reproduce(
     Everything cheap is checked before any slow work; one process at a time runs in `out` (a lock).
     `stop_after`: stop once this stage is finished and return None (no report). `skip`: optional stages
     (OPTIONAL_STAGES) to leave out. `overrides`: {key: value} for the study config (welfare_axis/overrides.py:
-    `--set` and `--config`).
+    `--set` and `--config`). `reuse`: other run folders whose finished stages, where a stage's key and inputs match,
+    are linked into this run instead of being run again (welfare-axis robustness).
     """
     from training.config import config_from_preset
     from welfare_axis.overrides import apply_overrides
@@ -72,7 +74,7 @@ def reproduce(
     with lock_run(out):
         try:
             return _run_stages(p, preset, out, model_id, training, plant, stories, stories_key, force, seed, device, dtype, progress,
-                               train_cfg, stop_after, skip, dict(overrides or {}))
+                               train_cfg, stop_after, skip, dict(overrides or {}), reuse)
         except StoppedAfter:
             return None
 
@@ -109,7 +111,7 @@ def _stories_key(stories: str | None) -> str | None:
 
 def _run_stages(p: StudyConfig, preset: str, out: Path, model_id: str, training: str, plant: str | None, stories: str | None,
                 stories_key: str | None, force: set[str] | None, seed: int, device: str, dtype: str, progress: bool, train_cfg,
-                stop_after: str | None = None, skip_stages: set[str] | None = None, overrides: dict | None = None):
+                stop_after: str | None = None, skip_stages: set[str] | None = None, overrides: dict | None = None, reuse=None):
     from probes import LAYER_CONVENTION
     from training.models import model_info
     from welfare_axis.stages import StageRunner
@@ -125,7 +127,7 @@ def _run_stages(p: StudyConfig, preset: str, out: Path, model_id: str, training:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "run_config.json", run_cfg)
     ctx.runner = StageRunner(out, {k: v for k, v in p.estimates.items() if k not in ctx.skip}, force=force, progress=progress,
-                             stop_after=stop_after)
+                             stop_after=stop_after, reuse_from=reuse)
     try:
         run_study(ctx)
     finally:

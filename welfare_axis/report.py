@@ -186,7 +186,16 @@ def claim_results(run: Path) -> list:
     """The claims of this run, from analyze/summary.json and the steering stage's claim inputs."""
     steering = _json(run / "steer_naive" / "axis_claim.json") or None
     behaviours = _json(run / "steer_behaviours" / "behaviour_claims.json") or None
-    return claims.evaluate(_json(run / "analyze" / "summary.json"), steering, behaviours=behaviours)
+    return claims.evaluate(_json(run / "analyze" / "summary.json"), steering, behaviours=behaviours, robustness=robustness_matrix(run))
+
+
+def robustness_matrix(run: Path) -> dict | None:
+    """{variant: claims.json rows} of the robustness matrix this run is a variant of (`<matrix>/<variant>/`), else None."""
+    data = _json(run.parent / "robustness.json")
+    variants = data.get("variants") or {}
+    if run.name not in variants:
+        return None
+    return {name: v["claims"] for name, v in variants.items()}
 
 
 def trained_history(cfg: dict) -> str:

@@ -99,6 +99,13 @@ def lock_run(run_dir: str | os.PathLike) -> Iterator[None]:
         lock.release()
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(src, dst)
+
+
 def _read(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -132,8 +139,9 @@ class StageRunner:
     expensive stages of several seeds can be prepared before the read-outs are run on them."""
 
     def __init__(self, run_dir: Path, estimates: dict[str, float], force: set[str] | None = None, progress: bool = True,
-                 stop_after: str | None = None):
+                 stop_after: str | None = None, reuse_from: list[Path] | None = None):
         self.stop_after = stop_after
+        self.reuse_from = [Path(r) for r in reuse_from or () if Path(r).resolve() != Path(run_dir).resolve()]
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.force = set(force or ())
@@ -170,6 +178,15 @@ class StageRunner:
             self._advance(name, skipped=True)
             self._maybe_stop(name)
             return rec
+        if fresh and (done is None or not self._still_valid(done, key, config, deps, after)):
+            done = self._reuse(name, key, config, deps, after)
+            if done is not None:
+                rec = StageRecord(name, key, True, done.get("wall_time", 0.0), done.get("summary", {}), done.get("run_id"),
+                                  done.get("created", ""))
+                self.records[name] = rec
+                self._advance(name, skipped=True)
+                self._maybe_stop(name)
+                return rec
         started = _read(folder / STARTED) if done is None else None
         resume = fresh and started is not None and started.get("key") == key and started.get("after") == after
         if folder.exists() and not resume:
@@ -205,6 +222,24 @@ class StageRunner:
     def _still_valid(self, done: dict, key: str, config: dict, deps: tuple[str, ...], after: dict) -> bool:
         """A finished stage is kept when made with this key (and key version) from its dependencies' current runs."""
         return done.get("key_version") == KEY_VERSION and done.get("key") == key and done.get("after") == after
+
+    def _reuse(self, name: str, key: str, config: dict, deps: tuple[str, ...], after: dict) -> dict | None:
+        """The marker of the same stage finished with this key from the same dependency runs in a sibling run
+        (`reuse_from`), its folder linked into this run; None if no sibling has it."""
+        for other in self.reuse_from:
+            src = other / name
+            done = _read(src / MARKER) if (src / MARKER).exists() else None
+            if done is None or not self._still_valid(done, key, config, deps, after):
+                continue
+            folder = self.stage_dir(name)
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp = folder.with_name(f".{name}.{uuid.uuid4().hex[:8]}")
+            shutil.copytree(src, tmp, copy_function=_link_or_copy)  # hard links: no second copy of activations or weights
+            os.replace(tmp, folder)
+            self._log(f"stage {name}: reused from {other}")
+            return done
+        return None
 
     def _log(self, message: str) -> None:
         tqdm.write(message, file=sys.stderr)

@@ -19,6 +19,10 @@ from typing import Callable
 from core.artifacts import atomic_write_json, provenance
 from probes.protocol import PROTOCOL
 
+# The protocol's parts each read-out stage reads: its key holds their hash, so a rule change re-runs exactly these.
+ANALYZE_RULES = ("nulls", "band", "fixed", "claim1", "claim2", "claim3", "claim4", "ci_level", "reliability_target")
+STEER_RULES = ("nulls", "band", "claim5", "ci_level")
+BEHAVIOUR_RULES = ("nulls", "band", "claim5", "behaviours", "ci_level")
 SECONDARY = "secondary"  # --skip secondary: steer_naive runs claim 5's primary only (no generated self-reports or other evals)
 
 
@@ -208,7 +212,7 @@ def _steer_key(ctx: RunContext) -> dict:
     key = {"alphas": s.alphas, "k": s.k, "max_new_tokens": s.max_new_tokens, "evals": s.evals, "items": s.items,
            "seed": ctx.seed, "screen_layers": s.screen_layers, "screen_ratios": s.screen_ratios, "screen_prompts": s.screen_prompts,
            "unit_ratio": s.unit_ratio, "n_random": s.n_random, "at_l_star": s.at_l_star, "stories": ctx.stories_key,
-           "protocol": PROTOCOL.stamp()}
+           "protocol": PROTOCOL.parts_stamp(*STEER_RULES)}
     return {**key, "secondary": False} if SECONDARY in ctx.skip else key
 
 
@@ -325,10 +329,10 @@ STUDY: tuple[Stage, ...] = (
     Stage("plant", _plant_key, _plant, deps=lambda ctx: ("extract_naive",)),
     Stage("extract_trained", lambda ctx: _extract_key(ctx, ctx.p.extract.n), lambda ctx, d: _extract(ctx, ctx.trained(), ctx.p.extract.n, d),
           deps=lambda ctx: (ctx.trained_stage,)),
-    Stage("analyze", lambda ctx: {"seed": ctx.seed, "stories": ctx.stories_key, "protocol": PROTOCOL.stamp()}, _analyze,
+    Stage("analyze", lambda ctx: {"seed": ctx.seed, "stories": ctx.stories_key, "protocol": PROTOCOL.parts_stamp(*ANALYZE_RULES)}, _analyze,
           deps=lambda ctx: ("extract_naive", "extract_trained")),
     Stage("steer_naive", _steer_key, _steer_naive, deps=lambda ctx: ("analyze",)),
-    Stage("steer_behaviours", lambda ctx: {"seed": ctx.seed, "protocol": PROTOCOL.stamp()}, _steer_behaviours,
+    Stage("steer_behaviours", lambda ctx: {"seed": ctx.seed, "protocol": PROTOCOL.parts_stamp(*BEHAVIOUR_RULES)}, _steer_behaviours,
           deps=lambda ctx: ("extract_trained",)),
     Stage("steer_trained", _steer_key, _steer_trained, deps=lambda ctx: ("steer_naive",)),
     Stage("mechanics", lambda ctx: {"sizes": dataclasses.asdict(ctx.p.mechanics), "seed": ctx.seed, "lora_only": _lora_only(ctx)},

@@ -1,0 +1,85 @@
+"""Claim 6 as a matrix: stages shared between variant runs, the table, and claim 6's verdict rule."""
+
+import json
+import os
+
+import pytest
+
+from probes.protocol import PROTOCOL
+from welfare_axis import claims
+from welfare_axis.stages import StageRunner
+
+R, N = claims.REPRODUCED, claims.NOT_REPRODUCED
+
+
+def _rows(**verdicts):
+    return [{"id": int(k[1:]) if k[1:].isdigit() else k[1:], "verdict": v} for k, v in verdicts.items()]
+
+
+def _matrix(**variants):
+    return {name.replace("_", "-").replace("sft-rl", "sft+rl"): rows for name, rows in variants.items()}
+
+
+@pytest.mark.parametrize("matrix, verdict", [
+    (None, claims.NOT_MEASURED),
+    # a required variant did not run
+    (_matrix(sft_rl=_rows(c1=R), sft=_rows(c1=R), tile_swap=_rows(c1=R)), claims.NOT_MEASURED),
+    # the reference reproduces nothing: nothing can survive
+    (_matrix(sft_rl=_rows(c1=N), sft=_rows(c1=R), tile_swap=_rows(c1=R), reinforce=_rows(c1=R)), claims.NOT_MEASURED),
+    (_matrix(sft_rl=_rows(c1=R, c5=N), sft=_rows(c1=R, c5=R), tile_swap=_rows(c1=R, c5=N), reinforce=_rows(c1=R, c5=N)), R),
+    (_matrix(sft_rl=_rows(c1=R, c5=R), sft=_rows(c1=R, c5=R), tile_swap=_rows(c1=R, c5=N), reinforce=_rows(c1=R, c5=R)), N),
+])
+def test_claim_6_needs_every_reproduced_claim_to_survive_every_required_variant(matrix, verdict):
+    got, survival = claims.verdict_robustness(matrix)
+    assert got == verdict
+    if verdict == N:
+        assert (5, False) in survival and (1, True) in survival
+
+
+def test_a_stage_finished_in_a_sibling_run_is_linked_not_run_again(tmp_path):
+    calls = []
+
+    def work(d):
+        calls.append(d)
+        (d / "out.bin").write_bytes(b"weights")
+        return {"n": 1}
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    r1 = StageRunner(first, {}, progress=False)
+    r1.run("base", {"x": 1}, work)
+    r1.run("other", {"y": 1}, work, deps=("base",))
+    r2 = StageRunner(second, {}, progress=False, reuse_from=[first])
+    rec = r2.run("base", {"x": 1}, work)
+    assert len(calls) == 2 and rec.skipped and rec.run_id == r1.records["base"].run_id
+    assert os.path.samefile(first / "base" / "out.bin", second / "base" / "out.bin")  # a hard link, no second copy
+    r2.run("other", {"y": 2}, work, deps=("base",))  # another key: run here, not taken from the sibling
+    assert len(calls) == 3 and json.loads((second / "other" / "stage.json").read_text())["run_id"] != r1.records["other"].run_id
+    r3 = StageRunner(tmp_path / "c", {}, progress=False, reuse_from=[first])
+    r3.run("base", {"x": 2}, work)  # a different key is never reused
+    assert len(calls) == 4
+
+
+def test_smoke_matrix_shares_stages_and_every_variant_report_reads_it(tmp_path):
+    from welfare_axis.cli import main
+
+    out = tmp_path / "m"
+    args = ["robustness", "--preset", "smoke", "--out", str(out), "--variants", "sft+rl,sft", "--skip", "mechanics",
+            "--skip", "secondary", "--no-progress"]
+    assert main(args) == 0
+    marker = {v: {s: json.loads((out / v / s / "stage.json").read_text())["run_id"] for s in ("naive_eval", "train_sft", "extract_naive")}
+              for v in ("sft+rl", "sft")}
+    assert marker["sft+rl"] == marker["sft"]  # the SFT-only arm is the reference's SFT model, not a second training
+    assert not (out / "sft" / "train_rl").exists()
+    data = json.loads((out / "robustness.json").read_text())
+    assert list(data["variants"]) == ["sft+rl", "sft"] and data["protocol"] == PROTOCOL.stamp()
+    assert data["claim6"]["verdict"] == claims.NOT_MEASURED  # tile-swap and reinforce did not run
+    table = (out / "robustness.md").read_text()
+    assert table.count("\n| ") == 9 and "| 5c. " in table and (out / "robustness.png").stat().st_size > 0
+    row6 = [c for c in json.loads((out / "sft" / "report" / "claims.json").read_text())["claims"] if c["id"] == 6][0]
+    assert "variants: sft+rl, sft" in row6["measured"]
+    assert main(args) == 0  # resumable: nothing re-runs but the reports
+    assert {s: json.loads((out / "sft" / s / "stage.json").read_text())["run_id"] for s in ("naive_eval", "train_sft")} == \
+        {s: marker["sft"][s] for s in ("naive_eval", "train_sft")}
+    with pytest.raises(SystemExit) as e:  # an unknown variant is refused while parsing
+        main(["robustness", "--preset", "smoke", "--out", str(out), "--variants", "sft,nope"])
+    assert e.value.code == 2
