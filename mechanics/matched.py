@@ -170,6 +170,55 @@ def matched_summary(policy: pd.DataFrame, kl: pd.DataFrame, decisions: int, n_bo
     }
 
 
+def statistic_contrast(rewards: dict[str, np.ndarray], stats: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> dict:
+    """RL's change of a claim's statistic minus SFT's, per unit of task progress, at the largest progress both arms reach.
+
+    `rewards`: per arm [S, mazes] first-move expected rewards (row 0: the shared start model); `stats`: per arm [S], the
+    statistic at the same checkpoints (row 0: the start's). Each arm's change is its statistic interpolated where its
+    progress first reaches the matched level, minus the start's, divided by that level. The CI resamples held-out mazes
+    (the same draw for both arms: paired), so the matched level moves with the draw; the statistic's own sampling noise
+    (its extraction) is not in it.
+    """
+    n_mazes = rewards["rl"].shape[1]
+
+    def contrast(idx=None) -> tuple[float, dict]:
+        curves = {a: ((r if idx is None else r[:, idx]).mean(1) - (r if idx is None else r[:, idx])[0].mean(), np.asarray(stats[a], float))
+                  for a, r in rewards.items()}
+        level = min(float(c[0].max()) for c in curves.values())
+        if not level > 0:
+            return float("nan"), {}
+        per = {a: (at_progress(c[0], c[1], level) - c[1][0]) / level for a, c in curves.items()}
+        return per["rl"] - per["sft"], {"level": level, **{f"{a}_change_per_progress": v for a, v in per.items()}}
+
+    value, parts = contrast()
+    rng = np.random.default_rng(seed)
+    boots = np.array([contrast(rng.integers(0, n_mazes, n_mazes))[0] for _ in range(n_boot)])
+    lo, hi = percentile_ci(boots, 0.95)
+    verdict = ("not measured" if not np.isfinite(lo) else "RL moves it more" if lo > 0 else "RL moves it less" if hi < 0
+               else "no difference detected")
+    return {"value": value, "ci_lo": lo, "ci_hi": hi, "n_boot": n_boot, "n_valid_boot": int(np.isfinite(boots).sum()),
+            "verdict": verdict, **parts}
+
+
+def recruitment_against_nulls(delta: np.ndarray, reference: np.ndarray, null_dirs: dict[str, np.ndarray]) -> dict:
+    """cos(an arm's change of the welfare axis, a reference direction), mean over band layers, against null directions.
+
+    `delta`, `reference`: [L_band, H]; `null_dirs`: {family: [draws, L_band, H]} (steering.axis_claim.null_directions).
+    Per family, p = the share of null directions at least as aligned with the reference (one-sided, +1 smoothing)."""
+    def mean_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        num = (a * b).sum(-1)
+        den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan).mean(-1)
+
+    observed = float(mean_cos(delta, reference))
+    out = {"cos": observed, "nulls": {}}
+    for name, d in null_dirs.items():
+        null = mean_cos(d, reference[None])
+        out["nulls"][name] = {"p": float((1 + (null >= observed).sum()) / (1 + len(null))), "q95": float(np.percentile(null, 95)),
+                              "draws": int(len(null))}
+    return out
+
+
 def progress_table(summary: dict) -> pd.DataFrame:
     """One row per arm and checkpoint (the start as step 0 of both): the README's table."""
     rows = []

@@ -168,7 +168,7 @@ class Claim6:
     (nothing can survive)."""
 
     reference: str = "sft+rl"  # the preset's own arm
-    required: tuple[str, ...] = ("sft", "tile-swap", "reinforce")  # training arm, tile mapping, algorithm
+    required: tuple[str, ...] = ("sft", "tile-swap", "other-algorithm")  # training arm, tile mapping, RL algorithm
 
 
 @dataclass(frozen=True)

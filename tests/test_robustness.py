@@ -25,9 +25,9 @@ def _matrix(**variants):
     # a required variant did not run
     (_matrix(sft_rl=_rows(c1=R), sft=_rows(c1=R), tile_swap=_rows(c1=R)), claims.NOT_MEASURED),
     # the reference reproduces nothing: nothing can survive
-    (_matrix(sft_rl=_rows(c1=N), sft=_rows(c1=R), tile_swap=_rows(c1=R), reinforce=_rows(c1=R)), claims.NOT_MEASURED),
-    (_matrix(sft_rl=_rows(c1=R, c5=N), sft=_rows(c1=R, c5=R), tile_swap=_rows(c1=R, c5=N), reinforce=_rows(c1=R, c5=N)), R),
-    (_matrix(sft_rl=_rows(c1=R, c5=R), sft=_rows(c1=R, c5=R), tile_swap=_rows(c1=R, c5=N), reinforce=_rows(c1=R, c5=R)), N),
+    (_matrix(sft_rl=_rows(c1=N), sft=_rows(c1=R), tile_swap=_rows(c1=R), other_algorithm=_rows(c1=R)), claims.NOT_MEASURED),
+    (_matrix(sft_rl=_rows(c1=R, c5=N), sft=_rows(c1=R, c5=R), tile_swap=_rows(c1=R, c5=N), other_algorithm=_rows(c1=R, c5=N)), R),
+    (_matrix(sft_rl=_rows(c1=R, c5=R), sft=_rows(c1=R, c5=R), tile_swap=_rows(c1=R, c5=N), other_algorithm=_rows(c1=R, c5=R)), N),
 ])
 def test_claim_6_needs_every_reproduced_claim_to_survive_every_required_variant(matrix, verdict):
     got, survival = claims.verdict_robustness(matrix)
@@ -72,7 +72,7 @@ def test_smoke_matrix_shares_stages_and_every_variant_report_reads_it(tmp_path):
     assert not (out / "sft" / "train_rl").exists()
     data = json.loads((out / "robustness.json").read_text())
     assert list(data["variants"]) == ["sft+rl", "sft"] and data["protocol"] == PROTOCOL.stamp()
-    assert data["claim6"]["verdict"] == claims.NOT_MEASURED  # tile-swap and reinforce did not run
+    assert data["claim6"]["verdict"] == claims.NOT_MEASURED  # tile-swap and other-algorithm did not run
     table = (out / "robustness.md").read_text()
     assert table.count("\n| ") == 9 and "| 5c. " in table and (out / "robustness.png").stat().st_size > 0
     row6 = [c for c in json.loads((out / "sft" / "report" / "claims.json").read_text())["claims"] if c["id"] == 6][0]
@@ -83,3 +83,12 @@ def test_smoke_matrix_shares_stages_and_every_variant_report_reads_it(tmp_path):
     with pytest.raises(SystemExit) as e:  # an unknown variant is refused while parsing
         main(["robustness", "--preset", "smoke", "--out", str(out), "--variants", "sft,nope"])
     assert e.value.code == 2
+
+
+def test_the_algorithm_variant_switches_to_the_other_algorithm():
+    from welfare_axis.robustness import VARIANTS, _overrides
+
+    v = VARIANTS["other-algorithm"]
+    assert _overrides(v, {}, "cpu-small")["train.algo"] == "dr_grpo"  # cpu-small's RL is REINFORCE
+    assert _overrides(v, {"train.algo": "dr_grpo"}, "cpu-small")["train.algo"] == "reinforce"
+    assert _overrides(VARIANTS["rl-long"], {}, "cpu-small")["train.n_steps"] == "16"  # 4 x the preset's 4 steps

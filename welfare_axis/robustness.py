@@ -32,7 +32,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("sft+rl", "the preset's arm: SFT on scripted good trajectories, then RL from the SFT model", "sft+rl"),
     Variant("sft", "SFT only (the same SFT model, no RL)", "sft"),
     Variant("tile-swap", "Gold and Mold symbols exchanged (maze.permutation=pgm): every stage re-runs", overrides={"maze.permutation": "pgm"}),
-    Variant("reinforce", "token-level REINFORCE instead of Dr. GRPO for the RL steps", overrides={"train.algo": "reinforce"}),
+    Variant("other-algorithm", "the other RL algorithm for the RL steps: Dr. GRPO where the preset uses token-level REINFORCE "
+            "(cpu-small), else REINFORCE", overrides={"train.algo": "other"}),
     Variant("rl-long", "RL continued 4x as many steps from the SFT model", overrides={"train.n_steps": "x4"}),
     Variant("full", "RL as a full fine-tune instead of LoRA", overrides={"train.finetune": "full"}),
 )}
@@ -48,14 +49,16 @@ def check_variants(names: list[str]) -> list[str]:
 
 def _overrides(variant: Variant, base: dict, preset: str) -> dict:
     """The variant's overrides on top of the user's; "xN" multiplies the preset's training value."""
+    from training.config import config_from_preset
+
+    from welfare_axis.pipeline import get_preset
+
     out = dict(base)
     for key, value in variant.overrides.items():
-        if isinstance(value, str) and value.startswith("x"):
-            from training.config import config_from_preset
-
-            from welfare_axis.pipeline import get_preset
-
-            current = base.get(key, getattr(config_from_preset(get_preset(preset).train_preset), key.partition(".")[2]))
+        current = base.get(key, getattr(config_from_preset(get_preset(preset).train_preset), key.partition(".")[2], None))
+        if key == "train.algo" and value == "other":
+            value = "dr_grpo" if current == "reinforce" else "reinforce"
+        elif isinstance(value, str) and value.startswith("x"):
             value = str(int(current) * int(value[1:]))
         out[key] = value
     return out
