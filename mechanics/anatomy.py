@@ -87,16 +87,18 @@ def top_subspace_rotation(w0: torch.Tensor, w1: torch.Tensor, k: int = 8) -> dic
     return {"left_max_deg": float(left.max().rad2deg()), "right_max_deg": float(right.max().rad2deg())}
 
 
-def depth_spread(layer_mass) -> float:
-    """Effective number of layers carrying the update, over their count: exp(H(p)) / L, p = mass share per layer.
+def depth_spread(layer_mass, trainable: int | None = None) -> float:
+    """Effective number of layers carrying the update, over the number training could change: exp(H(p)) / n,
+    p = mass share per layer, n = `trainable` (LoRA on the top k blocks: k) or every layer.
 
-    1 when every layer carries the same mass, 1/L when one layer carries all of it.
+    1 when every trainable layer carries the same mass, 1/n when one layer carries all of it; without `trainable`,
+    an update confined to k of L blocks by construction could never exceed k/L.
     """
     m = np.asarray(layer_mass, dtype=float)
     if m.size == 0 or m.sum() <= 0:
         return float("nan")
     p = m[m > 0] / m.sum()
-    return float(np.exp(-(p * np.log(p)).sum()) / m.size)
+    return float(np.exp(-(p * np.log(p)).sum()) / (trainable or m.size))
 
 
 @contextmanager
@@ -140,7 +142,7 @@ def matrix_table(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor
     return pd.DataFrame(rows)
 
 
-def anatomy_summary(table: pd.DataFrame, low_rank_by_construction: bool = False) -> dict:
+def anatomy_summary(table: pd.DataFrame, low_rank_by_construction: bool = False, trainable_blocks: int | None = None) -> dict:
     """Per layer relative change; depth spread; sparsity; overall relative change; the median effective-rank
     fraction over changed matrices. `low_rank_test` (what H4 reads) is that median, or None when the delta
     is low-rank by construction (a LoRA adapter), where it would test the adapter's r, not training."""
@@ -156,7 +158,8 @@ def anatomy_summary(table: pd.DataFrame, low_rank_by_construction: bool = False)
     out = {
         "relative_change": float(np.sqrt((table["delta_norm"] ** 2).sum() / (table["norm"] ** 2).sum())),
         "relative_change_by_layer": {int(k): float(v) for k, v in per_layer["relative_change"].items()},
-        "depth_spread": depth_spread(per_layer["delta_sq"].to_numpy()),
+        "depth_spread": depth_spread(per_layer["delta_sq"].to_numpy(), trainable_blocks),
+        "trainable_blocks": trainable_blocks or int(len(per_layer)),
         "sparsity": {c.split("@", 1)[1]: float((table[c] * table["numel"]).sum() / total) for c in sparsity_cols},
         "median_effective_rank_fraction": float(er.median()) if len(er) else float("nan"),
         "median_effective_rank": float(changed["effective_rank"].median()) if "effective_rank" in table else float("nan"),

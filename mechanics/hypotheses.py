@@ -47,7 +47,8 @@ HYPOTHESES = (
                "onestep.rl_minus_sft_gating", 0.0, BELOW),
     Hypothesis("H3", "depth: the update mass spreads over all layers",
                "anatomy of the trained delta: effective number of blocks carrying ||dW||^2 (exp of the entropy of the per-block "
-               "shares) over the number of blocks; one delta, no CI (read as a point)",
+               "shares) over the number of blocks training could change (LoRA on the top k blocks: k, else all); one delta, "
+               "no CI (read as a point)",
                "anatomy.depth_spread", 0.5, ABOVE),
     Hypothesis("H4", "reweighting, not writing: the update is low-rank",
                "anatomy: median over changed weight matrices of the entropy effective rank of dW over min(m, n); full fine-tunes "

@@ -68,9 +68,10 @@ def _float32(*models) -> None:
 
 
 def measure_all(naive, trained, probe_model, tokenizer, vectors, control, maze_config, sizes: MechanicsSizes, seed: int,
-                lora: bool = False, progress: bool = False) -> tuple[dict, dict]:
+                lora: bool = False, progress: bool = False, trainable_blocks: int | None = None) -> tuple[dict, dict]:
     """(summaries by measurement, parquet tables by name). `probe_model` is changed and restored by the probe;
-    `lora`: the naive -> trained delta is a LoRA adapter alone (H4's rank test is then not measured)."""
+    `lora`: the naive -> trained delta is a LoRA adapter alone (H4's rank test is then not measured);
+    `trainable_blocks`: how many blocks that delta could touch (LoRA on the top k blocks: k; None: all), H3's denominator."""
     from mechanics.anatomy import anatomy_summary, matrix_table, state_dict_float32
     from mechanics.drift import drift
     from mechanics.examples import example_sets, maze_examples
@@ -84,7 +85,8 @@ def measure_all(naive, trained, probe_model, tokenizer, vectors, control, maze_c
     drift_table, drift_sum = drift(naive, trained, tokenizer, sets, s.batch_size, s.n_boot, seed)
 
     anatomy_table = matrix_table(state_dict_float32(naive), state_dict_float32(trained), s.top_k)
-    anatomy_sum = {**anatomy_summary(anatomy_table, low_rank_by_construction=lora), "delta": "maze-naive -> trained model"}
+    anatomy_sum = {**anatomy_summary(anatomy_table, low_rank_by_construction=lora, trainable_blocks=trainable_blocks),
+                   "delta": "maze-naive -> trained model"}
 
     cos = vector_cosines({k: vectors.get(k).numpy() for k in vectors.names}, {k: control.get(k).numpy() for k in control.names})
     layers = list(range(trained.config.num_hidden_layers))

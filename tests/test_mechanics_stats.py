@@ -165,3 +165,10 @@ def test_recruitment_counts_null_directions_at_least_as_aligned():
     nulls_ = {"toy": np.array([ref, -ref, np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])])}  # mean cos 1, -1, 0
     r = recruitment_against_nulls(delta, ref, nulls_)
     assert r["cos"] == pytest.approx((1 + 2 ** -0.5) / 2) and r["nulls"]["toy"]["p"] == pytest.approx(2 / 4)
+
+
+def test_depth_spread_over_the_blocks_training_could_change():
+    # LoRA on the top 2 of 4 blocks, mass spread evenly over both: every trainable block carries it (1.0), not 2/4
+    assert anatomy.depth_spread([0.0, 0.0, 3.0, 3.0], trainable=2) == pytest.approx(1.0)
+    assert anatomy.depth_spread([0.0, 0.0, 3.0, 3.0]) == pytest.approx(0.5)
+    assert anatomy.depth_spread([0.0, 0.0, 0.0, 6.0], trainable=2) == pytest.approx(0.5)

@@ -301,8 +301,9 @@ def _mechanics(ctx: RunContext, d: Path) -> dict:
     probe_model, _ = load(ctx.base, None, ctx.device, "float32")  # a fresh copy: the probe sets requires_grad on every parameter
     vectors, control = _vectors(ctx)
     sizes, lora = ctx.p.mechanics, _lora_only(ctx)
+    top = ctx.train_cfg.lora_top_layers if lora else 0  # a LoRA-only delta on the top k blocks can touch only those
     summaries, tables = measure_all(naive, trained, probe_model, tok, vectors, control, ctx.maze, sizes, ctx.seed, lora=lora,
-                                    progress=ctx.progress)
+                                    progress=ctx.progress, trainable_blocks=top or None)
     pairs = {"drift_and_anatomy": {"start": ctx.model_id, "trained": ctx.base, "checkpoint": str(ctx.checkpoint) if ctx.checkpoint else None,
                                    "lora_only": lora},
              "onestep_start": ctx.base, "recruitment": {"vectors": "extract_trained", "control": "extract_naive"}}
