@@ -160,7 +160,8 @@ def _training(run: Path, figdir: Path) -> list:
             rows.append({"per episode": col, "naive": round(c.get("baseline", math.nan), 3), "trained": round(c.get("trained", math.nan), 3),
                          "change (paired bootstrap 95% CI)": f"{_fmt(c.get('value'))} [{_fmt(c.get('ci_lo'))}, {_fmt(c.get('ci_hi'))}]",
                          "CI excludes 0": excludes_zero(c) if "ci_lo" in c else None})
-        blocks.append(Table(pd.DataFrame(rows), f"Held-out mazes: naive vs trained policy, the same {cmp.get('n_episodes')} mazes for both"))
+        blocks.append(Table(pd.DataFrame(rows), f"Held-out mazes: naive vs trained policy ({_arm(run)}), the same "
+                            f"{cmp.get('n_episodes')} mazes for both"))
         fm = cmp.get("first_move") or {}
         if fm:
             naive, trained, diff = fm.get("naive", {}), fm.get("trained", {}), fm.get("expected_reward_diff", {})
@@ -170,7 +171,8 @@ def _training(run: Path, figdir: Path) -> list:
                 {"first move": "expected reward", "naive": _fmt(naive.get("expected_reward")), "trained": _fmt(trained.get("expected_reward")),
                  "change (95% CI)": f"{_fmt(diff.get('value'))} [{_fmt(diff.get('ci_lo'))}, {_fmt(diff.get('ci_hi'))}]"},
             ]
-            blocks.append(Table(pd.DataFrame(fm_rows), "Exact first-move policy on the same mazes (probabilities, no sampling): "
+            blocks.append(Table(pd.DataFrame(fm_rows), f"Exact first-move policy of the naive and the trained ({_arm(run)}) model on "
+                                "the same mazes (probabilities, no sampling): "
                                 "excess = probability on Gold (Mold) directions minus their uniform share, mean ± s.e. over mazes"))
     else:
         blocks.append(Para("Held-out evaluation of the naive and trained policies is missing."))
@@ -212,6 +214,11 @@ def trained_history(cfg: dict) -> str:
         parts.append(f"then RL {t.get('n_steps', '?')} steps ({t.get('algo', '?')}, {lora}, LR {t.get('lr', '?')})" if parts
                      else f"RL {t.get('n_steps', '?')} steps ({t.get('algo', '?')}, {lora}, LR {t.get('lr', '?')})")
     return f"{training}: " + " ".join(parts)
+
+
+def _arm(run: Path) -> str:
+    """The trained model's arm and history, for the title of every table that reports it."""
+    return trained_history(_json(run / "run_config.json"))
 
 
 def verdict_header(run: Path) -> dict:
@@ -287,10 +294,10 @@ def _steering(run: Path, figdir: Path | None = None) -> list:
     for name in EVAL_NAMES:
         csv = run / "steer_naive" / f"{name}_summary.csv"
         if csv.exists():
-            blocks.append(Table(pd.read_csv(csv), f"{name} (naive model, trained vectors and controls)"))
+            blocks.append(Table(pd.read_csv(csv), f"{name} (naive model; vectors of the trained model, {_arm(run)}; and controls)"))
     tcsv = run / "steer_trained" / "sentiment_summary.csv"
     if tcsv.exists():
-        blocks.append(Table(pd.read_csv(tcsv), "sentiment, trained model steered with its own vectors"))
+        blocks.append(Table(pd.read_csv(tcsv), f"sentiment, trained model ({_arm(run)}) steered with its own vectors"))
     return blocks
 
 
@@ -344,7 +351,7 @@ def _mechanics(run: Path) -> list:
              "value [95% CI]": f"{_fmt(h['value'], 3)} [{_fmt(h['ci_lo'], 3)}, {_fmt(h['ci_hi'], 3)}]",
              "threshold": f"{h['direction']} {h['threshold']:g}", "verdict": h["verdict"]} for h in m.get("hypotheses", [])]
     if rows:
-        blocks.append(Table(pd.DataFrame(rows), "Hypotheses behind 'RL recruits what is already there'"))
+        blocks.append(Table(pd.DataFrame(rows), f"Hypotheses behind 'RL recruits what is already there' (trained model: {_arm(run)})"))
     d = (m.get("summary") or {}).get("drift") or {}
     kl = d.get("kl_by_set") or {}
     if kl:
