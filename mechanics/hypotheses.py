@@ -38,6 +38,12 @@ HYPOTHESES = (
                "of the SFT arm over the RL arm's at the largest first-move progress both reach, interpolated on each arm's "
                "curve; bootstrap CI resampling held-out mazes and off-target prompts",
                "matched.sft_to_rl_off_target_kl", 1.0, ABOVE),
+    Hypothesis("H5m", "recruitment, the title question: per unit of task progress RL makes v_Mold and v_Gold more antiparallel "
+               "than SFT does",
+               "matched RL vs SFT with --extract: RL's change of the antiparallelism (-min over the band of cos(v_Mold, v_Gold)) per "
+               "unit of first-move progress minus SFT's, at the largest progress both reach (supported: RL more; contradicted: "
+               "RL less; inconclusive: no difference detected); bootstrap CI resampling held-out mazes, not the extraction",
+               "matched.axis_contrast.contrast.antiparallelism", 0.0, ABOVE),
     Hypothesis("H2", "gating: RL's MLP gradient mass on units whose gate was closed is far below their share of units",
                "one-step probe, RL gradient: closed share of gradient mass / closed share of (token, unit) pairs, all layers "
                "pooled per batch; bootstrap CI over batches",

@@ -219,6 +219,51 @@ def recruitment_against_nulls(delta: np.ndarray, reference: np.ndarray, null_dir
     return out
 
 
+def _checkpoint_vectors(model, tokenizer, n: int, base, out_dir: Path, batch_size: int):
+    from probes.extract import extract_vectors
+
+    return extract_vectors(model, tokenizer, n, seed=base.seed, maze_config=base.maze, batch_size=batch_size, max_moves=1,
+                           out_dir=out_dir, progress=False)
+
+
+def axis_contrast(arrays: dict, vectors: dict, start_model, tokenizer, start_dir: Path, n_boot: int, seed: int) -> dict:
+    """RL vs SFT on the welfare axis: the contrast per unit of progress of claim 1's statistic (antiparallelism, -min over the
+    band of cos(v_Mold, v_Gold)) and of the axis's alignment with the start's, and each arm's final axis change recruited
+    onto the start model's own axis u_* and its valence direction, against the null directions of claim 5."""
+    from probes import nulls
+    from probes.emotion import valence_directions
+    from probes.extract import load_examples
+    from probes.protocol import PROTOCOL
+    from steering.axis_claim import null_directions
+
+    start_v = vectors[(START, 0)]
+    band = PROTOCOL.band.layers(start_v.n_layers)
+
+    def axis(cv) -> np.ndarray:
+        return np.stack([nulls.unit(cv.get("gold", l).double().numpy()) - nulls.unit(cv.get("mold", l).double().numpy()) for l in band])
+
+    def antiparallel(cv) -> float:
+        return -min(float(np.dot(nulls.unit(cv.get("mold", l).double().numpy()), nulls.unit(cv.get("gold", l).double().numpy())))
+                    for l in band)
+
+    u = axis(start_v)
+    series = {arm: [(0, start_v)] + sorted((s, v) for (a, s), v in vectors.items() if a == arm) for arm in ARMS}
+    rewards = {arm: arrays[arm]["rewards"] for arm in ARMS}
+    stats = {"antiparallelism": {arm: np.array([antiparallel(v) for _, v in series[arm]]) for arm in ARMS},
+             "alignment_with_start_axis": {arm: np.array([float(np.mean((nulls.unit(axis(v)) * nulls.unit(u)).sum(-1)))
+                                                          for _, v in series[arm]]) for arm in ARMS}}
+    examples, acts = load_examples(start_dir, (start_v.n_layers, start_v.hidden_size))
+    null_dirs = null_directions(acts, examples, band, PROTOCOL.nulls.draws, seed)
+    valence = valence_directions(start_model, tokenizer, band, "a")
+    refs = {"start_axis_u": u, "valence": np.stack([valence[l] for l in band])}
+    return {"band": [band[0], band[-1]],
+            "contrast": {name: statistic_contrast(rewards, per_arm, n_boot, seed) for name, per_arm in stats.items()},
+            "statistics": {name: {arm: v.tolist() for arm, v in per_arm.items()} for name, per_arm in stats.items()},
+            "recruitment": {arm: {ref: recruitment_against_nulls(axis(series[arm][-1][1]) - u, r, null_dirs) for ref, r in refs.items()}
+                            for arm in ARMS},
+            "note": "contrast CIs resample held-out mazes (the matched level), not the extraction"}
+
+
 def progress_table(summary: dict) -> pd.DataFrame:
     """One row per arm and checkpoint (the start as step 0 of both): the README's table."""
     rows = []
@@ -261,11 +306,13 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def run_matched(base, start_model: str, out_dir, n_eval_mazes: int = 64, n_maze: int = 16, n_per_set: int = 16,
-                batch_size: int = 8, n_boot: int = 2000, progress: bool = True) -> tuple[dict, dict[str, pd.DataFrame]]:
+                batch_size: int = 8, n_boot: int = 2000, progress: bool = True, extract_n: int = 0) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Train both arms into out_dir/train_{rl,sft} (resuming what is there) and read every checkpoint.
 
     `base`: the TrainConfig both arms share (its model is replaced by `start_model`, a whole model:
-    a built-in name, a folder, or a full fine-tune's checkpoint folder). Returns (summary, tables).
+    a built-in name, a folder, or a full fine-tune's checkpoint folder). `extract_n` > 0: concept vectors
+    of every checkpoint from that many trajectories per class, for the claim-statistic contrast and the
+    recruitment of each arm's axis change (`axis_contrast`). Returns (summary, tables).
     """
     from tqdm import tqdm
 
@@ -284,15 +331,20 @@ def run_matched(base, start_model: str, out_dir, n_eval_mazes: int = 64, n_maze:
     sets = example_sets(tok, n_maze, n_per_set, base.seed, base.maze, base.maze.n_moves)
     maze_seeds = heldout_maze_seeds(n_eval_mazes, base.seed)
     todo = [(START, 0, None)] + [(arm, step, folder) for arm in ARMS for step, folder in checkpoint_models(out_dir / f"train_{arm}")]
-    policies, kls = [], []
+    policies, kls, vectors = [], [], {}
     for arm, step, folder in tqdm(todo, desc="read checkpoints", disable=not progress, dynamic_ncols=True):
         model = start if folder is None else load_model(start_model, device=base.device, dtype="float32", checkpoint=folder)[0]
         policy, kl = read_checkpoint(start, model, tok, sets, base.maze, maze_seeds, base.temperature, batch_size)
         policies.append(policy.assign(arm=arm, step=step))
         kls.append(kl.assign(arm=arm, step=step))
+        if extract_n:
+            vectors[(arm, step)] = _checkpoint_vectors(model, tok, extract_n, base, out_dir / "vectors" / f"{arm}_{step}", batch_size)
         del model
     policy, kl = pd.concat(policies, ignore_index=True), pd.concat(kls, ignore_index=True)
     summary = matched_summary(policy, kl, decisions_per_step(configs["rl"]), n_boot, base.seed)
+    if extract_n:
+        summary["axis_contrast"] = axis_contrast(_arrays(policy, kl), vectors, start, tok, out_dir / "vectors" / f"{START}_0", n_boot,
+                                                 base.seed)
     summary["arms_share"] = ("start model, fine-tuning mode and LoRA placement, optimizer, learning rate and cosine schedule, "
                              "steps, seed and decisions per step; they differ in whose moves are trained on (RL: its own "
                              "samples weighted by advantage, with the entropy bonus; SFT: the scripted good policy's)")

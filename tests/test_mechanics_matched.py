@@ -68,9 +68,16 @@ def test_matched_summary_without_progress_is_not_measured():
 def test_matched_cli_on_the_tiny_model(tmp_path, capsys):
     out = tmp_path / "m"
     argv = ["mechanics", "matched", "--model", "tiny", "--preset", "tiny", "--steps", "2", "--eval-mazes", "2", "--n-maze", "2",
-            "--n-per-set", "1", "--n-boot", "20", "--no-progress", "--out", str(out)]
+            "--n-per-set", "1", "--n-boot", "20", "--no-progress", "--out", str(out), "--extract", "6"]
     assert main(argv) == 0
     rec = json.loads((out / "matched.json").read_text())
+    axis = rec["summary"]["axis_contrast"]  # every checkpoint's vectors: RL's change minus SFT's, and each arm's recruitment
+    assert set(axis["contrast"]) == {"antiparallelism", "alignment_with_start_axis"}
+    assert all(len(v) == 3 for stat in axis["statistics"].values() for v in stat.values())  # start + 2 checkpoints per arm
+    assert axis["statistics"]["alignment_with_start_axis"]["rl"][0] == pytest.approx(1.0)  # the start's axis with itself
+    assert set(axis["recruitment"]["sft"]) == {"start_axis_u", "valence"} and "p" in axis["recruitment"]["rl"]["valence"]["nulls"]["shuffled"]
+    (h5m,) = [h for h in rec["hypotheses"] if h["id"] == "H5m"]  # the title question's verdict, read from the contrast
+    assert h5m["value"] == pytest.approx(axis["contrast"]["antiparallelism"]["value"], nan_ok=True)
     assert rec["measurement"] == "matched" and rec["provenance"]["config"]["steps"] == 2
     table = pd.read_parquet(out / "matched.parquet")
     assert sorted(zip(table["arm"], table["step"])) == [("rl", 0), ("rl", 1), ("rl", 2), ("sft", 0), ("sft", 1), ("sft", 2)]

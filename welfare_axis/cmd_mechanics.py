@@ -14,6 +14,7 @@ from pathlib import Path
 
 from welfare_axis.options import (
     BATCH_HELP, NO_PROGRESS_HELP, SEED_HELP, UserError, add_maze_args, add_model_args, checkpoint_arg, maze_config_from_args,
+    nonnegative_int,
 )
 
 SUBCOMMANDS = ("drift", "onestep", "anatomy", "recruitment", "matched")
@@ -71,6 +72,10 @@ def register(sub) -> None:
     m.add_argument("--n-maze", type=int, default=16, help="held-out maze episodes for the on-target KL (default 16)")
     m.add_argument("--n-per-set", type=int, default=16, help="prompts per off-target set (default 16)")
     m.add_argument("--batch-size", type=int, default=8, help=BATCH_HELP + " (default 8)")
+    m.add_argument("--extract", type=nonnegative_int, default=0, metavar="N",
+                   help="also extract concept vectors of every checkpoint from N trajectories per class: RL's change of the "
+                        "antiparallelism and of the welfare axis minus SFT's at matched progress, and each arm's axis change "
+                        "against the start's u_* and valence direction (default 0: off)")
     for sp in (d, o, a, r, m):
         sp.set_defaults(func=run_mechanics)
 
@@ -224,7 +229,7 @@ def _matched(args):
     base = config_from_preset(args.preset, seed=args.seed, device=args.device, n_steps=args.steps, checkpoint_every=args.every)
     start = args.checkpoint or args.model
     summary, tables = run_matched(base, start, Path(args.out), args.eval_mazes, args.n_maze, args.n_per_set, args.batch_size,
-                                  args.n_boot, progress=not args.no_progress)
+                                  args.n_boot, progress=not args.no_progress, extract_n=args.extract)
     return summary, tables, {"start": start, "base_config": base.to_dict()}
 
 
