@@ -52,26 +52,7 @@ def register(sub) -> None:
     add_download_arg(p)
     p.set_defaults(func=run_reproduce)
 
-    m = sub.add_parser("robustness", help="claim 6 as a matrix: the whole study in named variants of one config, sharing stages",
-                       description="Runs `reproduce` once per variant into OUT/VARIANT (stages whose key and inputs match a "
-                                   "sibling's are linked in, not run again) and writes OUT/robustness.md/.json/.png: every claim's "
-                                   "verdict per variant, and claim 6's verdict under the protocol. Variants: " + "; ".join(
-                                       f"{v.name}: {v.what}" for v in VARIANTS.values()))
-    m.add_argument("--preset", default="cpu-small", choices=list(PRESETS), help="the study config every variant starts from")
-    m.add_argument("--out", type=out_dir, default="runs/robustness", help="matrix folder (one run folder per variant inside)")
-    m.add_argument("--variants", type=_variant_list, default=list(DEFAULT_VARIANTS),
-                   help=f"comma-separated variants (default {','.join(DEFAULT_VARIANTS)}: the reference and the ones claim 6 requires)")
-    m.add_argument("--reuse", action="append", default=[], metavar="RUN",
-                   help="an existing reproduce run whose matching stages the variants may link in (e.g. the same seed's run); repeatable")
-    m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="set_", help="a study-config override for every variant")
-    m.add_argument("--config", default=None, metavar="FILE.yaml", help="a YAML file of overrides for every variant; --set wins over it")
-    m.add_argument("--skip", action="append", default=[], choices=(*OPTIONAL_STAGES, SECONDARY), metavar="PART",
-                   help="leave out what no claim verdict reads in every variant (as reproduce --skip)")
-    m.add_argument("--seed", type=seed_int, default=0, help="every variant's seed (a confirmatory matrix uses a seed no rule was read on)")
-    m.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    m.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help=DTYPE_HELP)
-    m.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    m.set_defaults(func=run_robustness)
+    _register_robustness(sub)
 
     r = sub.add_parser("report", help="rebuild report.md/report.html of a reproduce run from its files; with several runs "
                                       "(e.g. one per seed), also print the claims table across them")
@@ -105,6 +86,29 @@ def run_reproduce(args: argparse.Namespace) -> int:
     md, html = paths
     print(f"report: {md}\n        {html}")
     return 0
+
+
+def _register_robustness(sub) -> None:
+    m = sub.add_parser("robustness", help="claim 6 as a matrix: the whole study in named variants of one config, sharing stages",
+                       description="Runs `reproduce` once per variant into OUT/VARIANT (stages whose key and inputs match a "
+                                   "sibling's are linked in, not run again) and writes OUT/robustness.md/.json/.png: every claim's "
+                                   "verdict per variant, and claim 6's verdict under the protocol. Variants: " + "; ".join(
+                                       f"{v.name}: {v.what}" for v in VARIANTS.values()))
+    m.add_argument("--preset", default="cpu-small", choices=list(PRESETS), help="the study config every variant starts from")
+    m.add_argument("--out", type=out_dir, default="runs/robustness", help="matrix folder (one run folder per variant inside)")
+    m.add_argument("--variants", type=_variant_list, default=list(DEFAULT_VARIANTS),
+                   help=f"comma-separated variants (default {','.join(DEFAULT_VARIANTS)}: the reference and the ones claim 6 requires)")
+    m.add_argument("--reuse", action="append", default=[], metavar="RUN",
+                   help="an existing reproduce run whose matching stages the variants may link in (e.g. the same seed's run); repeatable")
+    m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="set_", help="a study-config override for every variant")
+    m.add_argument("--config", default=None, metavar="FILE.yaml", help="a YAML file of overrides for every variant; --set wins over it")
+    m.add_argument("--skip", action="append", default=[], choices=(*OPTIONAL_STAGES, SECONDARY), metavar="PART",
+                   help="leave out what no claim verdict reads in every variant (as reproduce --skip)")
+    m.add_argument("--seed", type=seed_int, default=0, help="every variant's seed (a confirmatory matrix uses a seed no rule was read on)")
+    m.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    m.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help=DTYPE_HELP)
+    m.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    m.set_defaults(func=run_robustness)
 
 
 def _variant_list(text: str) -> list[str]:
