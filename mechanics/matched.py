@@ -95,12 +95,19 @@ def _curves(arrays: dict, maze_idx=None, prompt_idx=None) -> dict:
     out = {}
     for arm, a in arrays.items():
         r = a["rewards"] if maze_idx is None else a["rewards"][:, maze_idx]
-        progress = r.mean(1) - r[0].mean()
+        progress = _progress(r)
         off = [m if prompt_idx is None else m[:, prompt_idx[name]] for name, m in a["kl"].items() if name != ON_TARGET]
         pooled = np.mean([m.mean(1) for m in off], axis=0)
         maze = a["kl"][ON_TARGET].mean(1) if ON_TARGET in a["kl"] else np.full(len(progress), np.nan)
         out[arm] = (progress, pooled, maze)
     return out
+
+
+def _progress(rewards: np.ndarray) -> np.ndarray:
+    """Mean reward per checkpoint minus the start's: exactly 0 at the start (one reduction for every row, so rounding
+    cannot make the start look like progress)."""
+    m = rewards.mean(1)
+    return m - m[0]
 
 
 def at_progress(progress: np.ndarray, values: np.ndarray, level: float) -> float:
@@ -182,8 +189,7 @@ def statistic_contrast(rewards: dict[str, np.ndarray], stats: dict[str, np.ndarr
     n_mazes = rewards["rl"].shape[1]
 
     def contrast(idx=None) -> tuple[float, dict]:
-        curves = {a: ((r if idx is None else r[:, idx]).mean(1) - (r if idx is None else r[:, idx])[0].mean(), np.asarray(stats[a], float))
-                  for a, r in rewards.items()}
+        curves = {a: (_progress(r if idx is None else r[:, idx]), np.asarray(stats[a], float)) for a, r in rewards.items()}
         level = min(float(c[0].max()) for c in curves.values())
         if not level > 0:
             return float("nan"), {}
@@ -194,24 +200,31 @@ def statistic_contrast(rewards: dict[str, np.ndarray], stats: dict[str, np.ndarr
     rng = np.random.default_rng(seed)
     boots = np.array([contrast(rng.integers(0, n_mazes, n_mazes))[0] for _ in range(n_boot)])
     lo, hi = percentile_ci(boots, 0.95)
-    verdict = ("not measured" if not np.isfinite(lo) else "RL moves it more" if lo > 0 else "RL moves it less" if hi < 0
-               else "no difference detected")
+    verdict = ("not measured" if not (np.isfinite(value) and np.isfinite(lo)) else "RL moves it more" if lo > 0
+               else "RL moves it less" if hi < 0 else "no difference detected")
+    if not np.isfinite(value):
+        lo = hi = float("nan")  # no matched level on the data: resamples that find one do not make a CI
     return {"value": value, "ci_lo": lo, "ci_hi": hi, "n_boot": n_boot, "n_valid_boot": int(np.isfinite(boots).sum()),
             "verdict": verdict, **parts}
 
 
 def recruitment_against_nulls(delta: np.ndarray, reference: np.ndarray, null_dirs: dict[str, np.ndarray]) -> dict:
-    """cos(an arm's change of the welfare axis, a reference direction), mean over band layers, against null directions.
+    """cos(an arm's change of the welfare axis, a reference direction), mean over the band layers the change moved, against
+    null directions read on the same layers.
 
     `delta`, `reference`: [L_band, H]; `null_dirs`: {family: [draws, L_band, H]} (steering.axis_claim.null_directions).
     Per family, p = the share of null directions at least as aligned with the reference (one-sided, +1 smoothing)."""
+    moved = np.linalg.norm(delta, axis=-1) > 0  # LoRA on the top k blocks leaves the layers below it unchanged
+
     def mean_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         num = (a * b).sum(-1)
         den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan).mean(-1)
+        return (num / np.where(den > 0, den, 1.0))[..., moved].mean(-1)
 
+    if not moved.any():
+        return {"cos": float("nan"), "layers_moved": 0, "nulls": {}}
     observed = float(mean_cos(delta, reference))
-    out = {"cos": observed, "nulls": {}}
+    out = {"cos": observed, "layers_moved": int(moved.sum()), "nulls": {}}
     for name, d in null_dirs.items():
         null = mean_cos(d, reference[None])
         out["nulls"][name] = {"p": float((1 + (null >= observed).sum()) / (1 + len(null))), "q95": float(np.percentile(null, 95)),

@@ -165,6 +165,22 @@ def test_recruitment_counts_null_directions_at_least_as_aligned():
     nulls_ = {"toy": np.array([ref, -ref, np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])])}  # mean cos 1, -1, 0
     r = recruitment_against_nulls(delta, ref, nulls_)
     assert r["cos"] == pytest.approx((1 + 2 ** -0.5) / 2) and r["nulls"]["toy"]["p"] == pytest.approx(2 / 4)
+    # a layer the update never touched (LoRA on the top blocks) is left out, for the observed change and the nulls alike
+    frozen = np.stack([delta[0], np.zeros(3)])
+    r = recruitment_against_nulls(frozen, ref, nulls_)
+    assert r["cos"] == pytest.approx(1.0) and r["layers_moved"] == 1 and r["nulls"]["toy"]["p"] == pytest.approx(2 / 4)
+
+
+def test_rounding_never_makes_the_start_look_like_progress():
+    """Resampled mazes: the start row's progress is exactly 0, so an arm that only gets worse has no matched level
+    and the contrast is not measured, with no CI from resamples."""
+    from mechanics.matched import statistic_contrast
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(0, 1, 64) / 3  # means whose two reductions differ in the last bit
+    rewards = {"rl": np.stack([start, start + 0.2, start + 0.3]), "sft": np.stack([start, start - 0.4, start - 0.8])}
+    c = statistic_contrast(rewards, {"rl": np.array([1.0, 1.1, 1.2]), "sft": np.array([1.0, 0.9, 0.8])}, n_boot=200, seed=0)
+    assert math.isnan(c["value"]) and math.isnan(c["ci_lo"]) and c["n_valid_boot"] == 0 and c["verdict"] == "not measured"
 
 
 def test_depth_spread_over_the_blocks_training_could_change():
