@@ -30,6 +30,7 @@ from mechanics.examples import ON_TARGET
 from mechanics.onestep import KINDS as ARMS  # the two arms are the probe's two update kinds, rl and sft
 
 START = "start"  # the start model's row in the tables (step 0 of both arms)
+MIN_VALID_BOOT = 0.95  # a contrast whose resamples find a matched level less often than this is not measured
 
 
 def arm_configs(base, start_model: str) -> dict:
@@ -200,10 +201,11 @@ def statistic_contrast(rewards: dict[str, np.ndarray], stats: dict[str, np.ndarr
     rng = np.random.default_rng(seed)
     boots = np.array([contrast(rng.integers(0, n_mazes, n_mazes))[0] for _ in range(n_boot)])
     lo, hi = percentile_ci(boots, 0.95)
-    verdict = ("not measured" if not (np.isfinite(value) and np.isfinite(lo)) else "RL moves it more" if lo > 0
-               else "RL moves it less" if hi < 0 else "no difference detected")
-    if not np.isfinite(value):
-        lo = hi = float("nan")  # no matched level on the data: resamples that find one do not make a CI
+    valid = np.isfinite(boots).mean()
+    verdict = ("not measured" if not (np.isfinite(value) and np.isfinite(lo)) or valid < MIN_VALID_BOOT else "RL moves it more"
+               if lo > 0 else "RL moves it less" if hi < 0 else "no difference detected")
+    if not np.isfinite(value) or valid < MIN_VALID_BOOT:
+        lo = hi = float("nan")  # no matched level on the data, or in too many resamples: no CI (so H5m is not measured)
     return {"value": value, "ci_lo": lo, "ci_hi": hi, "n_boot": n_boot, "n_valid_boot": int(np.isfinite(boots).sum()),
             "verdict": verdict, **parts}
 

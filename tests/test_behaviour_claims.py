@@ -16,12 +16,13 @@ FAIL = {"nulls": {f: {"p": 0.01 if f != "covariance" else 0.3} for f in PROTOCOL
 @pytest.mark.parametrize("read, verdict", [
     (None, claims.NOT_MEASURED),
     ({"measurable": False, "floor": {"value": 0.1, "floor": 0.25}}, claims.NOT_MEASURABLE),
-    ({"measurable": True, "axis": PASS, "confirm": {"ci": [0.2, 0.9]}}, claims.REPRODUCED),
-    ({"measurable": True, "axis": PASS, "confirm": {"ci": [-0.1, 0.9]}}, claims.NOT_REPRODUCED),  # the finite step is not clear
-    ({"measurable": True, "axis": FAIL, "confirm": {"ci": [0.2, 0.9]}}, claims.NOT_REPRODUCED),  # one family is not beaten
-    ({"measurable": True, "axis": {**PASS, "clears_at_layer": False}, "confirm": {"ci": [0.2, 0.9]}}, claims.NOT_REPRODUCED),
-    ({"measurable": True, "control": FAIL, "axis": PASS, "confirm": {"ci": [0.2, 0.9]}}, claims.NOT_MEASURED),  # blind run
-    ({"measurable": True, "control": PASS, "axis": PASS, "confirm": {"ci": [0.2, 0.9]}}, claims.REPRODUCED),
+    ({"measurable": False, "floor": {"value": float("nan"), "floor": 1.0}}, claims.NOT_MEASURED),  # no floor read: not the model's fault
+    ({"measurable": True, "floor": {"value": 0.5}, "axis": PASS, "confirm": {"ci": [0.2, 0.9]}}, claims.REPRODUCED),
+    ({"measurable": True, "floor": {"value": 0.5}, "axis": PASS, "confirm": {"ci": [-0.1, 0.9]}}, claims.NOT_REPRODUCED),  # the finite step is not clear
+    ({"measurable": True, "floor": {"value": 0.5}, "axis": FAIL, "confirm": {"ci": [0.2, 0.9]}}, claims.NOT_REPRODUCED),  # one family is not beaten
+    ({"measurable": True, "floor": {"value": 0.5}, "axis": {**PASS, "clears_at_layer": False}, "confirm": {"ci": [0.2, 0.9]}}, claims.NOT_REPRODUCED),
+    ({"measurable": True, "floor": {"value": 0.5}, "control": FAIL, "axis": PASS, "confirm": {"ci": [0.2, 0.9]}}, claims.NOT_MEASURED),  # blind run
+    ({"measurable": True, "floor": {"value": 0.5}, "control": PASS, "axis": PASS, "confirm": {"ci": [0.2, 0.9]}}, claims.REPRODUCED),
 ])
 def test_the_verdict_rule(read, verdict):
     assert claims.verdict_behaviour(read) == verdict

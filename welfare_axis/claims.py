@@ -199,6 +199,8 @@ def verdict_behaviour(b: dict | None, p: Protocol = PROTOCOL) -> str:
     against the nulls, and the finite step."""
     if not b:
         return NOT_MEASURED
+    if not _ok((b.get("floor") or {}).get("value")):
+        return NOT_MEASURED  # the floor itself could not be read (e.g. no benign or no harmful item): no statement about the model
     if not b.get("measurable"):
         return NOT_MEASURABLE
     if "control" in b and not _passes(b["control"], p):

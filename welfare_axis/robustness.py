@@ -89,6 +89,10 @@ def write_matrix(out: Path, runs: dict[str, Path], build_report) -> Path:
     from welfare_axis.claims import verdict_robustness
 
     written = {n: json.loads((r / "report" / "claims.json").read_text()) for n, r in runs.items()}
+    stale = [n for n, w in written.items() if w["protocol"] != PROTOCOL.stamp()]
+    if stale:
+        raise ValueError(f"variant(s) {', '.join(stale)} were judged under another protocol; rebuild their reports "
+                         "(welfare-axis report RUN) first")
     matrix = {n: w["claims"] for n, w in written.items()}
     verdict, survival = verdict_robustness(matrix)
     data = {**provenance(config={"variants": {n: VARIANTS[n].__dict__ for n in runs}}), "protocol": PROTOCOL.stamp(),
@@ -118,10 +122,11 @@ def matrix_markdown(data: dict) -> str:
     first = data["variants"][names[0]]["claims"]
     lines = [f"Protocol {data['protocol']['version']} (hash {data['protocol']['hash']}); claim 6: **{data['claim6']['verdict']}**.",
              "", "| claim | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for i, c in enumerate(first):
+    by_id = {n: {r["id"]: r for r in data["variants"][n]["claims"]} for n in names}  # cells by claim id, not row position
+    for c in first:
         if c["id"] == 6:
             continue
-        lines.append(f"| {c['id']}. {c['claim']} | " + " | ".join(cell(data["variants"][n]["claims"][i]) for n in names) + " |")
+        lines.append(f"| {c['id']}. {c['claim']} | " + " | ".join(cell(by_id[n][c["id"]]) for n in names) + " |")
     lines += ["", "Each cell: the verdict, the number the rule reads (claims.json `value`) and, where the rule reads one, its "
               "interval (" + "; ".join(f"{k}: {v}" for k, v in CI_OF.items()) + ").", ""]
     lines += [f"- **{n}**: {v['what']}; trained model: {v['trained_model']} ({v['status']}, seed {v['seed']}; run {v['run']})"
