@@ -201,13 +201,12 @@ def statistic_contrast(rewards: dict[str, np.ndarray], stats: dict[str, np.ndarr
     rng = np.random.default_rng(seed)
     boots = np.array([contrast(rng.integers(0, n_mazes, n_mazes))[0] for _ in range(n_boot)])
     lo, hi = percentile_ci(boots, 0.95)
-    valid = np.isfinite(boots).mean()
-    verdict = ("not measured" if not (np.isfinite(value) and np.isfinite(lo)) or valid < MIN_VALID_BOOT else "RL moves it more"
-               if lo > 0 else "RL moves it less" if hi < 0 else "no difference detected")
-    if not np.isfinite(value) or valid < MIN_VALID_BOOT:
+    n_valid = int(np.isfinite(boots).sum())
+    if not np.isfinite(value) or n_valid < MIN_VALID_BOOT * n_boot:
         lo = hi = float("nan")  # no matched level on the data, or in too many resamples: no CI (so H5m is not measured)
-    return {"value": value, "ci_lo": lo, "ci_hi": hi, "n_boot": n_boot, "n_valid_boot": int(np.isfinite(boots).sum()),
-            "verdict": verdict, **parts}
+    verdict = ("not measured" if not np.isfinite(lo) else "RL moves it more" if lo > 0 else "RL moves it less" if hi < 0
+               else "no difference detected")
+    return {"value": value, "ci_lo": lo, "ci_hi": hi, "n_boot": n_boot, "n_valid_boot": n_valid, "verdict": verdict, **parts}
 
 
 def recruitment_against_nulls(delta: np.ndarray, reference: np.ndarray, null_dirs: dict[str, np.ndarray]) -> dict:
@@ -249,13 +248,13 @@ def axis_contrast(arrays: dict, vectors: dict, start_model, tokenizer, start_dir
     from probes.emotion import valence_directions
     from probes.extract import load_examples
     from probes.protocol import PROTOCOL
-    from steering.axis_claim import null_directions
+    from steering.axis_claim import null_directions, welfare_axis
 
     start_v = vectors[(START, 0)]
     band = PROTOCOL.band.layers(start_v.n_layers)
 
     def axis(cv) -> np.ndarray:
-        return np.stack([nulls.unit(cv.get("gold", l).double().numpy()) - nulls.unit(cv.get("mold", l).double().numpy()) for l in band])
+        return welfare_axis(cv, band)
 
     def antiparallel(cv) -> float:
         return -min(float(np.dot(nulls.unit(cv.get("mold", l).double().numpy()), nulls.unit(cv.get("gold", l).double().numpy())))

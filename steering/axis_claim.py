@@ -25,6 +25,11 @@ from probes import nulls
 from probes.protocol import PROTOCOL, Protocol
 
 
+def welfare_axis(vectors, band: list[int]) -> np.ndarray:
+    """[len(band), H] float64: unit(v_Gold) - unit(v_Mold) at each band layer (ConceptVectors `vectors`)."""
+    return np.stack([nulls.unit(vectors.get("gold", l).double().numpy()) - nulls.unit(vectors.get("mold", l).double().numpy()) for l in band])
+
+
 def null_directions(acts: np.ndarray, examples: pd.DataFrame, band: list[int], draws: int, seed: int) -> dict[str, np.ndarray]:
     """{family: [draws, len(band), H]} null directions for the axis, from extraction activations acts [N, L, H]."""
     from probes.layer_choice import nuisance_strata
@@ -87,7 +92,7 @@ def run_axis_claim(model, tokenizer, vectors, acts: np.ndarray, examples: pd.Dat
     c5 = protocol.claim5
     prompts = sentiment_prompts(maze_config)
     g = logodds_gradients(model, tokenizer, prompts, layers=band, progress=progress)
-    axis = np.stack([nulls.unit(vectors.get("gold", l).double().numpy()) - nulls.unit(vectors.get("mold", l).double().numpy()) for l in band])
+    axis = welfare_axis(vectors, band)
     valence = valence_directions(model, tokenizer, band, "a", stories=stories)
     null_effects = {name: directional_effects(g, d, c5.unit_ratio).mean(-1)
                     for name, d in null_directions(acts, examples, band, protocol.nulls.draws, seed).items()}

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probes import nulls
 from probes.protocol import PROTOCOL, BehaviourClaim, Protocol
 
 @dataclass(frozen=True)
@@ -65,9 +64,9 @@ def arithmetic_items(model, tokenizer, claim_b: BehaviourClaim, claim_d: Behavio
 
 def refusal_items(claim: BehaviourClaim) -> tuple[list[Item], dict]:
     """(test items: half b of the requests, {category: half-a request texts}) for refusal and its positive control."""
-    from steering.prompts import REFUSAL_CATEGORIES, prompt_half, refusal_requests
-
     import itertools
+
+    from steering.prompts import REFUSAL_CATEGORIES, prompt_half, refusal_requests
 
     rows = refusal_requests()
     by_category = [[r for r in prompt_half(rows, "b") if r["category"] == c] for c in REFUSAL_CATEGORIES]
@@ -126,10 +125,10 @@ def run_behaviour_claims(model, tokenizer, vectors, acts: np.ndarray, examples: 
                          seed: int = 0, progress: bool = False) -> dict:
     """Claims 5b-5d on the maze-naive `model` with the trained `vectors`; writes behaviour_claims.json into `out_dir`."""
     from core.artifacts import atomic_write_json
-    from steering.axis_claim import null_directions
+    from steering.axis_claim import null_directions, welfare_axis
 
     band = protocol.band.layers(vectors.n_layers)
-    axis = np.stack([nulls.unit(vectors.get("gold", l).double().numpy()) - nulls.unit(vectors.get("mold", l).double().numpy()) for l in band])
+    axis = welfare_axis(vectors, band)
     null_dirs = null_directions(acts, examples, band, protocol.nulls.draws, seed)
     back_c, refusal_c, conf_c = protocol.behaviours
     back, conf, accuracy, mass = arithmetic_items(model, tokenizer, back_c, conf_c, max(back_c.n_items, conf_c.n_items), seed, progress)
@@ -139,9 +138,7 @@ def run_behaviour_claims(model, tokenizer, vectors, acts: np.ndarray, examples: 
     test, halves = refusal_items(refusal_c)
     benign, harmful = (generation_residuals(model, tokenizer, halves[k], band).mean(0) for k in ("benign", "harmful"))
     res = read_behaviour(model, tokenizer, test, axis, null_dirs, band, protocol, control=benign - harmful, progress=progress)
-    floor = refusal_floor(res["unsteered_logodds"], res["kinds"], refusal_c)
-    out[refusal_c.id] = {"claim": refusal_c.id, "behaviour": refusal_c.behaviour, "floor": floor,
-                         "measurable": bool(floor["value"] >= refusal_c.floor), **res}
+    out[refusal_c.id] = {**_head(refusal_c, refusal_floor(res["unsteered_logodds"], res["kinds"], refusal_c)), **res}
     out = {c.id: out[c.id] for c in protocol.behaviours}
     result = {"claims": out, "band": [band[0], band[-1]], "protocol": protocol.stamp(), "unit_ratio": protocol.claim5.unit_ratio,
               "statistic": "d(teacher-forced log-odds toward vs away openings)/d alpha along unit(v_Gold) - unit(v_Mold), mean over "
@@ -151,8 +148,13 @@ def run_behaviour_claims(model, tokenizer, vectors, acts: np.ndarray, examples: 
     return result
 
 
+def _head(claim: BehaviourClaim, floor: dict) -> dict:
+    """What every behaviour's read-out starts with: the claim, its floor as measured, and whether the floor is met."""
+    return {"claim": claim.id, "behaviour": claim.behaviour, "floor": floor, "measurable": bool(floor["value"] >= claim.floor)}
+
+
 def _read_if_measurable(model, tokenizer, claim: BehaviourClaim, items, floor: dict, axis, null_dirs, band, protocol, progress) -> dict:
-    head = {"claim": claim.id, "behaviour": claim.behaviour, "floor": floor, "measurable": bool(floor["value"] >= claim.floor)}
+    head = _head(claim, floor)
     if not head["measurable"]:
         return head  # nothing to move: the test is not run, so it cannot pass or fail
     return {**head, **read_behaviour(model, tokenizer, items, axis, null_dirs, band, protocol, progress=progress)}

@@ -92,3 +92,13 @@ def test_the_algorithm_variant_switches_to_the_other_algorithm():
     assert _overrides(v, {}, "cpu-small")["train.algo"] == "dr_grpo"  # cpu-small's RL is REINFORCE
     assert _overrides(v, {"train.algo": "dr_grpo"}, "cpu-small")["train.algo"] == "reinforce"
     assert _overrides(VARIANTS["rl-long"], {}, "cpu-small")["train.n_steps"] == "16"  # 4 x the preset's 4 steps
+
+
+def test_a_finished_stage_with_another_key_is_not_called_unfinished(tmp_path, capsys):
+    sibling, run = tmp_path / "a", tmp_path / "b"
+    StageRunner(sibling, {}, progress=False).run("report", {"t": 0}, lambda d: {})
+    r = StageRunner(run, {}, progress=False, reuse_from=[sibling])
+    r.run("report", {"t": 1}, lambda d: (d / "x").write_text("1") and {})
+    capsys.readouterr()
+    StageRunner(run, {}, progress=False, reuse_from=[sibling]).run("report", {"t": 2}, lambda d: {})  # no sibling has key t=2
+    assert "unfinished output" not in capsys.readouterr().err

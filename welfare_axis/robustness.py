@@ -53,9 +53,9 @@ def _overrides(variant: Variant, base: dict, preset: str) -> dict:
 
     from welfare_axis.pipeline import get_preset
 
-    out = dict(base)
+    out, train = dict(base), config_from_preset(get_preset(preset).train_preset)
     for key, value in variant.overrides.items():
-        current = base.get(key, getattr(config_from_preset(get_preset(preset).train_preset), key.partition(".")[2], None))
+        current = base.get(key, getattr(train, key.partition(".")[2], None))
         if key == "train.algo" and value == "other":
             value = "dr_grpo" if current == "reinforce" else "reinforce"
         elif isinstance(value, str) and value.startswith("x"):

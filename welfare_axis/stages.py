@@ -172,21 +172,16 @@ class StageRunner:
         marker = folder / MARKER
         fresh = name not in self.force and not any(not self.records[d].skipped for d in deps)
         done = _read(marker) if marker.exists() else None
-        if done is not None and fresh and self._still_valid(done, key, config, deps, after):
-            rec = StageRecord(name, key, True, done.get("wall_time", 0.0), done.get("summary", {}), done.get("run_id"), done.get("created", ""))
+        cached = done if done is not None and self._still_valid(done, key, config, deps, after) else None
+        if fresh and cached is None:
+            cached = self._reuse(name, key, config, deps, after)  # a sibling run's finished stage, linked in
+        if fresh and cached is not None:
+            rec = StageRecord(name, key, True, cached.get("wall_time", 0.0), cached.get("summary", {}), cached.get("run_id"),
+                              cached.get("created", ""))
             self.records[name] = rec
             self._advance(name, skipped=True)
             self._maybe_stop(name)
             return rec
-        if fresh and (done is None or not self._still_valid(done, key, config, deps, after)):
-            done = self._reuse(name, key, config, deps, after)
-            if done is not None:
-                rec = StageRecord(name, key, True, done.get("wall_time", 0.0), done.get("summary", {}), done.get("run_id"),
-                                  done.get("created", ""))
-                self.records[name] = rec
-                self._advance(name, skipped=True)
-                self._maybe_stop(name)
-                return rec
         started = _read(folder / STARTED) if done is None else None
         resume = fresh and started is not None and started.get("key") == key and started.get("after") == after
         if folder.exists() and not resume:
