@@ -220,6 +220,21 @@ def _lookahead_value(grid, pos, depth: int, cfg: MazeConfig, visited: frozenset)
     return best
 
 
+def first_move_values(env: MazeEnv, horizon: int) -> np.ndarray:
+    """[4] the best total tile reward over `horizon` moves that starts with each direction (N, E, S, W), on the true map
+    with wind ignored: what a move is worth to the whole episode, not only the tile it enters. An edge move enters
+    nothing and stays put."""
+    grid, pos, cfg = env.grid, env.pos, env.config
+    out = np.empty(4)
+    for d in range(4):
+        nb = _neighbour(pos, d, cfg.size)
+        if nb is None:
+            out[d] = _lookahead_value(grid, pos, horizon - 1, cfg, frozenset({pos}))
+        else:
+            out[d] = cfg.tile_reward(Tile(int(grid[nb[1], nb[0]]))) + _lookahead_value(grid, nb, horizon - 1, cfg, frozenset({pos, nb}))
+    return out
+
+
 def good_policy_action(env: MazeEnv, rng: np.random.Generator, depth: int = 3) -> int:
     """Action maximising Gold minus Mold over `depth` moves on the true map (ties random)."""
     values = []

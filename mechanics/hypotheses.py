@@ -35,14 +35,16 @@ HYPOTHESES = (
                "onestep.sft_to_rl_off_target_kl", 1.0, ABOVE),
     Hypothesis("H1m", "motive reinforcement, over training: at matched on-target progress SFT has drifted further off target than RL",
                "matched RL vs SFT (welfare-axis mechanics matched; not run by reproduce): pooled off-target KL(start || checkpoint) "
-               "of the SFT arm over the RL arm's at the largest first-move progress both reach, interpolated on each arm's "
+               "of the SFT arm over the RL arm's at the largest progress (first-move episode value) both reach, interpolated on each arm's "
                "curve; bootstrap CI resampling held-out mazes and off-target prompts",
                "matched.sft_to_rl_off_target_kl", 1.0, ABOVE),
     Hypothesis("H5m", "recruitment, the title question: per unit of task progress RL makes v_Mold and v_Gold more antiparallel "
                "than SFT does",
-               "matched RL vs SFT with --extract: RL's change of the antiparallelism (-min over the band of cos(v_Mold, v_Gold)) per "
-               "unit of first-move progress minus SFT's, at the largest progress both reach (supported: RL more; contradicted: "
-               "RL less; inconclusive: no difference detected); bootstrap CI resampling held-out mazes, not the extraction",
+               "matched RL vs SFT with --extract, under the protocol's title-question rules (probes/protocol.py, TitleQuestion): "
+               "RL's change of the antiparallelism (-min over the band of cos(v_Mold, v_Gold)) per unit of progress (the first "
+               "move's expected episode value) minus SFT's, at the largest progress both reach (supported: RL more; "
+               "contradicted: RL less; inconclusive: no difference detected); not measured unless both arms learned; "
+               "bootstrap CI resampling held-out mazes and the extraction's trajectories together",
                "matched.axis_contrast.contrast.antiparallelism", 0.0, ABOVE),
     Hypothesis("H2", "gating: RL's MLP gradient mass on units whose gate was closed is far below their share of units",
                "one-step probe, RL gradient: closed share of gradient mass / closed share of (token, unit) pairs, all layers "
@@ -52,16 +54,17 @@ HYPOTHESES = (
                "one-step probe: RL gating ratio minus SFT gating ratio on the same batch; bootstrap CI over batches",
                "onestep.rl_minus_sft_gating", 0.0, BELOW),
     Hypothesis("H3", "depth: the update mass spreads over all layers",
-               "anatomy of the trained delta: effective number of blocks carrying ||dW||^2 (exp of the entropy of the per-block "
+               "anatomy of RL's own update (RL's start model -> trained; the whole training when RL did not follow SFT): "
+               "effective number of blocks carrying ||dW||^2 (exp of the entropy of the per-block "
                "shares) over the number of blocks training could change (LoRA on the top k blocks: k, else all); one delta, "
                "no CI (read as a point)",
                "anatomy.depth_spread", 0.5, ABOVE),
     Hypothesis("H4", "reweighting, not writing: the update is low-rank",
-               "anatomy: median over changed weight matrices of the entropy effective rank of dW over min(m, n); full fine-tunes "
+               "anatomy of the same update as H3: median over changed weight matrices of the entropy effective rank of dW over min(m, n); full fine-tunes "
                "only (a LoRA delta has rank <= r by construction: not measured); one delta, no CI (read as a point)",
                "anatomy.low_rank_test", 0.1, BELOW),
     Hypothesis("H4b", "reweighting, not writing: the trained concept vectors lie along the naive model's",
-               "recruitment: mean over layers 1..L-1 of cos(v_k, u_k), the smaller of k = mold and k = gold; bootstrap CI over layers",
+               "recruitment over the whole training (reproduce; RL's own update: mechanics matched's RL arm): mean over layers 1..L-1 of cos(v_k, u_k), the smaller of k = mold and k = gold; bootstrap CI over layers",
                "recruitment.min_mean_cos", 0.5, ABOVE),
 )
 

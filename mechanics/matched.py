@@ -3,11 +3,12 @@ scripted trajectories, compared at matched on-target progress, not at matched st
 
 The two arms share everything but whose tokens are trained on: the start model, the LoRA
 placement and rank (or full fine-tune), the optimizer, the learning rate and its cosine schedule,
-the number of steps and the decisions per step (SFT's batch is RL's mazes x group, of scripted
-trajectories as long as RL's episodes). RL keeps its entropy bonus: that is how this toolkit
+the number of steps and the decisions per step (SFT continues the start model's own SFT task, scripted
+trajectories of its `sft_n_moves` moves, as many per step as make RL's episodes x moves). RL keeps its entropy bonus: that is how this toolkit
 trains with RL. Every `checkpoint_every` steps both arms checkpoint, and each checkpoint is read for
-* on-target progress: the exact first-move expected reward on held-out mazes
-  (training.evaluate.first_move_policy, no sampling) minus the start model's;
+* on-target progress: the exact expected episode value of the first move on held-out mazes (the best
+  total tile reward over the episode that starts with the chosen direction, wind ignored;
+  training.evaluate.first_move_policy, no sampling) minus the start model's;
 * off-target drift: KL(start || checkpoint) on the four off-target prompt sets (mechanics.drift),
   pooled as the equal-weight mean of the set means, and on held-out maze states.
 
@@ -30,14 +31,23 @@ from mechanics.examples import ON_TARGET
 from mechanics.onestep import KINDS as ARMS  # the two arms are the probe's two update kinds, rl and sft
 
 START = "start"  # the start model's row in the tables (step 0 of both arms)
-MIN_VALID_BOOT = 0.95  # a contrast whose resamples find a matched level less often than this is not measured
+PROGRESS = "expected_value"  # the first-move policy's column that progress is read from
 
 
 def arm_configs(base, start_model: str) -> dict:
-    """{"rl": TrainConfig, "sft": TrainConfig}: `base` (a TrainConfig) continued from `start_model`, SFT matched to RL."""
+    """{"rl": TrainConfig, "sft": TrainConfig}: `base` (a TrainConfig) continued from `start_model`, SFT matched to RL.
+
+    SFT continues the start model's own SFT task (`base`'s scripted trajectories of `sft_n_moves` moves) with RL's
+    decisions per step: trained on RL's episode length instead, the scripted policy's random tie-breaks in later
+    states raise the first move's entropy and the arm never improves the task."""
     rl = base.replace(model=str(start_model))
-    sft = rl.replace(sft_steps=rl.n_steps, sft_batch=rl.n_episodes, sft_lr=rl.lr, sft_schedule="cosine", sft_finetune=rl.finetune,
-                     sft_n_moves=rl.maze.n_moves, sft_checkpoint_every=rl.checkpoint_every)
+    moves = base.sft_view().maze.n_moves
+    decisions = decisions_per_step(rl)
+    if decisions % moves:
+        raise ValueError(f"RL's {decisions} decisions per step are not a whole number of {moves}-move SFT trajectories; "
+                         "change train.sft_n_moves or train.mazes_per_step")
+    sft = rl.replace(sft_steps=rl.n_steps, sft_batch=decisions // moves, sft_lr=rl.lr, sft_schedule="cosine", sft_finetune=rl.finetune,
+                     sft_checkpoint_every=rl.checkpoint_every)
     return {"rl": rl, "sft": sft}
 
 
@@ -55,12 +65,12 @@ def checkpoint_models(run_dir) -> list[tuple[int, Path]]:
 
 def read_checkpoint(start, model, tokenizer, sets: dict, maze_config, maze_seeds: list[int], temperature: float,
                     batch_size: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(policy rows: maze_seed, expected_reward; kl rows: set, id, kl) of one model against `start`."""
+    """(policy rows: maze_seed, expected_reward, expected_value; kl rows: set, id, kl) of one model against `start`."""
     from mechanics.drift import kl_table
     from training.evaluate import first_move_policy
     from training.models import pad_token_id
 
-    policy = first_move_policy(model, tokenizer, maze_config, maze_seeds, temperature)[["maze_seed", "expected_reward"]]
+    policy = first_move_policy(model, tokenizer, maze_config, maze_seeds, temperature)[["maze_seed", "expected_reward", PROGRESS]]
     if model is start:  # KL(start || start) = 0 exactly: no forward needed
         rows = [{"set": name, "id": e.id, "kl": 0.0} for name, ex in sets.items() for e in ex]
         return policy, pd.DataFrame(rows)
@@ -69,7 +79,7 @@ def read_checkpoint(start, model, tokenizer, sets: dict, maze_config, maze_seeds
 
 def _arrays(policy: pd.DataFrame, kl: pd.DataFrame) -> dict:
     """Per arm: steps [S] (0 = the start model), rewards [S, mazes], kl by set [S, n_set], start row included."""
-    start_r = policy[policy["arm"] == START].sort_values("maze_seed")["expected_reward"].to_numpy()
+    start_r = policy[policy["arm"] == START].sort_values("maze_seed")[PROGRESS].to_numpy()
     start_kl = kl[kl["arm"] == START]
     sets = list(dict.fromkeys(start_kl["set"]))
     out = {}
@@ -78,7 +88,7 @@ def _arrays(policy: pd.DataFrame, kl: pd.DataFrame) -> dict:
         steps = sorted(set(p["step"]))
         if not steps:
             continue
-        rewards = [start_r] + [p[p["step"] == s].sort_values("maze_seed")["expected_reward"].to_numpy() for s in steps]
+        rewards = [start_r] + [p[p["step"] == s].sort_values("maze_seed")[PROGRESS].to_numpy() for s in steps]
         by_set = {}
         for name in sets:
             ids = start_kl.loc[start_kl["set"] == name, "id"].tolist()
@@ -138,7 +148,7 @@ def _matched(curves: dict) -> tuple[float, dict]:
 def matched_summary(policy: pd.DataFrame, kl: pd.DataFrame, decisions: int, n_boot: int = 2000, seed: int = 0) -> dict:
     """The H1m ratio with its CI, the matched level, and each arm's curve and final checkpoint.
 
-    `policy`: rows arm, step, maze_seed, expected_reward (arm "start" at step 0 once);
+    `policy`: rows arm, step, maze_seed, expected_value (arm "start" at step 0 once);
     `kl`: rows arm, step, set, id, kl in the same way. `decisions`: moves trained on per step.
     """
     arrays = _arrays(policy, kl)
@@ -166,47 +176,70 @@ def matched_summary(policy: pd.DataFrame, kl: pd.DataFrame, decisions: int, n_bo
                      "final_progress": float(progress[-1]), "final_off_target_kl": float(pooled[-1])}
     return {
         "kl_direction": "KL(start || checkpoint), nats, full vocabulary, temperature 1; off target: equal-weight mean of the set means",
-        "progress": "first-move expected reward on held-out mazes minus the start model's (exact policy, no sampling)",
-        "start_expected_reward": float(arrays["rl"]["rewards"][0].mean()),
+        "progress": "the first move's expected episode value on held-out mazes (best total tile reward over the episode "
+                    "starting with the chosen direction, wind ignored) minus the start model's (exact policy, no sampling)",
+        "start_expected_value": float(arrays["rl"]["rewards"][0].mean()),
         "decisions_per_step": decisions,
         "matched_progress": level,
         "sft_to_rl_off_target_kl": {"value": float(ratio), "ci_lo": lo, "ci_hi": hi, "n_boot": n_boot,
                                     "n_valid_boot": int(np.isfinite(boots).sum()), "n_mazes": n_mazes, "n_prompts": sizes},
         "arms": arms,
-        **({} if np.isfinite(level) else {"note": "an arm never rose above the start's first-move reward at any checkpoint: "
+        **({} if np.isfinite(level) else {"note": "an arm never rose above the start's first-move value at any checkpoint: "
                                                   "there is no matched progress level (train longer: --steps)"}),
     }
 
 
-def statistic_contrast(rewards: dict[str, np.ndarray], stats: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> dict:
+def maze_draws(n_mazes: int, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n_mazes] held-out maze resamples, one row per bootstrap draw (the same rows for every read-out)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n_mazes, n_mazes) for _ in range(n_boot)])
+
+
+def arms_learned(rewards: dict[str, np.ndarray], draws: np.ndarray) -> dict:
+    """Per arm: progress at its last checkpoint with a CI over the maze draws; `learned` when the CI lies above 0 (the
+    protocol's learning gate: an arm that did not measurably improve the task cannot be compared per unit of it)."""
+    out = {}
+    for arm, r in rewards.items():
+        diff = r[-1] - r[0]
+        lo, hi = percentile_ci(diff[draws].mean(1), 0.95)
+        out[arm] = {"progress": float(diff.mean()), "ci_lo": lo, "ci_hi": hi, "learned": bool(lo > 0)}
+    return out
+
+
+def statistic_contrast(rewards: dict[str, np.ndarray], stats: dict[str, np.ndarray], draws: np.ndarray,
+                       stat_draws: dict[str, np.ndarray] | None = None) -> dict:
     """RL's change of a claim's statistic minus SFT's, per unit of task progress, at the largest progress both arms reach.
 
-    `rewards`: per arm [S, mazes] first-move expected rewards (row 0: the shared start model); `stats`: per arm [S], the
+    `rewards`: per arm [S, mazes] first-move expected values (row 0: the shared start model); `stats`: per arm [S], the
     statistic at the same checkpoints (row 0: the start's). Each arm's change is its statistic interpolated where its
-    progress first reaches the matched level, minus the start's, divided by that level. The CI resamples held-out mazes
-    (the same draw for both arms: paired), so the matched level moves with the draw; the statistic's own sampling noise
-    (its extraction) is not in it.
-    """
-    n_mazes = rewards["rl"].shape[1]
+    progress first reaches the matched level, minus the start's, divided by that level. The CI's b-th draw takes maze
+    resample `draws[b]` (the same for both arms: paired, so the matched level moves with the draw) and, when given,
+    `stat_draws[arm][b]` [S]: the statistic recomputed on the b-th resample of the extraction's trajectories (the same
+    trajectories at every checkpoint of both arms). Not measured when an arm did not learn (`arms_learned`), when the
+    data have no matched level, or when too few draws do (the protocol's `title` rules)."""
+    from probes.protocol import PROTOCOL
 
-    def contrast(idx=None) -> tuple[float, dict]:
-        curves = {a: (_progress(r if idx is None else r[:, idx]), np.asarray(stats[a], float)) for a, r in rewards.items()}
+    def contrast(idx, per_arm) -> tuple[float, dict]:
+        curves = {a: (_progress(r if idx is None else r[:, idx]), np.asarray(per_arm[a], float)) for a, r in rewards.items()}
         level = min(float(c[0].max()) for c in curves.values())
         if not level > 0:
             return float("nan"), {}
         per = {a: (at_progress(c[0], c[1], level) - c[1][0]) / level for a, c in curves.items()}
         return per["rl"] - per["sft"], {"level": level, **{f"{a}_change_per_progress": v for a, v in per.items()}}
 
-    value, parts = contrast()
-    rng = np.random.default_rng(seed)
-    boots = np.array([contrast(rng.integers(0, n_mazes, n_mazes))[0] for _ in range(n_boot)])
+    value, parts = contrast(None, stats)
+    boots = np.array([contrast(idx, stats if stat_draws is None else {a: d[b] for a, d in stat_draws.items()})[0]
+                      for b, idx in enumerate(draws)])
     lo, hi = percentile_ci(boots, 0.95)
     n_valid = int(np.isfinite(boots).sum())
-    if not np.isfinite(value) or n_valid < MIN_VALID_BOOT * n_boot:
-        lo = hi = float("nan")  # no matched level on the data, or in too many resamples: no CI (so H5m is not measured)
+    learned = arms_learned(rewards, draws)
+    gate = PROTOCOL.title.learning_gate and not all(a["learned"] for a in learned.values())
+    if gate or not np.isfinite(value) or n_valid < PROTOCOL.title.min_valid_boot * len(draws):
+        lo = hi = float("nan")  # an arm did not learn, or no matched level on the data or in too many draws: H5m not measured
     verdict = ("not measured" if not np.isfinite(lo) else "RL moves it more" if lo > 0 else "RL moves it less" if hi < 0
                else "no difference detected")
-    return {"value": value, "ci_lo": lo, "ci_hi": hi, "n_boot": n_boot, "n_valid_boot": n_valid, "verdict": verdict, **parts}
+    return {"value": value, "ci_lo": lo, "ci_hi": hi, "n_boot": len(draws), "n_valid_boot": n_valid, "verdict": verdict,
+            "arms_learned": learned, "resampled": "held-out mazes" + (" and extraction trajectories" if stat_draws else ""), **parts}
 
 
 def recruitment_against_nulls(delta: np.ndarray, reference: np.ndarray, null_dirs: dict[str, np.ndarray]) -> dict:
@@ -234,16 +267,96 @@ def recruitment_against_nulls(delta: np.ndarray, reference: np.ndarray, null_dir
 
 
 def _checkpoint_vectors(model, tokenizer, n: int, base, out_dir: Path, batch_size: int):
-    from probes.extract import extract_vectors
+    """The checkpoint's concept vectors, extracted into out_dir (with per-example activations) or read back from it
+    when an earlier read of the same checkpoint, trajectories and seed finished there."""
+    from probes.extract import ExtractConfig, extract_vectors
+    from probes.vectors import ConceptVectors
+    from training.models import model_info
 
+    def identity(config: dict, model_dict: dict, maze: dict) -> tuple:
+        return ({k: v for k, v in config.items() if k != "batch_size"}, {k: model_dict.get(k) for k in ("path", "adapter")}, maze)
+
+    want = identity(ExtractConfig(n_per_class=n, seed=base.seed, max_moves=1).__dict__, model_info(model).to_dict(), base.maze.to_dict())
+    if (out_dir / "vectors.safetensors").exists():
+        cached = ConceptVectors.load(out_dir)
+        if identity(cached.meta.get("config", {}), cached.meta.get("model", {}), cached.meta.get("maze_config")) == want:
+            return cached
     return extract_vectors(model, tokenizer, n, seed=base.seed, maze_config=base.maze, batch_size=batch_size, max_moves=1,
                            out_dir=out_dir, progress=False)
 
 
-def axis_contrast(arrays: dict, vectors: dict, start_model, tokenizer, start_dir: Path, n_boot: int, seed: int) -> dict:
+def _class_counts(labels: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """{class: [n_boot, n_class] multiplicities}: the extraction's trajectories resampled within class, one row per draw."""
+    from envs import TILE_KINDS
+
+    rng = np.random.default_rng([seed, 1])
+    out = {}
+    for k in TILE_KINDS:
+        n = int((labels == k).sum())
+        out[k] = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(np.float32)
+    return out
+
+
+def _resampled_axes(acts: np.ndarray, labels: np.ndarray, counts: dict[str, np.ndarray], band: list[int]) -> dict[str, np.ndarray]:
+    """{"mold", "gold": [n_boot, L_band, H] unit concept vectors} of one checkpoint under every trajectory draw (v_k: mean of
+    class k minus the mean of the other classes, as probes.metrics.vectors_from_sums)."""
+    from probes import nulls
+
+    sums, sizes = {}, {}
+    for k, c in counts.items():
+        a = np.asarray(acts[labels == k][:, band, :], dtype=np.float32)
+        sums[k], sizes[k] = (c @ a.reshape(len(a), -1)).reshape(len(c), len(band), -1), len(a)
+    total, n_total = sum(sums.values()), sum(sizes.values())
+    return {k: nulls.unit(sums[k] / sizes[k] - (total - sums[k]) / (n_total - sizes[k])) for k in ("mold", "gold")}
+
+
+def _axis_statistics(mold: np.ndarray, gold: np.ndarray, start_axis: np.ndarray) -> dict[str, np.ndarray]:
+    """Per draw (leading axis): the antiparallelism -min over the band of cos(v_Mold, v_Gold), and the welfare axis's mean
+    cosine over the band with the start model's (unit vectors in, [..., L_band, H])."""
+    from probes import nulls
+
+    axis = nulls.unit(gold - mold)
+    return {"antiparallelism": -(mold * gold).sum(-1).min(-1), "alignment_with_start_axis": (axis * start_axis).sum(-1).mean(-1)}
+
+
+def extraction_draws(dirs: dict[tuple[str, int], Path], band: list[int], n_boot: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """{statistic: {arm: [n_boot, S]}}: the axis statistics of every checkpoint (start first) recomputed on `n_boot` resamples of
+    the extraction's trajectories, the same draw for every checkpoint (they all read the same trajectories)."""
+    from probes.extract import load_examples
+
+    examples, _ = load_examples(dirs[(START, 0)])
+    labels = examples["kind"].to_numpy()
+    counts = _class_counts(labels, n_boot, seed)
+
+    def read(key) -> dict[str, np.ndarray]:
+        ex, acts = load_examples(dirs[key])
+        if not np.array_equal(ex["kind"].to_numpy(), labels):
+            raise ValueError(f"{dirs[key]} read other trajectories than the start's; delete the vectors folder and read again")
+        return _resampled_axes(acts, labels, counts, band)
+
+    start = read((START, 0))
+    start_axis = _unit_axis(start)
+    out: dict[str, dict[str, list]] = {}
+    for arm in ARMS:
+        steps = sorted(s for a, s in dirs if a == arm)
+        per_step = [_axis_statistics(**start, start_axis=start_axis)] + [_axis_statistics(**read((arm, s)), start_axis=start_axis)
+                                                                         for s in steps]
+        for name in per_step[0]:
+            out.setdefault(name, {})[arm] = np.stack([p[name] for p in per_step], axis=1)
+    return out
+
+
+def _unit_axis(vectors: dict[str, np.ndarray]) -> np.ndarray:
+    from probes import nulls
+
+    return nulls.unit(vectors["gold"] - vectors["mold"])
+
+
+def axis_contrast(arrays: dict, vectors: dict, start_model, tokenizer, vectors_root: Path, n_boot: int, seed: int) -> dict:
     """RL vs SFT on the welfare axis: the contrast per unit of progress of claim 1's statistic (antiparallelism, -min over the
-    band of cos(v_Mold, v_Gold)) and of the axis's alignment with the start's, and each arm's final axis change recruited
-    onto the start model's own axis u_* and its valence direction, against the null directions of claim 5."""
+    band of cos(v_Mold, v_Gold); H5m) and of the axis's alignment with the start's, with CIs over held-out mazes and the
+    extraction's trajectories; and each arm's final axis change recruited onto the start model's own axis u_* and its
+    valence direction, against the null directions of claim 5."""
     from probes import nulls
     from probes.emotion import valence_directions
     from probes.extract import load_examples
@@ -256,26 +369,44 @@ def axis_contrast(arrays: dict, vectors: dict, start_model, tokenizer, start_dir
     def axis(cv) -> np.ndarray:
         return welfare_axis(cv, band)
 
-    def antiparallel(cv) -> float:
-        return -min(float(np.dot(nulls.unit(cv.get("mold", l).double().numpy()), nulls.unit(cv.get("gold", l).double().numpy())))
-                    for l in band)
+    def unit_vectors(cv) -> dict[str, np.ndarray]:
+        return {k: nulls.unit(np.stack([cv.get(k, l).double().numpy() for l in band])) for k in ("mold", "gold")}
 
     u = axis(start_v)
     series = {arm: [(0, start_v)] + sorted((s, v) for (a, s), v in vectors.items() if a == arm) for arm in ARMS}
     rewards = {arm: arrays[arm]["rewards"] for arm in ARMS}
-    stats = {"antiparallelism": {arm: np.array([antiparallel(v) for _, v in series[arm]]) for arm in ARMS},
-             "alignment_with_start_axis": {arm: np.array([float(np.mean((nulls.unit(axis(v)) * nulls.unit(u)).sum(-1)))
-                                                          for _, v in series[arm]]) for arm in ARMS}}
-    examples, acts = load_examples(start_dir, (start_v.n_layers, start_v.hidden_size))
+    start_axis = _unit_axis(unit_vectors(start_v))
+    points = {arm: [_axis_statistics(**unit_vectors(v), start_axis=start_axis) for _, v in series[arm]] for arm in ARMS}
+    stats = {name: {arm: np.array([float(p[name]) for p in points[arm]]) for arm in ARMS} for name in points["rl"][0]}
+    draws = maze_draws(rewards["rl"].shape[1], n_boot, seed)
+    stat_draws = extraction_draws({key: vectors_root / f"{key[0]}_{key[1]}" for key in vectors}, band, n_boot, seed)
+    examples, acts = load_examples(vectors_root / f"{START}_0", (start_v.n_layers, start_v.hidden_size))
     null_dirs = null_directions(acts, examples, band, PROTOCOL.nulls.draws, seed)
     valence = valence_directions(start_model, tokenizer, band, "a")
     refs = {"start_axis_u": u, "valence": np.stack([valence[l] for l in band])}
     return {"band": [band[0], band[-1]],
-            "contrast": {name: statistic_contrast(rewards, per_arm, n_boot, seed) for name, per_arm in stats.items()},
+            "contrast": {name: statistic_contrast(rewards, per_arm, draws, stat_draws[name]) for name, per_arm in stats.items()},
             "statistics": {name: {arm: v.tolist() for arm, v in per_arm.items()} for name, per_arm in stats.items()},
             "recruitment": {arm: {ref: recruitment_against_nulls(axis(series[arm][-1][1]) - u, r, null_dirs) for ref, r in refs.items()}
-                            for arm in ARMS},
-            "note": "contrast CIs resample held-out mazes (the matched level), not the extraction"}
+                            for arm in ARMS}}
+
+
+def rl_update(start, rl_final, vectors: dict, config, n_boot: int, seed: int) -> dict:
+    """H3, H4 and H4b read on the RL arm's own update (start -> its last checkpoint), not on a delta that is mostly SFT:
+    {"anatomy": the update's anatomy, "recruitment": cos(v_k after RL, v_k of the start) per layer (with --extract)}."""
+    from mechanics.anatomy import anatomy_summary, matrix_table, state_dict_float32
+    from mechanics.recruitment import recruitment_summary, vector_cosines
+
+    lora = config.finetune == "lora"
+    table = matrix_table(state_dict_float32(start), state_dict_float32(rl_final))
+    out = {"anatomy": {**anatomy_summary(table, low_rank_by_construction=lora, trainable_blocks=config.lora_top_layers if lora else None),
+                       "delta": "the RL arm's own update: start model -> its last checkpoint"}}
+    last = max((s for a, s in vectors if a == "rl"), default=None)
+    if last is not None:
+        names = ("mold", "gold")
+        cos = vector_cosines({k: vectors[("rl", last)].get(k).numpy() for k in names}, {k: vectors[(START, 0)].get(k).numpy() for k in names})
+        out["recruitment"] = {**recruitment_summary(cos, None, n_boot, seed), "vectors": f"RL arm step {last} against the start model"}
+    return out
 
 
 def progress_table(summary: dict) -> pd.DataFrame:
@@ -307,7 +438,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.axvline(level, color="grey", ls="--", lw=1)
         ax.set_title(f"at matched progress {level:+.2f}: SFT/RL off-target KL {r['value']:.2f} [{r['ci_lo']:.2f}, {r['ci_hi']:.2f}]",
                      fontsize=9)
-    ax.set_xlabel("on-target progress (first-move expected reward - start's)")
+    ax.set_xlabel("on-target progress (first-move episode value - start's)")
     ax.set_ylabel("off-target KL(start || checkpoint), nats")
     ax.legend()
     bx.set_xlabel("decisions trained on")
@@ -356,9 +487,11 @@ def run_matched(base, start_model: str, out_dir, n_eval_mazes: int = 64, n_maze:
         del model
     policy, kl = pd.concat(policies, ignore_index=True), pd.concat(kls, ignore_index=True)
     summary = matched_summary(policy, kl, decisions_per_step(configs["rl"]), n_boot, base.seed)
+    rl_final = checkpoint_models(out_dir / "train_rl")[-1][1]
+    summary["rl_update"] = rl_update(start, load_model(start_model, device=base.device, dtype="float32", checkpoint=rl_final)[0], vectors,
+                                     configs["rl"], n_boot, base.seed)
     if extract_n:
-        summary["axis_contrast"] = axis_contrast(_arrays(policy, kl), vectors, start, tok, out_dir / "vectors" / f"{START}_0", n_boot,
-                                                 base.seed)
+        summary["axis_contrast"] = axis_contrast(_arrays(policy, kl), vectors, start, tok, out_dir / "vectors", n_boot, base.seed)
     summary["arms_share"] = ("start model, fine-tuning mode and LoRA placement, optimizer, learning rate and cosine schedule, "
                              "steps, seed and decisions per step; they differ in whose moves are trained on (RL: its own "
                              "samples weighted by advantage, with the entropy bonus; SFT: the scripted good policy's)")

@@ -1,8 +1,9 @@
 """All four mechanics measurements on one trained model, as `reproduce`'s `mechanics` stage runs them.
 
 The pairs it compares, from one training run:
-* drift and anatomy: the maze-naive model -> the trained model (the whole training, a LoRA
-  merged into its base), so H3 and H4 read the delta the concept vectors came from;
+* drift: the maze-naive model -> the trained model (the whole training, a LoRA merged into its base);
+* anatomy (H3, H4): RL's own update (the model RL started from -> the trained model) when RL followed
+  SFT, so the depth and rank read are RL's and not mostly SFT's; else the whole training;
 * the one-step probe (H1, H2): from the model RL started from (the SFT model for `sft+rl`,
   else the naive model), where an RL step has advantages worth the name;
 * recruitment (H4b): the trained v_* against the naive u_* per layer, and linear CKA of the
@@ -68,9 +69,11 @@ def _float32(*models) -> None:
 
 
 def measure_all(naive, trained, probe_model, tokenizer, vectors, control, maze_config, sizes: MechanicsSizes, seed: int,
-                lora: bool = False, progress: bool = False, trainable_blocks: int | None = None) -> tuple[dict, dict]:
+                lora: bool = False, progress: bool = False, trainable_blocks: int | None = None,
+                anatomy_start=None) -> tuple[dict, dict]:
     """(summaries by measurement, parquet tables by name). `probe_model` is changed and restored by the probe;
-    `lora`: the naive -> trained delta is a LoRA adapter alone (H4's rank test is then not measured);
+    `anatomy_start`: the model the anatomy's delta starts from (RL's start model when RL followed SFT; None: `naive`);
+    `lora`: that delta is a LoRA adapter alone (H4's rank test is then not measured);
     `trainable_blocks`: how many blocks that delta could touch (LoRA on the top k blocks: k; None: all), H3's denominator."""
     from mechanics.anatomy import anatomy_summary, matrix_table, state_dict_float32
     from mechanics.drift import drift
@@ -79,14 +82,15 @@ def measure_all(naive, trained, probe_model, tokenizer, vectors, control, maze_c
     from mechanics.recruitment import action_activations, cka_per_layer, recruitment_summary, vector_cosines
     from training.models import pad_token_id
 
-    _float32(naive, trained, probe_model)
+    _float32(naive, trained, probe_model, *([anatomy_start] if anatomy_start is not None else []))
     s = sizes
     sets = example_sets(tokenizer, s.n_maze, s.n_per_set, seed, maze_config, s.moves)
     drift_table, drift_sum = drift(naive, trained, tokenizer, sets, s.batch_size, s.n_boot, seed)
 
-    anatomy_table = matrix_table(state_dict_float32(naive), state_dict_float32(trained), s.top_k)
+    start = naive if anatomy_start is None else anatomy_start  # read before the probe changes probe_model
+    anatomy_table = matrix_table(state_dict_float32(start), state_dict_float32(trained), s.top_k)
     anatomy_sum = {**anatomy_summary(anatomy_table, low_rank_by_construction=lora, trainable_blocks=trainable_blocks),
-                   "delta": "maze-naive -> trained model"}
+                   "delta": "maze-naive -> trained model" if anatomy_start is None else "RL's own update: RL's start model -> trained model"}
 
     cos = vector_cosines({k: vectors.get(k).numpy() for k in vectors.names}, {k: control.get(k).numpy() for k in control.names})
     layers = list(range(trained.config.num_hidden_layers))
@@ -130,7 +134,7 @@ def plot(summaries: dict, tables: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     rel = summaries["anatomy"].get("relative_change_by_layer") or {}
     axes[0].bar(list(map(int, rel)), list(rel.values()), color="#4c72b0")
-    axes[0].set(xlabel="block", ylabel="||dW|| / ||W||", title="update per block (naive -> trained)")
+    axes[0].set(xlabel="block", ylabel="||dW|| / ||W||", title=f"update per block ({summaries['anatomy'].get('delta', '')})")
     cka = tables["recruitment_cka"]
     axes[1].plot(cka["layer"], cka["cka"], "k-", label="CKA(naive, trained), maze inputs")
     for name, g in tables["recruitment_cos"].groupby("vector"):

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-VERSION = "1.2"
+VERSION = "1.3"
 
 # Seeds whose results were looked at while any rule below was written or changed.
 EXPLORATION_SEEDS: tuple[int, ...] = (0,)
@@ -172,6 +172,29 @@ class Claim6:
 
 
 @dataclass(frozen=True)
+class TitleQuestion:
+    """RL against SFT (`welfare-axis mechanics matched --extract`, hypothesis H5m in mechanics/hypotheses.py): from one start
+    model, two arms matched in everything but whose moves they train on; does RL move claim 1's statistic more or less
+    than SFT per unit of task progress?
+
+    Progress is the first move's expected episode value on held-out mazes minus the start model's: the best total tile
+    reward over the episode that starts with the chosen direction (true map, wind ignored), averaged under the model's
+    exact first-move policy. SFT continues the start model's own SFT task with RL's decisions per step. Each arm must
+    have learned: its progress at its last checkpoint has a CI above 0 (the maze bootstrap), else H5m is not measured.
+    The contrast's CI resamples held-out mazes and the extraction's trajectories (within class) together, one draw for
+    every checkpoint of both arms; a contrast whose resamples find a matched level in fewer than `min_valid_boot` of the
+    draws is not measured."""
+
+    progress: str = "first-move expected episode value (best total tile reward over the episode, wind ignored)"
+    sft_task: str = "the start model's own SFT task, RL's decisions per step"
+    learning_gate: bool = True  # each arm's last-checkpoint progress CI above 0
+    resample: tuple[str, ...] = ("held-out mazes", "extraction trajectories")
+    min_valid_boot: float = 0.95
+    statistic: str = "antiparallelism: -min over the band of cos(v_Mold, v_Gold), raw vectors"
+    exploration_seeds: tuple[int, ...] = (1,)  # seed 1's matched arms were read before these rules were written
+
+
+@dataclass(frozen=True)
 class Protocol:
     version: str = VERSION
     nulls: NullSpec = field(default_factory=NullSpec)
@@ -184,6 +207,7 @@ class Protocol:
     claim5: Claim5 = field(default_factory=Claim5)
     behaviours: tuple[BehaviourClaim, ...] = (BACKTRACKING, REFUSAL, CONFIDENCE)  # claims 5b, 5c, 5d
     claim6: Claim6 = field(default_factory=Claim6)
+    title: TitleQuestion = field(default_factory=TitleQuestion)
     ci_level: float = 0.95
     reliability_target: float = 0.9  # split-half cosine wanted at the chosen layers (a caveat, not a rule)
     exploration_seeds: tuple[int, ...] = EXPLORATION_SEEDS

@@ -103,3 +103,28 @@ def test_paired_states_share_every_move_but_the_last_and_balance_directions():
         assert set(mix.values()) == {6} and len(mix) == 8, k
     again = paired_trajectories(48, seed=5, config=MazeConfig(size=20), max_moves=2)
     assert [st["gold"].maze_seed for st in again] == [st["gold"].maze_seed for st in states]
+
+
+def test_first_move_values_count_the_whole_episode():
+    """N enters Gold at once; E enters Path, then Gold; the start tile has melted. Over one move only N is worth
+    anything; over two moves N and E are worth the same, and the melted start costs a move back."""
+    import numpy as np
+
+    from envs import MazeConfig, MazeEnv
+    from envs.scripted import _neighbour, first_move_values
+    from envs.tiles import Tile
+
+    cfg = MazeConfig(size=9, n_moves=2, wind_prob=0.0)
+    env = MazeEnv(cfg)
+    env.reset(seed=0, options={"maze_seed": 3})
+    env.grid[:] = Tile.PATH
+    env.pos = (4, 4)
+    env.grid[4, 4] = Tile.MOLD
+    north, east = _neighbour(env.pos, 0, 9), _neighbour(env.pos, 1, 9)
+    env.grid[north[1], north[0]] = Tile.GOLD
+    far_east = _neighbour(east, 1, 9)
+    env.grid[far_east[1], far_east[0]] = Tile.GOLD
+    assert np.allclose(first_move_values(env, 1), [cfg.gold_reward, 0.0, 0.0, 0.0])
+    assert np.allclose(first_move_values(env, 2), [cfg.gold_reward, cfg.gold_reward, 0.0, 0.0])
+    env.grid[north[1], north[0]] = Tile.PATH  # now N's best second move is a Path tile, and stepping back enters Mold
+    assert first_move_values(env, 2)[0] == 0.0

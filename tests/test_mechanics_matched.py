@@ -21,6 +21,7 @@ def test_arms_share_everything_but_the_data():
     assert s.finetune == rl.finetune == "lora" and s.lora_top_layers == rl.lora_top_layers and s.lora_r == rl.lora_r
     assert sft.sft_batch * s.maze.n_moves == decisions_per_step(rl) == 8 * 8 * 4  # decisions per step
     assert s.checkpoint_every == rl.checkpoint_every and s.seed == rl.seed
+    assert s.maze.n_moves == config_from_preset("cpu-small").sft_view().maze.n_moves == 1  # the start model's own SFT task
 
 
 def test_at_progress_interpolates_at_the_first_crossing():
@@ -33,11 +34,11 @@ def test_at_progress_interpolates_at_the_first_crossing():
 
 def _tables(rl_rewards, sft_rewards, rl_kl, sft_kl):
     """Two mazes and one off-target set of two prompts (+ a maze set); every maze moves alike, every prompt alike."""
-    policy = [{"arm": "start", "step": 0, "maze_seed": m, "expected_reward": 0.0} for m in (1, 2)]
+    policy = [{"arm": "start", "step": 0, "maze_seed": m, "expected_value": 0.0} for m in (1, 2)]
     kl = [{"arm": "start", "step": 0, "set": s, "id": f"{s}{i}", "kl": 0.0} for s in ("maze", "neutral") for i in (0, 1)]
     for arm, rewards, kls in (("rl", rl_rewards, rl_kl), ("sft", sft_rewards, sft_kl)):
         for step, (r, k) in enumerate(zip(rewards, kls), start=1):
-            policy += [{"arm": arm, "step": step, "maze_seed": m, "expected_reward": r} for m in (1, 2)]
+            policy += [{"arm": arm, "step": step, "maze_seed": m, "expected_value": r} for m in (1, 2)]
             kl += [{"arm": arm, "step": step, "set": s, "id": f"{s}{i}", "kl": k} for s in ("maze", "neutral") for i in (0, 1)]
     return pd.DataFrame(policy), pd.DataFrame(kl)
 
@@ -88,6 +89,16 @@ def test_matched_cli_on_the_tiny_model(tmp_path, capsys):
     assert (later["decisions"] == later["step"] * 2 * 4 * 3).all()  # tiny: 2 mazes x 4 episodes x 3 moves per step
     assert (out / "matched.png").stat().st_size > 1000 and (out / "train_rl" / "checkpoints").exists()
     assert "wrote matched.json" in capsys.readouterr().out
+    # H3 and H4b read on the RL arm's own update (start -> its last checkpoint), not on a delta that is mostly SFT
+    update = rec["summary"]["rl_update"]
+    assert "RL arm" in update["anatomy"]["delta"] and update["recruitment"]["vectors"] == "RL arm step 2 against the start model"
+    assert {"H3", "H4b"} <= {h["id"] for h in rec["hypotheses"]}
+    # a second read finds every checkpoint's vectors where the first left them and gives the same numbers
+    stamp = (out / "vectors" / "rl_2" / "vectors.safetensors").stat().st_mtime_ns
+    assert main(argv) == 0
+    again = json.loads((out / "matched.json").read_text())["summary"]["axis_contrast"]
+    assert (out / "vectors" / "rl_2" / "vectors.safetensors").stat().st_mtime_ns == stamp
+    assert again["statistics"] == axis["statistics"]
 
 
 def test_matched_refuses_an_adapter_as_the_start(tmp_path, capsys):

@@ -138,23 +138,77 @@ def test_top_singular_vectors_match_the_svd():
 def test_statistic_contrast_on_a_constructed_case_with_a_known_answer():
     """Both arms reach progress 1.0 at their last checkpoint; RL's statistic rises by 0.6 there and SFT's by 0.2, so
     the contrast per unit progress is 0.4. Every maze improves the same way, so the matched level is 1 in every draw."""
-    from mechanics.matched import statistic_contrast
+    from mechanics.matched import maze_draws, statistic_contrast
 
     mazes = 30
     rewards = {"rl": np.array([[0.0] * mazes, [0.5] * mazes, [1.0] * mazes]),
                "sft": np.array([[0.0] * mazes, [0.25] * mazes, [1.0] * mazes, [2.0] * mazes])}
     stats = {"rl": np.array([1.0, 1.3, 1.6]), "sft": np.array([1.0, 1.05, 1.2, 1.5])}
-    c = statistic_contrast(rewards, stats, n_boot=200, seed=0)
+    c = statistic_contrast(rewards, stats, maze_draws(mazes, 200, 0))
     assert c["level"] == pytest.approx(1.0) and c["rl_change_per_progress"] == pytest.approx(0.6)
     assert c["sft_change_per_progress"] == pytest.approx(0.2)  # read at progress 1.0, not at SFT's last checkpoint (2.0)
     assert c["value"] == pytest.approx(0.4) and c["ci_lo"] == pytest.approx(0.4) and c["verdict"] == "RL moves it more"
     # noisy mazes: the CI widens around the same answer; arms that do the same are "no difference detected"
     rng = np.random.default_rng(1)
     noisy = {a: r + np.r_[np.zeros((1, mazes)), rng.normal(0, 0.3, (len(r) - 1, mazes))] for a, r in rewards.items()}
-    same = statistic_contrast(noisy, {"rl": stats["rl"], "sft": np.array([1.0, 1.15, 1.6, 2.2])}, n_boot=300, seed=0)  # 0.6 per unit too
+    same = statistic_contrast(noisy, {"rl": stats["rl"], "sft": np.array([1.0, 1.15, 1.6, 2.2])}, maze_draws(mazes, 300, 0))  # 0.6 per unit too
     assert same["ci_lo"] < 0 < same["ci_hi"] and same["verdict"] == "no difference detected"
-    never = statistic_contrast({"rl": rewards["rl"], "sft": -rewards["sft"]}, stats, n_boot=20)
+    never = statistic_contrast({"rl": rewards["rl"], "sft": -rewards["sft"]}, stats, maze_draws(mazes, 20, 0))
     assert math.isnan(never["value"]) and never["verdict"] == "not measured"  # SFT never improves: nothing to match
+
+
+def test_an_arm_that_did_not_learn_leaves_the_contrast_not_measured():
+    """RL rises at its first checkpoint and falls back: a matched level exists, but its last checkpoint's progress CI
+    holds 0, so the protocol's learning gate says not measured (with each arm's progress and CI to show why)."""
+    from mechanics.matched import maze_draws, statistic_contrast
+
+    rng = np.random.default_rng(2)
+    noise = rng.normal(0, 0.5, (2, 40))
+    rewards = {"rl": np.stack([np.zeros(40), 0.5 + noise[0], noise[1] - noise[1].mean()]),
+               "sft": np.stack([np.zeros(40), np.full(40, 0.6), np.full(40, 1.0)])}
+    c = statistic_contrast(rewards, {"rl": np.array([1.0, 1.5, 1.5]), "sft": np.array([1.0, 1.0, 1.0])}, maze_draws(40, 200, 0))
+    assert c["level"] > 0 and np.isfinite(c["value"]) and c["verdict"] == "not measured" and math.isnan(c["ci_lo"])
+    learned = c["arms_learned"]
+    assert not learned["rl"]["learned"] and learned["rl"]["ci_lo"] < 0 < learned["rl"]["ci_hi"]
+    assert learned["sft"]["learned"] and learned["sft"]["progress"] == pytest.approx(1.0)
+
+
+def test_extraction_draws_widen_the_contrast_ci():
+    """The same arms as the known-answer case, with the statistic's extraction noise given per draw: the point value is
+    unchanged, and the CI now holds the spread of the statistic (here wide enough to hold 0)."""
+    from mechanics.matched import maze_draws, statistic_contrast
+
+    mazes, n_boot = 30, 400
+    rewards = {"rl": np.array([[0.0] * mazes, [1.0] * mazes]), "sft": np.array([[0.0] * mazes, [1.0] * mazes])}
+    stats = {"rl": np.array([1.0, 1.2]), "sft": np.array([1.0, 1.1])}
+    draws = maze_draws(mazes, n_boot, 0)
+    fixed = statistic_contrast(rewards, stats, draws)
+    assert fixed["value"] == pytest.approx(0.1) and fixed["ci_lo"] == pytest.approx(0.1)  # no maze noise: a point
+    rng = np.random.default_rng(3)
+    stat_draws = {a: v[None] + np.c_[np.zeros(n_boot), rng.normal(0, 0.2, n_boot)] for a, v in stats.items()}
+    noisy = statistic_contrast(rewards, stats, draws, stat_draws)
+    assert noisy["value"] == pytest.approx(0.1) and noisy["ci_lo"] < 0 < noisy["ci_hi"]
+    assert noisy["verdict"] == "no difference detected" and "extraction" in noisy["resampled"]
+
+
+def test_resampled_axes_of_a_noiseless_extraction_are_exact():
+    """Each class's examples identical: every trajectory draw gives the same vectors, v_Mold = -v_Gold (antiparallelism 1,
+    alignment with itself 1); with within-class noise the draws spread."""
+    from mechanics.matched import _axis_statistics, _class_counts, _resampled_axes, _unit_axis
+
+    n, layers, hidden = 6, 3, 4
+    labels = np.repeat(np.array(["mold", "gold", "path"]), n)
+    e1 = np.zeros(hidden)
+    e1[0] = 1.0
+    acts = np.concatenate([np.tile(e1, (n, layers, 1)), np.tile(-e1, (n, layers, 1)), np.zeros((n, layers, hidden))]) + 5.0
+    counts = _class_counts(labels, 50, 0)
+    axes = _resampled_axes(acts, labels, counts, [1, 2])
+    assert axes["mold"].shape == (50, 2, hidden) and np.allclose(axes["mold"][..., 0], 1.0) and np.allclose(axes["gold"][..., 0], -1.0)
+    st = _axis_statistics(**axes, start_axis=_unit_axis(axes))
+    assert np.allclose(st["antiparallelism"], 1.0) and np.allclose(st["alignment_with_start_axis"], 1.0)
+    noisy = acts + np.random.default_rng(0).normal(0, 0.5, acts.shape)
+    spread = _axis_statistics(**_resampled_axes(noisy, labels, counts, [1, 2]), start_axis=_unit_axis(axes))
+    assert spread["antiparallelism"].std() > 0.01
 
 
 def test_recruitment_counts_null_directions_at_least_as_aligned():
@@ -174,12 +228,12 @@ def test_recruitment_counts_null_directions_at_least_as_aligned():
 def test_rounding_never_makes_the_start_look_like_progress():
     """Resampled mazes: the start row's progress is exactly 0, so an arm that only gets worse has no matched level
     and the contrast is not measured, with no CI from resamples."""
-    from mechanics.matched import statistic_contrast
+    from mechanics.matched import maze_draws, statistic_contrast
 
     rng = np.random.default_rng(0)
     start = rng.normal(0, 1, 64) / 3  # means whose two reductions differ in the last bit
     rewards = {"rl": np.stack([start, start + 0.2, start + 0.3]), "sft": np.stack([start, start - 0.4, start - 0.8])}
-    c = statistic_contrast(rewards, {"rl": np.array([1.0, 1.1, 1.2]), "sft": np.array([1.0, 0.9, 0.8])}, n_boot=200, seed=0)
+    c = statistic_contrast(rewards, {"rl": np.array([1.0, 1.1, 1.2]), "sft": np.array([1.0, 0.9, 0.8])}, maze_draws(64, 200, 0))
     assert math.isnan(c["value"]) and math.isnan(c["ci_lo"]) and c["n_valid_boot"] == 0 and c["verdict"] == "not measured"
 
 

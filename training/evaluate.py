@@ -92,11 +92,13 @@ def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: lis
     """The exact policy over N/E/S/W at the first move of each maze: no sampling noise.
 
     One row per maze: the four probabilities and tiles, the expected reward of the move
-    (wind ignored), and the excess probability on Gold / Mold directions over their uniform
+    (wind ignored), its expected value to the whole episode (`expected_value`: the best total tile reward over
+    the episode's moves that starts with the chosen direction, envs.scripted.first_move_values), and the excess probability on Gold / Mold directions over their uniform
     share (NaN when all four neighbours are of that kind or none is). A policy that reads the
     tiles has gold_excess > 0 and mold_excess < 0; a maze-naive one sits near 0.
     """
     from envs import MazeEnv
+    from envs.scripted import first_move_values
     from envs.tiles import Tile
     from training.structure import decoder_of, direction_head, direction_logits
 
@@ -113,9 +115,11 @@ def first_move_policy(model, tokenizer, maze_config: MazeConfig, maze_seeds: lis
         h = dec(input_ids=torch.tensor([ids], device=device)).last_hidden_state[0, -1]
         p = torch.softmax(direction_logits(h, w, b).float() / temperature, -1).cpu().numpy()
         r = np.array([maze_config.move_reward([t]) for t in tiles])
+        q = first_move_values(env, maze_config.n_moves)
         row = {"maze_seed": int(ms), **{f"p_{d}": float(p[i]) for i, d in enumerate("NESW")},
                "tiles": "".join(Tile(int(t)).name[0] for t in tiles),
-               "expected_reward": float(p @ r), "best_reward": float(r.max())}
+               "expected_reward": float(p @ r), "best_reward": float(r.max()),
+               "expected_value": float(p @ q), "best_value": float(q.max())}
         for kind, tile in (("gold", Tile.GOLD), ("mold", Tile.MOLD)):
             on = tiles == int(tile)
             row[f"{kind}_excess"] = float(p[on].sum() - on.mean()) if 0 < on.sum() < 4 else float("nan")

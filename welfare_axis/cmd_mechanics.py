@@ -147,7 +147,9 @@ def run_mechanics(args: argparse.Namespace) -> int:
     from core.artifacts import atomic_write_json, atomic_write_parquet, provenance
     from mechanics.hypotheses import evaluate
 
-    measured = [h.to_dict() for h in evaluate({args.mechanics: summary}) if h.verdict != "not measured"]
+    # matched also reads H3, H4 and H4b on the RL arm's own update
+    summaries = {args.mechanics: summary, **(summary.get("rl_update") or {})}
+    measured = [h.to_dict() for h in evaluate(summaries) if h.verdict != "not measured"]
     config = {k: v for k, v in vars(args).items() if k != "func"}
     record = {"measurement": args.mechanics, "summary": summary, "hypotheses": measured,
               "provenance": provenance(config=config, seed=args.seed, model=models)}

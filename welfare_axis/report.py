@@ -341,9 +341,12 @@ def _mechanics(run: Path) -> list:
         blocks.append(Para(f"Not measured: {why}."))
         return blocks
     pairs = m.get("pairs") or {}
-    da = pairs.get("drift_and_anatomy") or {}
-    blocks.append(Para(f"Drift and update anatomy compare the maze-naive model with the trained model ({da.get('trained')}"
-                       f"{' + ' + str(da.get('checkpoint')) if da.get('checkpoint') else ''}); the one-step probe starts from the model RL "
+    da = pairs.get("drift") or pairs.get("drift_and_anatomy") or {}
+    an = pairs.get("anatomy") or {"start": da.get("start")}
+    anatomy = ("the maze-naive model" if an.get("start") == da.get("start") else f"the model RL started from ({an.get('start')}): RL's own update")
+    blocks.append(Para(f"Drift compares the maze-naive model with the trained model ({da.get('trained')}"
+                       f"{' + ' + str(da.get('checkpoint')) if da.get('checkpoint') else ''}); the update anatomy (H3, H4) starts from "
+                       f"{anatomy}; the one-step probe starts from the model RL "
                        f"started from ({pairs.get('onestep_start')}); recruitment compares the trained v_* with the naive u_*. "
                        "Thresholds stated in advance in mechanics/hypotheses.py; supported / contradicted when the CI lies wholly on one side "
                        "of the threshold, inconclusive when it contains it; all in float32."))

@@ -287,8 +287,9 @@ def _lora_only(ctx: RunContext) -> bool:
 
 
 def _mechanics(ctx: RunContext, d: Path) -> dict:
-    """Drift and anatomy naive -> trained, recruitment, and the one-step probe from the model RL started from (`base`),
-    all in float32 (mechanics/suite.py); models already loaded in float32 are reused."""
+    """Drift naive -> trained, anatomy of RL's own update (after SFT) or of the whole training, recruitment, and the one-step
+    probe from the model RL started from (`base`), all in float32 (mechanics/suite.py); models already loaded in float32
+    are reused."""
     from mechanics.hypotheses import evaluate
     from mechanics.suite import measure_all, write_all
     from training.models import model_info
@@ -300,12 +301,15 @@ def _mechanics(ctx: RunContext, d: Path) -> dict:
         trained, _ = load(ctx.base, ctx.checkpoint, ctx.device, "float32")
     probe_model, _ = load(ctx.base, None, ctx.device, "float32")  # a fresh copy: the probe sets requires_grad on every parameter
     vectors, control = _vectors(ctx)
-    sizes, lora = ctx.p.mechanics, _lora_only(ctx)
+    sizes = ctx.p.mechanics
+    rl_after_sft = ctx.training == "sft+rl"
+    rl_start = load(ctx.base, None, ctx.device, "float32")[0] if rl_after_sft else None
+    lora = ctx.train_cfg.finetune == "lora" if rl_after_sft else _lora_only(ctx)
     top = ctx.train_cfg.lora_top_layers if lora else 0  # a LoRA-only delta on the top k blocks can touch only those
     summaries, tables = measure_all(naive, trained, probe_model, tok, vectors, control, ctx.maze, sizes, ctx.seed, lora=lora,
-                                    progress=ctx.progress, trainable_blocks=top or None)
-    pairs = {"drift_and_anatomy": {"start": ctx.model_id, "trained": ctx.base, "checkpoint": str(ctx.checkpoint) if ctx.checkpoint else None,
-                                   "lora_only": lora},
+                                    progress=ctx.progress, trainable_blocks=top or None, anatomy_start=rl_start)
+    pairs = {"drift": {"start": ctx.model_id, "trained": ctx.base, "checkpoint": str(ctx.checkpoint) if ctx.checkpoint else None},
+             "anatomy": {"start": ctx.base if rl_after_sft else ctx.model_id, "lora_only": lora},
              "onestep_start": ctx.base, "recruitment": {"vectors": "extract_trained", "control": "extract_naive"}}
     pairs = run_relative(pairs, d.parent)
     write_all(d, summaries, tables, {"pairs": pairs, **provenance(config={"sizes": dataclasses.asdict(sizes), "pairs": pairs}, seed=ctx.seed,
@@ -336,7 +340,8 @@ STUDY: tuple[Stage, ...] = (
     Stage("steer_behaviours", lambda ctx: {"seed": ctx.seed, "protocol": PROTOCOL.parts_stamp(*BEHAVIOUR_RULES)}, _steer_behaviours,
           deps=lambda ctx: ("extract_trained",)),
     Stage("steer_trained", _steer_key, _steer_trained, deps=lambda ctx: ("steer_naive",)),
-    Stage("mechanics", lambda ctx: {"sizes": dataclasses.asdict(ctx.p.mechanics), "seed": ctx.seed, "lora_only": _lora_only(ctx)},
+    Stage("mechanics", lambda ctx: {"sizes": dataclasses.asdict(ctx.p.mechanics), "seed": ctx.seed, "lora_only": _lora_only(ctx),
+                                    "anatomy": "rl's own update" if ctx.training == "sft+rl" else "whole training"},
           _mechanics, deps=lambda ctx: ("extract_naive", "extract_trained")),
     Stage("report", lambda ctx: {"t": time.time()}, _report, deps=lambda ctx: tuple(ctx.runner.keys)),  # always rebuilt
 )
