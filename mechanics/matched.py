@@ -496,4 +496,8 @@ def run_matched(base, start_model: str, out_dir, n_eval_mazes: int = 64, n_maze:
                              "steps, seed and decisions per step; they differ in whose moves are trained on (RL: its own "
                              "samples weighted by advantage, with the entropy bonus; SFT: the scripted good policy's)")
     summary["start_model"] = str(start_model)
+    from probes.protocol import PROTOCOL
+
+    summary["protocol"] = PROTOCOL.stamp()  # the title question's rules (TitleQuestion) decide H5m
+    summary["status"] = "exploratory" if base.seed in PROTOCOL.title.exploration_seeds else "confirmatory"
     return summary, {"matched": progress_table(summary), "matched_policy": policy, "matched_kl": kl}

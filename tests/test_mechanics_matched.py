@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mechanics import hypotheses
+from probes.protocol import PROTOCOL
 from mechanics.matched import arm_configs, at_progress, decisions_per_step, matched_summary
 from training.config import config_from_preset
 from welfare_axis.cli import main
@@ -82,6 +83,7 @@ def test_matched_cli_on_the_tiny_model(tmp_path, capsys):
     assert axis["contrast"]["antiparallelism"]["verdict"] == "not measured"
     assert "H5m" not in {h["id"] for h in rec["hypotheses"]}  # the record lists the measured hypotheses only
     assert rec["measurement"] == "matched" and rec["provenance"]["config"]["steps"] == 2
+    assert rec["summary"]["protocol"] == PROTOCOL.stamp() and rec["summary"]["status"] == "confirmatory"  # seed 0 never informed it
     table = pd.read_parquet(out / "matched.parquet")
     assert sorted(zip(table["arm"], table["step"])) == [("rl", 0), ("rl", 1), ("rl", 2), ("sft", 0), ("sft", 1), ("sft", 2)]
     later = table[table["step"] > 0]
