@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from mechanics import hypotheses
-from probes.protocol import PROTOCOL
 from mechanics.matched import arm_configs, at_progress, decisions_per_step, matched_summary
+from probes.protocol import PROTOCOL
 from training.config import config_from_preset
 from welfare_axis.cli import main
 
