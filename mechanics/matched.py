@@ -499,5 +499,5 @@ def run_matched(base, start_model: str, out_dir, n_eval_mazes: int = 64, n_maze:
     from probes.protocol import PROTOCOL
 
     summary["protocol"] = PROTOCOL.stamp()  # the title question's rules (TitleQuestion) decide H5m
-    summary["status"] = "exploratory" if base.seed in PROTOCOL.title.exploration_seeds else "confirmatory"
+    summary["status"] = "exploratory" if base.seed in {*PROTOCOL.exploration_seeds, *PROTOCOL.title.exploration_seeds} else "confirmatory"
     return summary, {"matched": progress_table(summary), "matched_policy": policy, "matched_kl": kl}

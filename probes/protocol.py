@@ -164,11 +164,15 @@ class Claim6:
 
     A claim survives when it is reproduced in the reference variant and in every other variant that ran. Claim 6 is
     reproduced if every claim the reference reproduces survives all `required` variants, not reproduced if one of them
-    fails in some variant, and not measured if a required variant did not run or the reference reproduces no claim
-    (nothing can survive)."""
+    fails in some variant, and not measured if a required variant did not run, the reference reproduces no claim
+    (nothing can survive), or (`learning_gate`) the reference or a required variant did not learn the task: its trained
+    model's first-move expected reward on held-out mazes minus the naive model's has a CI (trained_eval) not above 0.
+    A variant whose training failed tests nothing about what training does."""
 
     reference: str = "sft+rl"  # the preset's own arm
     required: tuple[str, ...] = ("sft", "tile-swap", "other-algorithm")  # training arm, tile mapping, RL algorithm
+    learning_gate: bool = True
+    exploration_seeds: tuple[int, ...] = (1,)  # seed 1's matrix was read before the learning gate was written
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,8 @@ class TitleQuestion:
 
     progress: str = "first-move expected episode value (best total tile reward over the episode, wind ignored)"
     sft_task: str = "the start model's own SFT task, RL's decisions per step"
-    learning_gate: bool = True  # each arm's last-checkpoint progress CI above 0
+    learning_gate: bool = True
+    exploration_seeds: tuple[int, ...] = (1,)  # seed 1's matrix was read before the learning gate was written  # each arm's last-checkpoint progress CI above 0
     resample: tuple[str, ...] = ("held-out mazes", "extraction trajectories")
     min_valid_boot: float = 0.95
     statistic: str = "antiparallelism: -min over the band of cos(v_Mold, v_Gold), raw vectors"

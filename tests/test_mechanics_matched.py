@@ -83,7 +83,7 @@ def test_matched_cli_on_the_tiny_model(tmp_path, capsys):
     assert axis["contrast"]["antiparallelism"]["verdict"] == "not measured"
     assert "H5m" not in {h["id"] for h in rec["hypotheses"]}  # the record lists the measured hypotheses only
     assert rec["measurement"] == "matched" and rec["provenance"]["config"]["steps"] == 2
-    assert rec["summary"]["protocol"] == PROTOCOL.stamp() and rec["summary"]["status"] == "confirmatory"  # seed 0 never informed it
+    assert rec["summary"]["protocol"] == PROTOCOL.stamp() and rec["summary"]["status"] == "exploratory"  # seed 0 informed claim 1's rule
     table = pd.read_parquet(out / "matched.parquet")
     assert sorted(zip(table["arm"], table["step"])) == [("rl", 0), ("rl", 1), ("rl", 2), ("sft", 0), ("sft", 1), ("sft", 2)]
     later = table[table["step"] > 0]

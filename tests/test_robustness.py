@@ -17,7 +17,8 @@ def _rows(**verdicts):
 
 
 def _matrix(**variants):
-    return {name.replace("_", "-").replace("sft-rl", "sft+rl"): rows for name, rows in variants.items()}
+    return {name.replace("_", "-").replace("sft-rl", "sft+rl"): {"claims": rows, "learned": {"learned": True}}
+            for name, rows in variants.items()}
 
 
 @pytest.mark.parametrize("matrix, verdict", [
@@ -34,6 +35,23 @@ def test_claim_6_needs_every_reproduced_claim_to_survive_every_required_variant(
     assert got == verdict
     if verdict == N:
         assert (5, False) in survival and (1, True) in survival
+
+
+def test_claim_6_is_not_measured_when_a_deciding_variant_did_not_learn():
+    """Every reproduced claim survives, but the tile-swap model never learned its tiles: nothing about what training
+    does was tested there, so claim 6 is not measured, and the claims row says which variant failed to learn."""
+    matrix = _matrix(sft_rl=_rows(c1=R), sft=_rows(c1=R), tile_swap=_rows(c1=R), other_algorithm=_rows(c1=R))
+    assert claims.verdict_robustness(matrix)[0] == R
+    matrix["tile-swap"]["learned"] = {"learned": False, "value": 0.24, "ci_lo": -1.3, "ci_hi": 1.8}
+    assert claims.verdict_robustness(matrix) == (claims.NOT_MEASURED, [])
+    t = {t.id: t for t in claims.thresholds(PROTOCOL)}[6]
+    row = claims._robustness_result(matrix, t, PROTOCOL)
+    assert row.verdict == claims.NOT_MEASURED and "did not learn the task: tile-swap" in row.measured
+    matrix["tile-swap"]["learned"] = None  # unknown (no trained_eval stage) is not learned either
+    assert claims.verdict_robustness(matrix)[0] == claims.NOT_MEASURED
+    matrix["tile-swap"]["learned"] = {"learned": True}
+    matrix["rl-long"] = {"claims": _rows(c1=N), "learned": {"learned": False}}  # an optional variant does not decide
+    assert claims.verdict_robustness(matrix)[0] == R
 
 
 def test_a_stage_finished_in_a_sibling_run_is_linked_not_run_again(tmp_path):
@@ -73,8 +91,11 @@ def test_smoke_matrix_shares_stages_and_every_variant_report_reads_it(tmp_path):
     data = json.loads((out / "robustness.json").read_text())
     assert list(data["variants"]) == ["sft+rl", "sft"] and data["protocol"] == PROTOCOL.stamp()
     assert data["claim6"]["verdict"] == claims.NOT_MEASURED  # tile-swap and other-algorithm did not run
+    assert data["claim6"]["status"] == "exploratory"  # seed 0 informed the rules of the claims claim 6 reads
     table = (out / "robustness.md").read_text()
-    assert table.count("\n| ") == 9 and "| 5c. " in table and (out / "robustness.png").stat().st_size > 0
+    assert table.count("\n| ") == 10 and "| 5c. " in table and (out / "robustness.png").stat().st_size > 0
+    learned = [line for line in table.splitlines() if line.startswith("| learned the task")][0]
+    assert learned.count("yes (") + learned.count("no (") == 2 and set(data["variants"]["sft"]["learned"]) >= {"learned", "ci_lo"}
     row6 = [c for c in json.loads((out / "sft" / "report" / "claims.json").read_text())["claims"] if c["id"] == 6][0]
     assert "variants: sft+rl, sft" in row6["measured"]
     assert main(args) == 0  # resumable: nothing re-runs but the reports

@@ -71,7 +71,9 @@ def thresholds(p: Protocol = PROTOCOL) -> tuple[Threshold, ...]:
                   "effects survive all variations",
                   f"welfare-axis robustness: every claim's verdict in named variants of one study config; reproduced if every "
                   f"claim the reference variant ({p.claim6.reference}) reproduces is also reproduced in each of "
-                  f"{', '.join(p.claim6.required)}; not measured if one of those did not run or the reference reproduces no claim"),
+                  f"{', '.join(p.claim6.required)}; not measured if one of those did not run, the reference reproduces no claim"
+                  + (", or one of them (the reference included) did not learn the task (trained_eval: first-move expected "
+                     "reward minus the naive model's, CI not above 0)" if p.claim6.learning_gate else "")),
     )
 
 
@@ -217,11 +219,13 @@ def verdict_behaviour(b: dict | None, p: Protocol = PROTOCOL) -> str:
 
 
 def verdict_robustness(matrix: dict | None, p: Protocol = PROTOCOL) -> tuple[str, list]:
-    """(claim 6's verdict, the claims that survive or fail): `matrix` is {variant: [claims.json rows]}."""
+    """(claim 6's verdict, the claims that survive or fail): `matrix` is {variant: {"claims": claims.json rows,
+    "learned": whether its training learned the task (robustness.json's variant entry)}}."""
     c6 = p.claim6
-    if not matrix or any(v not in matrix for v in (c6.reference, *c6.required)):
+    deciding = (c6.reference, *c6.required)
+    if not matrix or any(v not in matrix for v in deciding) or (c6.learning_gate and not_learned(matrix, p)):
         return NOT_MEASURED, []
-    verdicts = {v: {r["id"]: r["verdict"] for r in rows} for v, rows in matrix.items()}
+    verdicts = {v: {r["id"]: r["verdict"] for r in entry["claims"]} for v, entry in matrix.items()}
     held = [cid for cid, v in verdicts[c6.reference].items() if v == REPRODUCED and cid != 6]
     if not held:
         return NOT_MEASURED, []
@@ -229,10 +233,18 @@ def verdict_robustness(matrix: dict | None, p: Protocol = PROTOCOL) -> tuple[str
     return (REPRODUCED if all(ok for _, ok in survival) else NOT_REPRODUCED), survival
 
 
+def not_learned(matrix: dict, p: Protocol = PROTOCOL) -> list[str]:
+    """The deciding variants (reference and required) that ran but did not learn the task (or whose learning is unknown)."""
+    return [v for v in (p.claim6.reference, *p.claim6.required) if v in matrix and not (matrix[v].get("learned") or {}).get("learned")]
+
+
 def _robustness_result(matrix: dict | None, t: Threshold, p: Protocol) -> ClaimResult:
     verdict, survival = verdict_robustness(matrix, p)
     ran = ", ".join(matrix) if matrix else "no robustness matrix for this run"
     measured = "; ".join(f"claim {cid} {'survives' if ok else 'fails in some variant'}" for cid, ok in survival) or "—"
+    failed = not_learned(matrix, p) if matrix and p.claim6.learning_gate else []
+    if failed:
+        measured = f"did not learn the task: {', '.join(failed)}"
     value = sum(ok for _, ok in survival) / len(survival) if survival else math.nan
     return ClaimResult(6, t.claim, verdict, value, f"variants: {ran}; {measured}", "every variant's own controls", t.rule)
 
@@ -249,7 +261,7 @@ def _passes(d: dict, p: Protocol) -> bool | None:
 def evaluate(analysis: dict, steering: dict | None, p: Protocol = PROTOCOL, behaviours: dict | None = None,
              robustness: dict | None = None) -> list[ClaimResult]:
     """Every claim from an analyze summary.json, claim 5's inputs, claims 5b-5d's (behaviour_claims.json) and the
-    robustness matrix this run belongs to ({variant: [claims.json rows]}; None: claim 6 not measured)."""
+    robustness matrix this run belongs to ({variant: {"claims": claims.json rows, "learned": ...}}; None: claim 6 not measured)."""
     th = {t.id: t for t in thresholds(p)}
     vi = analysis.get("verdict_inputs") or {}
     space = p.claim1.primary_space

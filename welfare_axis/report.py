@@ -192,12 +192,13 @@ def claim_results(run: Path) -> list:
 
 
 def robustness_matrix(run: Path) -> dict | None:
-    """{variant: claims.json rows} of the robustness matrix this run is a variant of (`<matrix>/<variant>/`), else None."""
+    """{variant: {"claims": claims.json rows, "learned": ...}} of the robustness matrix this run is a variant of
+    (`<matrix>/<variant>/`), else None."""
     data = _json(run.parent / "robustness.json")
     variants = data.get("variants") or {}
     if run.name not in variants:
         return None
-    return {name: v["claims"] for name, v in variants.items()}
+    return {name: {"claims": v["claims"], "learned": v.get("learned")} for name, v in variants.items()}
 
 
 def trained_history(cfg: dict) -> str:

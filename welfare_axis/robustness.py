@@ -93,18 +93,39 @@ def write_matrix(out: Path, runs: dict[str, Path], build_report) -> Path:
     if stale:
         raise ValueError(f"variant(s) {', '.join(stale)} were judged under another protocol; rebuild their reports "
                          "(welfare-axis report RUN) first")
-    matrix = {n: w["claims"] for n, w in written.items()}
+    learned = {n: learned_task(r) for n, r in runs.items()}
+    matrix = {n: {"claims": w["claims"], "learned": learned[n]} for n, w in written.items()}
     verdict, survival = verdict_robustness(matrix)
     data = {**provenance(config={"variants": {n: VARIANTS[n].__dict__ for n in runs}}), "protocol": PROTOCOL.stamp(),
-            "claim6": {"verdict": verdict, "survival": [[cid, ok] for cid, ok in survival]},
+            "claim6": {"verdict": verdict, "survival": [[cid, ok] for cid, ok in survival], "status": claim6_status(written)},
             "variants": {n: {"run": str(runs[n]), "what": VARIANTS[n].what, "seed": w["seed"], "status": w["status"],
-                             "trained_model": w["trained_model"], "claims": w["claims"]} for n, w in written.items()}}
+                             "trained_model": w["trained_model"], "learned": learned[n], "claims": w["claims"]}
+                         for n, w in written.items()}}
     atomic_write_json(out / "robustness.json", data)
     atomic_write_text(out / "robustness.md", matrix_markdown(data))
     plot_matrix(data, out / "robustness.png")
     for r in runs.values():
         build_report(r)
     return out / "robustness.md"
+
+
+def claim6_status(written: dict) -> str:
+    """'exploratory' when a variant's seed informed claim 6's rule or any rule of the claims it reads, else 'confirmatory'."""
+    seeds = {w["seed"] for w in written.values()}
+    return "exploratory" if seeds & {*PROTOCOL.exploration_seeds, *PROTOCOL.claim6.exploration_seeds} else "confirmatory"
+
+
+def learned_task(run: Path) -> dict:
+    """Did the variant's training learn the task? The trained model's first-move expected reward on held-out mazes minus
+    the naive model's (trained_eval/comparison.json) with its CI; `learned` when the CI is above 0 (claim 6's gate).
+    Either spelling of the CI keys is read (ci_lo/ci_hi, or ci_low/ci_high with diff)."""
+    path = run / "trained_eval" / "comparison.json"
+    if not path.exists():
+        return {"learned": None, "why": "no trained_eval stage"}
+    d = json.loads(path.read_text())["first_move"]["expected_reward_diff"]
+    value, lo, hi = d.get("value", d.get("diff")), d.get("ci_lo", d.get("ci_low")), d.get("ci_hi", d.get("ci_high"))
+    return {"value": value, "ci_lo": lo, "ci_hi": hi, "learned": bool(lo is not None and lo > 0),
+            "what": "first-move expected reward, trained minus naive, held-out mazes"}
 
 
 def cell(row: dict) -> str:
@@ -115,18 +136,29 @@ def cell(row: dict) -> str:
     return f"{row['verdict']} ({_fmt(row['value'])}{ci})"
 
 
+def _learned_cell(learned: dict) -> str:
+    from welfare_axis.claims import _fmt
+
+    if learned.get("learned") is None:
+        return "unknown"
+    return f"{'yes' if learned['learned'] else 'no'} ({_fmt(learned['value'])}; CI [{_fmt(learned['ci_lo'])}, {_fmt(learned['ci_hi'])}])"
+
+
 def matrix_markdown(data: dict) -> str:
     from welfare_axis.claims import CI_OF
 
     names = list(data["variants"])
     first = data["variants"][names[0]]["claims"]
-    lines = [f"Protocol {data['protocol']['version']} (hash {data['protocol']['hash']}); claim 6: **{data['claim6']['verdict']}**.",
+    lines = [f"Protocol {data['protocol']['version']} (hash {data['protocol']['hash']}); claim 6: **{data['claim6']['verdict']}** "
+             f"({data['claim6'].get('status', '?')}).",
              "", "| claim | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     by_id = {n: {r["id"]: r for r in data["variants"][n]["claims"]} for n in names}  # cells by claim id, not row position
     for c in first:
         if c["id"] == 6:
             continue
         lines.append(f"| {c['id']}. {c['claim']} | " + " | ".join(cell(by_id[n][c["id"]]) for n in names) + " |")
+    lines.append("| learned the task (first-move expected reward, trained - naive) | "
+                 + " | ".join(_learned_cell(data["variants"][n].get("learned") or {}) for n in names) + " |")
     lines += ["", "Each cell: the verdict, the number the rule reads (claims.json `value`) and, where the rule reads one, its "
               "interval (" + "; ".join(f"{k}: {v}" for k, v in CI_OF.items()) + ").", ""]
     lines += [f"- **{n}**: {v['what']}; trained model: {v['trained_model']} ({v['status']}, seed {v['seed']}; run {v['run']})"
