@@ -55,7 +55,9 @@ def test_smoke_reproduce_killed_mid_run_resumes_and_writes_every_section(tmp_pat
     mech = json.loads((run / "mechanics" / "mechanics.json").read_text())
     assert [h["id"] for h in mech["hypotheses"]] == ["H1", "H1m", "H5m", "H2", "H2b", "H3", "H4", "H4b"]
     assert mech["pairs"]["onestep_start"] == "train_sft/checkpoints/step_000004/model"  # RL's start, run-relative
-    assert mech["summary"]["anatomy"]["low_rank_test"] is not None  # the SFT part is a full fine-tune: H4 is measurable
+    # H3/H4 read RL's own update (SFT model -> trained), a LoRA: H4's rank test is not measured by construction
+    assert mech["pairs"]["anatomy"] == {"start": "train_sft/checkpoints/step_000004/model", "lora_only": True}
+    assert "RL's own update" in mech["summary"]["anatomy"]["delta"] and mech["summary"]["anatomy"]["low_rank_test"] is None
     mech_rows = [line for line in md.split("## Mechanics")[1].splitlines() if line.startswith("| H")]
     assert len(mech_rows) == 8 and all(any(v in row for v in ("| supported |", "| contradicted |", "| inconclusive |", "| not measured |"))
                                        for row in mech_rows)
