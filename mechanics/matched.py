@@ -313,9 +313,7 @@ def _resampled_axes(acts: np.ndarray, labels: np.ndarray, counts: dict[str, np.n
 def _axis_statistics(mold: np.ndarray, gold: np.ndarray, start_axis: np.ndarray) -> dict[str, np.ndarray]:
     """Per draw (leading axis): the antiparallelism -min over the band of cos(v_Mold, v_Gold), and the welfare axis's mean
     cosine over the band with the start model's (unit vectors in, [..., L_band, H])."""
-    from probes import nulls
-
-    axis = nulls.unit(gold - mold)
+    axis = _unit_axis({"gold": gold, "mold": mold})
     return {"antiparallelism": -(mold * gold).sum(-1).min(-1), "alignment_with_start_axis": (axis * start_axis).sum(-1).mean(-1)}
 
 
@@ -347,6 +345,7 @@ def extraction_draws(dirs: dict[tuple[str, int], Path], band: list[int], n_boot:
 
 
 def _unit_axis(vectors: dict[str, np.ndarray]) -> np.ndarray:
+    """unit(v_Gold - v_Mold) per band layer (unit concept vectors in)."""
     from probes import nulls
 
     return nulls.unit(vectors["gold"] - vectors["mold"])
@@ -499,5 +498,5 @@ def run_matched(base, start_model: str, out_dir, n_eval_mazes: int = 64, n_maze:
     from probes.protocol import PROTOCOL
 
     summary["protocol"] = PROTOCOL.stamp()  # the title question's rules (TitleQuestion) decide H5m
-    summary["status"] = "exploratory" if base.seed in {*PROTOCOL.exploration_seeds, *PROTOCOL.title.exploration_seeds} else "confirmatory"
+    summary["status"] = PROTOCOL.status(base.seed, part="title")
     return summary, {"matched": progress_table(summary), "matched_policy": policy, "matched_kl": kl}

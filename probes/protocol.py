@@ -191,8 +191,7 @@ class TitleQuestion:
 
     progress: str = "first-move expected episode value (best total tile reward over the episode, wind ignored)"
     sft_task: str = "the start model's own SFT task, RL's decisions per step"
-    learning_gate: bool = True
-    exploration_seeds: tuple[int, ...] = (1,)  # seed 1's matrix was read before the learning gate was written  # each arm's last-checkpoint progress CI above 0
+    learning_gate: bool = True  # each arm's last-checkpoint progress CI above 0
     resample: tuple[str, ...] = ("held-out mazes", "extraction trajectories")
     min_valid_boot: float = 0.95
     statistic: str = "antiparallelism: -min over the band of cos(v_Mold, v_Gold), raw vectors"
@@ -241,11 +240,13 @@ class Protocol:
         blob = json.dumps({k: d[k] for k in parts}, sort_keys=True, default=str)
         return {"parts": list(parts), "hash": hashlib.sha256(blob.encode()).hexdigest()[:16]}
 
-    def status(self, seed: int, plant: str | None = None) -> str:
-        """'exploratory' on a seed that informed a rule, 'control' for a planted run, else 'confirmatory'."""
+    def status(self, seed: int, plant: str | None = None, part: str | None = None) -> str:
+        """'exploratory' on a seed that informed a rule, 'control' for a planted run, else 'confirmatory'. `part` names a
+        section with exploration seeds of its own (claim6, title), whose verdicts also read the claims' rules."""
         if plant:
             return "control"
-        return "exploratory" if seed in self.exploration_seeds else "confirmatory"
+        seeds = {*self.exploration_seeds, *(getattr(self, part).exploration_seeds if part else ())}
+        return "exploratory" if seed in seeds else "confirmatory"
 
 
 PROTOCOL = Protocol()

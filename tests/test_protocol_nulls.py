@@ -16,6 +16,9 @@ def test_protocol_hash_changes_with_any_rule_and_status_follows_the_seed():
     changed = Protocol(nulls=type(PROTOCOL.nulls)(draws=100))
     assert changed.hash != PROTOCOL.hash
     assert PROTOCOL.status(0) == "exploratory" and PROTOCOL.status(7) == "confirmatory" and PROTOCOL.status(7, "random") == "control"
+    # a section with exploration seeds of its own: seed 1 informed the title question's and claim 6's rules, not claims 1-5d's
+    assert PROTOCOL.status(1) == "confirmatory" and PROTOCOL.status(1, part="title") == PROTOCOL.status(1, part="claim6") == "exploratory"
+    assert PROTOCOL.status(0, part="title") == "exploratory" and PROTOCOL.status(3, part="title") == "confirmatory"
     assert PROTOCOL.nulls.draws >= 100  # a 95% band from fewer draws is not a 95% band
 
 

@@ -111,8 +111,8 @@ def write_matrix(out: Path, runs: dict[str, Path], build_report) -> Path:
 
 def claim6_status(written: dict) -> str:
     """'exploratory' when a variant's seed informed claim 6's rule or any rule of the claims it reads, else 'confirmatory'."""
-    seeds = {w["seed"] for w in written.values()}
-    return "exploratory" if seeds & {*PROTOCOL.exploration_seeds, *PROTOCOL.claim6.exploration_seeds} else "confirmatory"
+    statuses = {PROTOCOL.status(w["seed"], part="claim6") for w in written.values()}
+    return "exploratory" if "exploratory" in statuses else "confirmatory"
 
 
 def learned_task(run: Path) -> dict:

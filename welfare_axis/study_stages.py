@@ -286,6 +286,11 @@ def _lora_only(ctx: RunContext) -> bool:
     return cfg.finetune == "lora" and ("sft" not in ctx.training or cfg.sft_finetune == "lora")
 
 
+def _rl_after_sft(ctx: RunContext) -> bool:
+    """RL followed SFT: the anatomy (H3, H4) reads RL's own update, not the whole training."""
+    return ctx.training == "sft+rl"
+
+
 def _mechanics(ctx: RunContext, d: Path) -> dict:
     """Drift naive -> trained, anatomy of RL's own update (after SFT) or of the whole training, recruitment, and the one-step
     probe from the model RL started from (`base`), all in float32 (mechanics/suite.py); models already loaded in float32
@@ -301,13 +306,13 @@ def _mechanics(ctx: RunContext, d: Path) -> dict:
         trained, _ = load(ctx.base, ctx.checkpoint, ctx.device, "float32")
     probe_model, _ = load(ctx.base, None, ctx.device, "float32")  # a fresh copy: the probe sets requires_grad on every parameter
     vectors, control = _vectors(ctx)
-    sizes = ctx.p.mechanics
-    rl_after_sft = ctx.training == "sft+rl"
-    rl_start = load(ctx.base, None, ctx.device, "float32")[0] if rl_after_sft else None
+    sizes, rl_after_sft = ctx.p.mechanics, _rl_after_sft(ctx)
     lora = ctx.train_cfg.finetune == "lora" if rl_after_sft else _lora_only(ctx)
     top = ctx.train_cfg.lora_top_layers if lora else 0  # a LoRA-only delta on the top k blocks can touch only those
+    # RL's start model is probe_model (a fresh load of `base`); measure_all reads the anatomy before the probe touches it
     summaries, tables = measure_all(naive, trained, probe_model, tok, vectors, control, ctx.maze, sizes, ctx.seed, lora=lora,
-                                    progress=ctx.progress, trainable_blocks=top or None, anatomy_start=rl_start)
+                                    progress=ctx.progress, trainable_blocks=top or None,
+                                    anatomy_start=probe_model if rl_after_sft else None)
     pairs = {"drift": {"start": ctx.model_id, "trained": ctx.base, "checkpoint": str(ctx.checkpoint) if ctx.checkpoint else None},
              "anatomy": {"start": ctx.base if rl_after_sft else ctx.model_id, "lora_only": lora},
              "onestep_start": ctx.base, "recruitment": {"vectors": "extract_trained", "control": "extract_naive"}}
@@ -341,7 +346,7 @@ STUDY: tuple[Stage, ...] = (
           deps=lambda ctx: ("extract_trained",)),
     Stage("steer_trained", _steer_key, _steer_trained, deps=lambda ctx: ("steer_naive",)),
     Stage("mechanics", lambda ctx: {"sizes": dataclasses.asdict(ctx.p.mechanics), "seed": ctx.seed, "lora_only": _lora_only(ctx),
-                                    "anatomy": "rl's own update" if ctx.training == "sft+rl" else "whole training"},
+                                    "anatomy": "rl's own update" if _rl_after_sft(ctx) else "whole training"},
           _mechanics, deps=lambda ctx: ("extract_naive", "extract_trained")),
     Stage("report", lambda ctx: {"t": time.time()}, _report, deps=lambda ctx: tuple(ctx.runner.keys)),  # always rebuilt
 )
